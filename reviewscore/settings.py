@@ -1,0 +1,88 @@
+"""All configuration, read from environment variables prefixed REVIEWSCORE_ (or a .env file)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UNSAFE_SECRETS = {"", "changeme", "change-me", "admin", "password", "secret"}
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REVIEWSCORE_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.development
+    # Where `make run` keeps its SQLite file, embedded Redis and logs.
+    var_dir: Path = REPO_ROOT / "var"
+    database_url: str = ""
+    # Empty: `reviewscore run` starts an embedded Redis and points everything at its socket.
+    redis_url: str = ""
+    models_dir: Path = REPO_ROOT / "models"
+    # Empty: the installed model with the best test accuracy.
+    default_model: str = ""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_url: str = "http://127.0.0.1:8000"
+    flower_port: int = 5555
+    flower_user: str = "admin"
+    flower_password: str = "reviewscore"
+
+    chunk_size: int = Field(1000, ge=1, le=100_000)
+    score_batch_size: int = Field(256, ge=1, le=8192)
+    max_reviews_per_request: int = Field(256, ge=1)
+    max_upload_bytes: int = 2 * 1024**3
+    max_text_bytes: int = 100_000
+    max_rows_per_job: int = 5_000_000
+    max_gzip_ratio: int = 200
+    singles_timeout_s: float = 30.0
+    singles_batch_wait_ms: float = 5.0
+    singles_batch_max: int = 256
+
+    chunk_max_attempts: int = Field(3, ge=1)
+    # A running chunk whose worker went silent this long is handed to another worker.
+    chunk_lease_s: float = 300.0
+    # A queued chunk still untouched this long while the queue is empty lost its message.
+    queued_grace_s: float = 120.0
+    upload_stall_s: float = 300.0
+    sweep_interval_s: float = 30.0
+    job_retention_days: float = 30.0
+
+    worker_concurrency: int = 1
+    # TensorFlow threads per worker process; 0 = cores / worker processes.
+    tf_threads: int = 0
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'reviewscore.db'}"
+        if self.env is Environment.production and self.flower_password in UNSAFE_SECRETS:
+            raise ValueError(
+                "REVIEWSCORE_FLOWER_PASSWORD must be set to a real secret when "
+                "REVIEWSCORE_ENV=production"
+            )
+        return self
+
+    @property
+    def redis_socket(self) -> Path:
+        """Unix socket of the embedded Redis that `reviewscore run` starts."""
+        return self.var_dir / "redis.sock"
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or f"redis+socket://{self.redis_socket}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
