@@ -1,0 +1,72 @@
+"""The Celery app shared by the API (which only sends tasks by name) and the workers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import Celery
+from kombu import Queue
+
+from reviewscore.settings import Settings, get_settings
+
+SCORE_CHUNK = "reviewscore.score_chunk"
+SCORE_TEXTS = "reviewscore.score_texts"
+SWEEP = "reviewscore.sweep"
+
+BULK_QUEUE = "bulk"
+SINGLES_QUEUE = "singles"
+# Redis emulates priorities with one list per step; 0 is served first.
+PRIORITY_STEPS = list(range(10))
+
+
+def chunk_priority(seq: int) -> int:
+    """Early chunks of every job go first, so a small job is not stuck behind a big one."""
+    return min(9, (seq + 1).bit_length() - 1)
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("reviewscore", broker=settings.broker_url, backend=settings.broker_url)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_expires=timedelta(minutes=10),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "priority_steps": PRIORITY_STEPS,
+            "sep": ":",
+            "queue_order_strategy": "priority",
+            # Far above the longest chunk, so Redis never re-delivers a chunk still being scored.
+            "visibility_timeout": 3600,
+        },
+        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        task_queues=[Queue(SINGLES_QUEUE), Queue(BULK_QUEUE)],
+        task_default_queue=BULK_QUEUE,
+        task_routes={
+            SCORE_CHUNK: {"queue": BULK_QUEUE},
+            SCORE_TEXTS: {"queue": SINGLES_QUEUE},
+            SWEEP: {"queue": BULK_QUEUE},
+        },
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule={
+            "sweep": {
+                "task": SWEEP,
+                "schedule": settings.sweep_interval_s,
+                "options": {
+                    "queue": BULK_QUEUE,
+                    "priority": 0,
+                    "expires": settings.sweep_interval_s,
+                },
+            }
+        },
+    )
+    return app
+
+
+celery_app = make_celery()

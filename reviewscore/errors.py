@@ -1,0 +1,62 @@
+"""The failures a user can cause, each with the HTTP status the API answers it with."""
+
+from __future__ import annotations
+
+
+class ReviewscoreError(Exception):
+    status_code = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadUploadError(ReviewscoreError):
+    """The uploaded file cannot be read as the CSV we need (or not past some point)."""
+
+    status_code = 422
+
+    def __init__(self, message: str, status_code: int = 422) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class UploadTooLargeError(BadUploadError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=413)
+
+
+class UnsupportedMediaError(BadUploadError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=415)
+
+
+class UploadInterruptedError(ReviewscoreError):
+    """The client went away before the upload ended."""
+
+    status_code = 400
+
+
+class JobNotFoundError(ReviewscoreError):
+    status_code = 404
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+
+
+class JobStateError(ReviewscoreError):
+    """The job is not in a state that allows the request (cancel a finished job, say)."""
+
+    status_code = 409
+
+
+class BadRequestError(ReviewscoreError):
+    status_code = 422
+
+
+class ServiceUnavailableError(ReviewscoreError):
+    status_code = 503
+
+
+class ScoringTimeoutError(ReviewscoreError):
+    status_code = 504
