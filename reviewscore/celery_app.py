@@ -70,3 +70,17 @@ def make_celery(settings: Settings | None = None) -> Celery:
 
 
 celery_app = make_celery()
+
+
+def enqueue_chunk(job_id: str, seq: int) -> None:
+    celery_app.send_task(
+        SCORE_CHUNK, args=[job_id, seq], queue=BULK_QUEUE, priority=chunk_priority(seq)
+    )
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting in a queue, across its priority lists."""
+    with celery_app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        names = [queue] + [f"{queue}:{step}" for step in PRIORITY_STEPS[1:]]
+        return sum(int(client.llen(name)) for name in names)

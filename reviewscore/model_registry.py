@@ -8,9 +8,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from reviewscore.errors import ReviewscoreError
 
-class UnknownModelError(LookupError):
+
+class UnknownModelError(ReviewscoreError):
     """A job or request named a model that is not installed."""
+
+    status_code = 422
 
 
 class ModelInfo(BaseModel):

@@ -1,0 +1,40 @@
+"""API keys: who is calling. In development auth is off and every caller is anonymous (None)."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from reviewscore import keys
+from reviewscore.db import session_scope
+from reviewscore.errors import ReviewscoreError
+from reviewscore.settings import Environment, get_settings
+
+bearer = HTTPBearer(auto_error=False, description="an API key from `reviewscore keys create`")
+
+
+class NotAuthenticatedError(ReviewscoreError):
+    status_code = 401
+
+
+def auth_enabled() -> bool:
+    return get_settings().env is Environment.production
+
+
+def current_key_id(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> int | None:
+    """The caller's key id, or None when auth is off; jobs are scoped to it."""
+    if not auth_enabled():
+        return None
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticatedError(
+            "this server needs an API key: send 'Authorization: Bearer <key>' "
+            "(create one with `reviewscore keys create NAME`)"
+        )
+    with session_scope(readonly=True) as session:
+        key = keys.find_active(session, credentials.credentials)
+    if key is None:
+        raise NotAuthenticatedError("the API key is unknown or revoked")
+    request.state.key_id = key
+    return key

@@ -1,0 +1,49 @@
+"""Prometheus metrics of the service, read from the database and Redis at scrape time."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+
+from reviewscore.celery_app import BULK_QUEUE, SINGLES_QUEUE, queue_depth
+from reviewscore.db import session_scope
+from reviewscore.model_registry import default_model_name, list_models
+from reviewscore.schema import Job
+from reviewscore.settings import get_settings
+
+
+def render() -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    jobs_by_status = Gauge("reviewscore_jobs", "Jobs by status", ["status"], registry=registry)
+    rows = Gauge("reviewscore_rows", "Rows of all jobs by outcome", ["outcome"], registry=registry)
+    depth = Gauge("reviewscore_queue_depth", "Messages waiting", ["queue"], registry=registry)
+    model = Gauge(
+        "reviewscore_model_info",
+        "Installed models",
+        ["name", "version", "default"],
+        registry=registry,
+    )
+    with session_scope(readonly=True) as session:
+        for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
+            jobs_by_status.labels(status).set(count)
+        scored, failed = session.execute(
+            select(
+                func.coalesce(func.sum(Job.scored_rows), 0),
+                func.coalesce(func.sum(Job.failed_rows), 0),
+            )
+        ).one()
+        rows.labels("scored").set(scored)
+        rows.labels("failed").set(failed)
+    for queue in (BULK_QUEUE, SINGLES_QUEUE):
+        # Redis down: leave the gauge out rather than fail the scrape.
+        with contextlib.suppress(Exception):
+            depth.labels(queue).set(queue_depth(queue))
+    settings = get_settings()
+    installed = list_models(settings.models_dir)
+    default = default_model_name(installed, settings.default_model)
+    for m in installed:
+        model.labels(m.name, m.version, str(m.name == default).lower()).set(1)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

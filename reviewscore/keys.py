@@ -1,0 +1,48 @@
+"""API keys: created and revoked by the CLI, stored as sha256 hashes, never in clear."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from reviewscore.schema import ApiKey, utcnow
+
+KEY_PREFIX = "rs_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
+    """Returns the stored record and the key itself, which is shown once and not kept."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    record = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], created_at=utcnow())
+    session.add(record)
+    session.flush()
+    return record, key
+
+
+def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+    query = select(ApiKey).where(ApiKey.revoked_at.is_(None))
+    if key_id_or_prefix.isdigit():
+        query = query.where(ApiKey.id == int(key_id_or_prefix))
+    else:
+        query = query.where(ApiKey.prefix == key_id_or_prefix[:10])
+    record = session.execute(query).scalars().first()
+    if record is not None:
+        record.revoked_at = utcnow()
+    return record
+
+
+def find_active(session: Session, key: str) -> int | None:
+    return session.execute(
+        select(ApiKey.id).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    ).scalar_one_or_none()
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.execute(select(ApiKey).order_by(ApiKey.id)).scalars())

@@ -1,0 +1,96 @@
+"""Scoring a claimed chunk: dedup against earlier scores, batch the rest, isolate rows that raise."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from reviewscore.jobs import ChunkWork, RowResult
+from reviewscore.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+
+def text_hash(text: str) -> bytes:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass
+class ChunkOutcome:
+    results: list[RowResult]
+    new_scores: dict[bytes, tuple[float, bool]]
+    scored_now: int
+    from_cache: int
+
+
+def score_texts_isolating_failures(
+    scorer: Scorer, texts: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Scores texts in batches; if a batch raises, re-scores it in halves so only the rows that
+    really fail are marked failed (a poison row costs log2(n) extra calls, not the whole chunk)."""
+    n = len(texts)
+    p = np.full(n, np.nan, dtype=np.float32)
+    truncated = np.zeros(n, dtype=bool)
+    errors: dict[int, str] = {}
+
+    def run(lo: int, hi: int) -> None:
+        try:
+            scores = scorer.score(texts[lo:hi])
+            p[lo:hi] = scores.p_positive
+            truncated[lo:hi] = scores.truncated
+        except Exception as exc:  # noqa: BLE001 - any model failure is isolated the same way
+            if hi - lo == 1:
+                errors[lo] = f"scoring failed: {type(exc).__name__}: {exc}"[:500]
+                return
+            mid = (lo + hi) // 2
+            run(lo, mid)
+            run(mid, hi)
+
+    if n:
+        run(0, n)
+    return p, truncated, errors
+
+
+def score_chunk_rows(
+    scorer: Scorer, work: ChunkWork, cached: dict[bytes, tuple[float, bool]]
+) -> ChunkOutcome:
+    results: dict[int, RowResult] = {}
+    pending: dict[bytes, list[int]] = {}
+    texts_by_hash: dict[bytes, str] = {}
+    for row in work.rows:
+        if row.error is not None:
+            results[row.row_num] = RowResult(row.row_num, None, False, row.error)
+            continue
+        h = text_hash(row.text)
+        if h in cached:
+            p, t = cached[h]
+            results[row.row_num] = RowResult(row.row_num, p, t, None)
+        else:
+            pending.setdefault(h, []).append(row.row_num)
+            texts_by_hash[h] = row.text
+    hashes = list(pending)
+    p, truncated, errors = score_texts_isolating_failures(
+        scorer, [texts_by_hash[h] for h in hashes]
+    )
+    new_scores: dict[bytes, tuple[float, bool]] = {}
+    for i, h in enumerate(hashes):
+        error = errors.get(i)
+        value = None if error else float(p[i])
+        if error is None:
+            new_scores[h] = (float(p[i]), bool(truncated[i]))
+        for row_num in pending[h]:
+            results[row_num] = RowResult(
+                row_num, value, bool(truncated[i]) if value is not None else False, error
+            )
+    from_cache = sum(1 for r in work.rows if r.error is None) - sum(
+        len(v) for v in pending.values()
+    )
+    return ChunkOutcome(
+        results=[results[r.row_num] for r in work.rows],
+        new_scores=new_scores,
+        scored_now=len(hashes),
+        from_cache=from_cache,
+    )
