@@ -1,0 +1,63 @@
+"""Custom Keras layers of the reviewscore models, registered so that a worker can load a
+.keras file after importing this module. Imports TensorFlow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from reviewscore.text import standardize
+
+
+def hashed_ngram_ids(
+    texts: tf.Tensor, num_buckets: int, ngram_max: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The distinct hashed 1..ngram_max-grams of each standardized text, as two aligned
+    int64 vectors (row index, bucket); each (row, bucket) pair occurs once (binarized)."""
+    tokens = tf.strings.split(standardize(texts))
+    grams = tf.concat(
+        [tf.strings.ngrams(tokens, width, separator=" ") for width in range(1, ngram_max + 1)],
+        axis=1,
+    )
+    buckets = tf.strings.to_hash_bucket_fast(grams.flat_values, num_buckets)
+    rows = grams.value_rowids()
+    # One int64 key per (row, bucket) pair makes per-row deduplication a single tf.unique.
+    keys, _ = tf.unique(rows * num_buckets + buckets)
+    return keys // num_buckets, keys % num_buckets
+
+
+@keras.saving.register_keras_serializable(package="reviewscore")
+class HashedNgramLogit(keras.layers.Layer):
+    """Raw strings [n] -> logit [n, 1] = bias + sum of one weight per distinct hashed n-gram
+    bucket present in the text: a binarized linear model that needs no stored vocabulary."""
+
+    def __init__(self, num_buckets: int, ngram_max: int = 3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_buckets = num_buckets
+        self.ngram_max = ngram_max
+
+    def build(self, input_shape: Any) -> None:
+        self.bucket_weights = self.add_weight(
+            name="bucket_weights", shape=(self.num_buckets,), initializer="zeros"
+        )
+        self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
+
+    def call(self, texts: tf.Tensor) -> tf.Tensor:
+        texts = tf.reshape(texts, [-1])
+        rows, buckets = hashed_ngram_ids(texts, self.num_buckets, self.ngram_max)
+        logits = tf.math.unsorted_segment_sum(
+            tf.gather(self.bucket_weights, buckets), rows, num_segments=tf.shape(texts)[0]
+        )
+        return tf.expand_dims(logits + self.bias, -1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:
+        return (input_shape[0], 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_buckets": self.num_buckets,
+            "ngram_max": self.ngram_max,
+        }

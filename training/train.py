@@ -1,0 +1,397 @@
+"""Train one architecture on IMDB, evaluate it once on the test split and install it as
+models/<name>/ (model.keras + metadata.json + report/). Entry point: run_training()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from reviewscore.layers import hashed_ngram_ids
+from reviewscore.model_registry import ModelInfo
+from reviewscore.scorer import compile_model_call, default_device, load_scorer
+from training import architectures as arch
+from training.data import Reviews, load_dataset, stratified_sample, stratified_split
+from training.metrics import classification_metrics
+
+VALIDATION_FRACTION = 0.2
+MODEL_FILE = "model.keras"
+THROUGHPUT_REVIEWS = 2_000
+THROUGHPUT_BATCH = 256
+
+
+@dataclass
+class TrainedModel:
+    """What a trainer hands back: the end-to-end model and how its training went."""
+
+    model: keras.Model
+    architecture: str
+    max_tokens: int | None
+    epochs_run: int
+    best_epoch: int
+    history: dict[str, list[float]]
+    params: int
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+class KeepBestEpoch(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the lowest validation loss, stop after
+    `patience` epochs without improvement, and restore the best weights at the end."""
+
+    def __init__(self, patience: int) -> None:
+        super().__init__()
+        self.patience = patience
+        self.best_loss = float("inf")
+        self.best_epoch = 0
+        self.best_weights: list[np.ndarray] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        loss = (logs or {}).get("val_loss", float("inf"))
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch = loss, epoch + 1
+            self.best_weights = self.model.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, float] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def _history(fit_result: keras.callbacks.History) -> dict[str, list[float]]:
+    return {key: [float(v) for v in values] for key, values in fit_result.history.items()}
+
+
+def train_cnn(fit: Reviews, val: Reviews, epochs: int | None, seed: int) -> TrainedModel:
+    vectorizer = arch.cnn_vectorizer()
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(fit.texts).batch(1024))
+
+    def token_ids(reviews: Reviews) -> np.ndarray:
+        return np.concatenate(
+            [
+                vectorizer(tf.constant(reviews.texts[i : i + 1024])).numpy()
+                for i in range(0, len(reviews), 1024)
+            ]
+        )
+
+    network = arch.cnn_network()
+    network.summary()
+    network.compile(loss="binary_crossentropy", optimizer="adam", metrics=["accuracy"])
+    keep_best = KeepBestEpoch(patience=2)
+    result = network.fit(
+        token_ids(fit),
+        fit.labels.astype("float32"),
+        validation_data=(token_ids(val), val.labels.astype("float32")),
+        batch_size=32,
+        epochs=epochs or 8,
+        callbacks=[keep_best],
+        verbose=2,
+    )
+    history = _history(result)
+    # Export a fresh, uncompiled copy so that no optimizer state goes into the .keras file.
+    exported = arch.cnn_network()
+    exported.set_weights(network.get_weights())
+    return TrainedModel(
+        model=arch.cnn_end_to_end(vectorizer, exported),
+        architecture=(
+            f"cnn: TextVectorization({arch.CNN_VOCABULARY}, {arch.CNN_SEQUENCE_LENGTH} tokens) -> "
+            f"Embedding({arch.CNN_EMBEDDING_DIM}) -> Dropout -> 2x Conv1D(128, 7, stride 3) -> "
+            "GlobalMaxPool -> Dense(128) -> Dropout -> Dense(1, sigmoid)"
+        ),
+        max_tokens=arch.CNN_SEQUENCE_LENGTH,
+        epochs_run=len(history["loss"]),
+        best_epoch=keep_best.best_epoch,
+        history=history,
+        params=int(sum(np.prod(w.shape) for w in network.trainable_weights)),
+        hyperparameters={
+            "vocabulary": arch.CNN_VOCABULARY,
+            "sequence_length": arch.CNN_SEQUENCE_LENGTH,
+            "embedding_dim": arch.CNN_EMBEDDING_DIM,
+            "batch_size": 32,
+            "optimizer": "adam(1e-3)",
+        },
+    )
+
+
+def bucket_ids(texts: list[str], num_buckets: int, ngram_max: int) -> tf.RaggedTensor:
+    """The distinct hashed n-gram buckets of each text, as a ragged [n, None] int64 tensor."""
+    parts = []
+    for start in range(0, len(texts), 2048):
+        chunk = tf.constant(texts[start : start + 2048])
+        rows, buckets = hashed_ngram_ids(chunk, num_buckets, ngram_max)
+        parts.append(
+            tf.RaggedTensor.from_value_rowids(buckets, rows, nrows=len(texts[start : start + 2048]))
+        )
+    return tf.concat(parts, axis=0)
+
+
+# NBSVM hyperparameters, chosen on the validation split (see training/README-models.md).
+NBSVM_SETTINGS: dict[str, Any] = {
+    "num_buckets": arch.NBSVM_BUCKETS,
+    "ngram_max": arch.NBSVM_NGRAM_MAX,
+    "learning_rate": 2e-3,
+    "weight_decay": 1e-4,
+    "batch_size": 64,
+    "w_init_scale": 0.1,
+    "nb_alpha": 1.0,
+    "epochs": 4,
+}
+
+
+@dataclass(frozen=True)
+class NBSVMFeatures:
+    """Hashed n-gram buckets of the train and validation reviews, and the NB ratios."""
+
+    fit_ids: tf.RaggedTensor
+    fit_labels: np.ndarray
+    val_ids: tf.RaggedTensor
+    val_labels: np.ndarray
+    ratios: np.ndarray
+
+
+def nbsvm_features(fit: Reviews, val: Reviews, settings: dict[str, Any]) -> NBSVMFeatures:
+    num_buckets, ngram_max = settings["num_buckets"], settings["ngram_max"]
+    fit_ids = bucket_ids(fit.texts, num_buckets, ngram_max)
+    ratios = arch.nb_log_count_ratios(
+        fit_ids.value_rowids().numpy(),
+        fit_ids.flat_values.numpy(),
+        fit.labels,
+        num_buckets,
+        alpha=settings["nb_alpha"],
+    )
+    return NBSVMFeatures(
+        fit_ids=fit_ids,
+        fit_labels=fit.labels,
+        val_ids=bucket_ids(val.texts, num_buckets, ngram_max),
+        val_labels=val.labels,
+        ratios=ratios,
+    )
+
+
+def fit_nbsvm(
+    features: NBSVMFeatures, settings: dict[str, Any], epochs: int | None, seed: int
+) -> TrainedModel:
+    def batches(ids: tf.RaggedTensor, labels: np.ndarray, shuffle: bool) -> tf.data.Dataset:
+        data = tf.data.Dataset.from_tensor_slices((ids, labels.astype("float32")))
+        if shuffle:
+            data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        return (
+            data.batch(settings["batch_size"])
+            .map(lambda x, y: (x.to_tensor(default_value=-1), y))
+            .prefetch(2)
+        )
+
+    network = arch.nbsvm_network(features.ratios, settings["w_init_scale"])
+    network.summary()
+    network.compile(
+        loss="binary_crossentropy",
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=settings["learning_rate"], weight_decay=settings["weight_decay"]
+        ),
+        metrics=["accuracy"],
+    )
+    keep_best = KeepBestEpoch(patience=1)
+    result = network.fit(
+        batches(features.fit_ids, features.fit_labels, shuffle=True),
+        validation_data=batches(features.val_ids, features.val_labels, shuffle=False),
+        epochs=epochs or settings["epochs"],
+        callbacks=[keep_best],
+        verbose=2,
+    )
+    history = _history(result)
+    layer = network.get_layer("nb_weighted")
+    num_buckets, ngram_max = settings["num_buckets"], settings["ngram_max"]
+    model = arch.nbsvm_end_to_end(
+        layer.bucket_weights(),
+        float(keras.ops.convert_to_numpy(layer.bias)),
+        num_buckets,
+        ngram_max,
+    )
+    return TrainedModel(
+        model=model,
+        architecture=f"nbsvm: NB-weighted linear model over binarized hashed 1..{ngram_max}-grams "
+        f"({num_buckets:,} buckets)",
+        max_tokens=None,
+        epochs_run=len(history["loss"]),
+        best_epoch=keep_best.best_epoch,
+        history=history,
+        params=num_buckets + 1,
+        hyperparameters={
+            **settings,
+            "w_offset": arch.NBSVM_W_OFFSET,
+            "r_scale": arch.NBSVM_R_SCALE,
+        },
+    )
+
+
+def train_nbsvm(
+    fit: Reviews, val: Reviews, epochs: int | None, seed: int, **overrides: Any
+) -> TrainedModel:
+    settings = {**NBSVM_SETTINGS, **overrides}
+    return fit_nbsvm(nbsvm_features(fit, val, settings), settings, epochs, seed)
+
+
+TRAINERS: dict[str, Callable[..., TrainedModel]] = {"cnn": train_cnn, "nbsvm": train_nbsvm}
+
+
+def predict(model: keras.Model, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    call = compile_model_call(model)
+    parts = [
+        call(tf.constant(texts[i : i + batch_size])).numpy()
+        for i in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
+
+
+def file_version(name: str, path: Path) -> str:
+    return f"{name}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+def measure_throughput(info: ModelInfo, texts: list[str]) -> float:
+    """Reviews per second through the worker's scorer, batched, in-process, after warm-up."""
+    scorer = load_scorer(info, batch_size=THROUGHPUT_BATCH)
+    scorer.score(texts[:THROUGHPUT_BATCH])
+    started = time.perf_counter()
+    scorer.score(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def run_training(
+    arch: str,
+    data: Path,
+    models_dir: Path,
+    *,
+    epochs: int | None = None,
+    seed: int = 1337,
+    limit: int | None = None,
+    report: bool = True,
+) -> Path:
+    """Train `arch` on the IMDB data at `data`, install it as models_dir/<arch>/ and return
+    that folder. `limit` trains and tests on a stratified sample of that many reviews."""
+    if arch not in TRAINERS:
+        raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(TRAINERS)})")
+    keras.utils.set_random_seed(seed)
+    dataset = load_dataset(Path(data))
+    fingerprint = dataset.fingerprint()
+    train, test = dataset.train, dataset.test
+    if limit is not None:
+        train = stratified_sample(train, limit, seed)
+        test = stratified_sample(test, limit, seed)
+    val, fit = stratified_split(train, VALIDATION_FRACTION, seed)
+    print(f"{arch}: {len(fit)} train, {len(val)} validation, {len(test)} test reviews")
+
+    started = time.perf_counter()
+    trained = TRAINERS[arch](fit, val, epochs, seed)
+    train_seconds = time.perf_counter() - started
+
+    # The test split is used once, here, for the figures reported in metadata.json.
+    test_scores = predict(trained.model, test.texts)
+    test_metrics = classification_metrics(test.labels, test_scores)
+    val_metrics = classification_metrics(val.labels, predict(trained.model, val.texts))
+    print(
+        f"{arch}: test accuracy {test_metrics['accuracy']:.4f}, val {val_metrics['accuracy']:.4f}"
+    )
+
+    folder = Path(models_dir) / arch
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / MODEL_FILE
+    # The end-to-end model is built fresh and never compiled: no optimizer state is saved.
+    trained.model.save(model_path)
+    metadata: dict[str, Any] = {
+        "name": arch,
+        "version": file_version(arch, model_path),
+        "architecture": trained.architecture,
+        "model_file": MODEL_FILE,
+        "max_tokens": trained.max_tokens,
+        "test_accuracy": test_metrics["accuracy"],
+        "precision": test_metrics["precision"],
+        "recall": test_metrics["recall"],
+        "f1": test_metrics["f1"],
+        "roc_auc": test_metrics["roc_auc"],
+        "ece": test_metrics["ece"],
+        "log_loss": test_metrics["log_loss"],
+        "confusion_matrix": test_metrics["confusion_matrix"],
+        "validation": {k: v for k, v in val_metrics.items() if k != "confusion_matrix"},
+        "data": {
+            "source": dataset.source,
+            "fingerprint": fingerprint,
+            "limit": limit,
+            "train": len(fit),
+            "validation": len(val),
+            "test": len(test),
+        },
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": trained.epochs_run,
+        "best_epoch": trained.best_epoch,
+        "history": trained.history,
+        "params": trained.params,
+        "hyperparameters": trained.hyperparameters,
+        "model_bytes": model_path.stat().st_size,
+        "seed": seed,
+        "tf_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "python_version": platform.python_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    info = ModelInfo(
+        name=arch,
+        version=metadata["version"],
+        architecture=trained.architecture,
+        max_tokens=trained.max_tokens,
+        test_accuracy=metadata["test_accuracy"],
+        path=model_path,
+        metadata=metadata,
+    )
+    sample = test.texts[:THROUGHPUT_REVIEWS]
+    metadata["reviews_per_second"] = round(measure_throughput(info, sample), 1)
+    metadata["throughput"] = {
+        "reviews": len(sample),
+        "batch_size": THROUGHPUT_BATCH,
+        "device": default_device(),
+        "cpu_count": os.cpu_count(),
+    }
+    (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    if report:
+        from training.report import write_report
+
+        write_report(folder, metadata, test.labels, test_scores)
+    print(f"{arch}: installed {model_path} ({metadata['version']})")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=run_training.__doc__)
+    parser.add_argument("--arch", choices=sorted(TRAINERS), required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args(argv)
+    run_training(
+        args.arch,
+        args.data,
+        args.models_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        limit=args.limit,
+        report=not args.no_report,
+    )
+
+
+if __name__ == "__main__":
+    main()
