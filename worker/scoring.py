@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reviewscore.jobs import ChunkWork, RowResult
-from reviewscore.scorer import Scorer
+
+if TYPE_CHECKING:
+    from reviewscore.scorer import Scorer
+
 
 log = logging.getLogger(__name__)
 
