@@ -193,7 +193,7 @@ class CsvReviews:
         stream: io.RawIOBase = peekable
         if head[:2] == b"\x1f\x8b":
             stream = CountingGzipReader(io.BufferedReader(peekable), limits)  # type: ignore[arg-type]
-        else:
+        elif not encoding or not encoding.lower().startswith("utf-16"):
             self._refuse_binary(head)
         self.encoding = self._check_encoding(encoding)
         text_stream = io.TextIOWrapper(
@@ -227,6 +227,8 @@ class CsvReviews:
 
     @staticmethod
     def _refuse_binary(head: bytes) -> None:
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise BadUploadError("the file is UTF-16: save it as UTF-8 or pass encoding=utf-16")
         for signature, what in _BINARY_SIGNATURES.items():
             if head.startswith(signature):
                 raise BadUploadError(f"this is not a CSV file: it looks like {what}")
