@@ -123,13 +123,13 @@ class LimitedReader(io.RawIOBase):
 class PeekableReader(io.RawIOBase):
     """Lets the parser look at the first bytes (gzip magic, binary signatures) without losing them."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO | io.RawIOBase) -> None:
         self._raw = raw
         self._head = b""
 
     def peek_head(self, size: int = 8) -> bytes:
         while len(self._head) < size:
-            data = self._raw.read(size - len(self._head))
+            data = self._raw.read(size - len(self._head)) or b""
             if not data:
                 break
             self._head += data
@@ -144,7 +144,7 @@ class PeekableReader(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        data = self._raw.read(len(buffer))
+        data = self._raw.read(len(buffer)) or b""
         n = len(data)
         buffer[:n] = data
         return n

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import lru_cache
+from typing import Annotated
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -38,9 +39,9 @@ class Settings(BaseSettings):
     flower_user: str = "admin"
     flower_password: str = "reviewscore"
 
-    chunk_size: int = Field(1000, ge=1, le=100_000)
-    score_batch_size: int = Field(256, ge=1, le=8192)
-    max_reviews_per_request: int = Field(256, ge=1)
+    chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    score_batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
+    max_reviews_per_request: Annotated[int, Field(ge=1)] = 256
     max_upload_bytes: int = 2 * 1024**3
     max_text_bytes: int = 100_000
     max_rows_per_job: int = 5_000_000
@@ -49,7 +50,7 @@ class Settings(BaseSettings):
     singles_batch_wait_ms: float = 5.0
     singles_batch_max: int = 256
 
-    chunk_max_attempts: int = Field(3, ge=1)
+    chunk_max_attempts: Annotated[int, Field(ge=1)] = 3
     # A running chunk whose worker went silent this long is handed to another worker.
     chunk_lease_s: float = 300.0
     # A queued chunk still untouched this long while the queue is empty lost its message.

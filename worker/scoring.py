@@ -70,8 +70,8 @@ def score_chunk_rows(
             continue
         h = text_hash(row.text)
         if h in cached:
-            p, t = cached[h]
-            results[row.row_num] = RowResult(row.row_num, p, t, None)
+            cached_p, cached_t = cached[h]
+            results[row.row_num] = RowResult(row.row_num, cached_p, cached_t, None)
         else:
             pending.setdefault(h, []).append(row.row_num)
             texts_by_hash[h] = row.text
