@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from reviewscore.celery_app import SCORE_CHUNK, make_celery
 from reviewscore.schema import Result
 from tests.conftest import RunningStack, sample_reviews, write_csv
 
@@ -113,16 +114,12 @@ def test_rescoring_a_chunk_writes_nothing_twice(service: RunningStack, tmp_path:
     path = write_csv(tmp_path / "r.csv", sample_reviews(120, seed=3), ["text"])
     job = service.wait_job(service.client.upload(path)["id"])
     # Deliver chunk 0 again, as Redis would after a lost ack: the worker must skip it.
-    from reviewscore.celery_app import SCORE_CHUNK, make_celery
-
     app = make_celery(service.settings)
-    app.send_task(SCORE_CHUNK, args=[job["id"], 0], queue="bulk").forget()
-    engine = service.engine()
-    from tests.conftest import wait_for
-
-    with service.http() as http:
-        wait_for(lambda: http.get("/v1/score").status_code == 405, 5, "api")
-    with engine.connect() as conn:
+    app.send_task(SCORE_CHUNK, args=[job["id"], 0], queue="bulk", priority=0)
+    # The worker serves one message at a time: once a later job is done, so is the duplicate.
+    later = write_csv(tmp_path / "later.csv", [{"text": "Fine."}])
+    service.wait_job(service.client.upload(later)["id"])
+    with service.engine().connect() as conn:
         count = conn.execute(
             select(func.count()).select_from(Result).where(Result.job_id == job["id"])
         ).scalar_one()
