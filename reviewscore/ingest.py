@@ -59,6 +59,11 @@ class CountingGzipReader(io.RawIOBase):
         while not self._pending and not self._eof:
             data = self._inflate.unconsumed_tail or self._raw.read(READ_SIZE)
             if not data:
+                if not self._inflate.eof:
+                    # Without this a cut-off .gz would pass for a shorter file, its last row torn.
+                    raise BadUploadError(
+                        "the gzip file ends early (truncated?): its end marker never came"
+                    )
                 self._eof = True
                 break
             if not self._inflate.unconsumed_tail:

@@ -67,7 +67,7 @@ async def score(
             f"{settings.max_reviews_per_request} (upload a CSV to POST /v1/jobs for more)"
         )
     for i, text in enumerate(body.reviews):
-        if not text.strip():
+        if not text.replace("\x00", "").strip():
             raise BadRequestError(f"review {i} is empty")
         if len(text.encode("utf-8", "surrogatepass")) > settings.max_text_bytes:
             raise BadRequestError(

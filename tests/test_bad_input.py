@@ -1,0 +1,532 @@
+"""Bad input through real HTTP: never a 500; what cannot be accepted is a 4xx naming the problem,
+what can be accepted is scored, and bad rows get their own errors while the rest is scored."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import RunningStack, start_stack, wait_for
+
+# Most cases run on SQLite only: the ingest and HTTP paths are the same on both backends. The
+# ones whose data lands differently in each database (NULs, Unicode, line breaks) run on both.
+SQLITE = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
+
+
+def upload(
+    service: RunningStack,
+    data: bytes,
+    *,
+    filename: str = "reviews.csv",
+    ctype: str = "text/csv",
+    **params: str,
+) -> httpx.Response:
+    with service.http() as http:
+        return http.post("/v1/jobs", files={"file": (filename, data, ctype)}, params=params)
+
+
+def upload_ok(service: RunningStack, data: bytes, **kwargs: Any) -> dict[str, Any]:
+    response = upload(service, data, **kwargs)
+    assert response.status_code == 202, response.text
+    return service.wait_job(response.json()["id"], timeout=120)
+
+
+def results(service: RunningStack, job_id: str, **params: str) -> list[dict[str, str]]:
+    with service.http() as http:
+        response = http.get(f"/v1/jobs/{job_id}/results", params=params)
+    assert response.status_code == 200, response.text
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+def detail(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body["detail"], str | list)
+    return str(body["detail"])
+
+
+def csv_bytes(rows: list[list[str]], lineterminator: str = "\n") -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator=lineterminator).writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def small_limits(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[RunningStack]:
+    """A second stack with tiny limits, for the 413 answers."""
+    var_dir = tmp_path_factory.mktemp("var-small")
+    running = start_stack(
+        var_dir,
+        f"sqlite:///{var_dir / 'reviewscore.db'}",
+        models_dir,
+        {
+            "REVIEWSCORE_MAX_UPLOAD_BYTES": "20000",
+            "REVIEWSCORE_MAX_ROWS_PER_JOB": "50",
+        },
+    )
+    yield running
+    running.stack.stop()
+
+
+# --- files that are not CSV at all ------------------------------------------------------
+
+
+@SQLITE
+def test_empty_body_is_refused(service: RunningStack) -> None:
+    with service.http() as http:
+        raw = http.post("/v1/jobs", content=b"", headers={"Content-Type": "text/csv"})
+    assert "empty" in detail(raw, 422)
+    assert "empty" in detail(upload(service, b""), 422)
+
+
+@SQLITE
+def test_a_file_of_blank_lines_is_empty(service: RunningStack) -> None:
+    assert "empty" in detail(upload(service, b"\n\n  \n\r\n"), 422)
+
+
+@SQLITE
+def test_a_png_image_is_not_a_csv(service: RunningStack) -> None:
+    assert "PNG image" in detail(upload(service, PNG, filename="cat.png", ctype="image/png"), 422)
+
+
+@SQLITE
+def test_an_xlsx_spreadsheet_is_not_a_csv(service: RunningStack) -> None:
+    body = b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4
+    assert "ZIP archive" in detail(upload(service, body, filename="r.xlsx"), 422)
+
+
+@SQLITE
+def test_random_binary_is_not_a_csv(service: RunningStack) -> None:
+    with_nul = b"\x00\x01\x02\x03" + bytes(range(256))
+    assert "binary data" in detail(upload(service, with_nul, filename="r.bin"), 422)
+    without_nul = bytes((i * 131 + 7) % 256 for i in range(4096))
+    assert "not valid UTF-8" in detail(upload(service, without_nul, filename="r.bin"), 422)
+
+
+@SQLITE
+def test_header_only_has_no_data_rows(service: RunningStack) -> None:
+    assert "no data rows" in detail(upload(service, b"id,text\n"), 422)
+
+
+# --- columns -------------------------------------------------------------------------------
+
+
+@SQLITE
+def test_missing_text_column_lists_the_columns(service: RunningStack) -> None:
+    message = detail(upload(service, b"title,body\na,b\n"), 422)
+    assert "no text column" in message and "'title', 'body'" in message
+
+
+@SQLITE
+def test_named_text_column_that_is_missing_is_named(service: RunningStack) -> None:
+    message = detail(upload(service, b"id,text\n1,fine\n", text_column="comment"), 422)
+    assert "'comment'" in message and "'id', 'text'" in message
+
+
+@SQLITE
+def test_named_id_column_that_is_missing_is_named(service: RunningStack) -> None:
+    message = detail(upload(service, b"id,text\n1,fine\n", id_column="review_id"), 422)
+    assert "'review_id'" in message
+
+
+@SQLITE
+def test_semicolon_separated_file_shows_its_single_column(service: RunningStack) -> None:
+    message = detail(upload(service, b"id;text\n1;fine\n"), 422)
+    assert "'id;text'" in message
+
+
+@SQLITE
+def test_header_names_match_ignoring_case_and_spaces(service: RunningStack) -> None:
+    job = upload_ok(service, b" ID , Review \n1,A lovely film.\n")
+    assert job["status"] == "succeeded" and job["scored"] == 1
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def test_duplicate_ids_are_kept_in_order(service: RunningStack) -> None:
+    # Ids are labels the user chose, not keys: both rows are scored and come back in input order.
+    body = csv_bytes([["id", "text"], ["a", "Great."], ["a", "Awful."], ["b", "Fine."]])
+    job = upload_ok(service, body, id_column="id")
+    assert (job["scored"], job["failed"]) == (3, 0)
+    assert [r["id"] for r in results(service, job["id"])] == ["a", "a", "b"]
+
+
+@SQLITE
+def test_blank_and_whitespace_texts_fail_alone(service: RunningStack) -> None:
+    body = csv_bytes([["text"], ["Good."], [""], ["   \t  "], ["Bad."]])
+    job = upload_ok(service, body)
+    assert job["status"] == "succeeded" and (job["scored"], job["failed"]) == (2, 2)
+    errors = [r["error"] for r in results(service, job["id"])]
+    assert errors == ["", "empty text", "empty text", ""]
+
+
+@SQLITE
+def test_empty_ids_fail_alone(service: RunningStack) -> None:
+    body = csv_bytes([["id", "text"], ["1", "Good."], ["", "Bad."]])
+    job = upload_ok(service, body, id_column="id")
+    assert (job["scored"], job["failed"]) == (1, 1)
+    assert "empty id" in results(service, job["id"])[1]["error"]
+
+
+@SQLITE
+def test_short_rows_fail_alone_and_long_rows_are_scored(service: RunningStack) -> None:
+    body = b"id,text,stars\n1,Good.,5\n2\n3,Bad.,1,extra\n"
+    job = upload_ok(service, body, id_column="id")
+    assert (job["scored"], job["failed"]) == (2, 1)
+    assert "1 fields, the header has 3" in results(service, job["id"])[1]["error"]
+
+
+@SQLITE
+def test_text_over_the_size_limit_fails_alone(service: RunningStack) -> None:
+    limit = service.settings.max_text_bytes
+    body = csv_bytes([["text"], ["Good."], ["word " * (limit // 5 + 10)], ["Bad."]])
+    job = upload_ok(service, body)
+    assert (job["scored"], job["failed"]) == (2, 1)
+    assert f"over the limit of {limit:,}" in results(service, job["id"])[1]["error"]
+
+
+@SQLITE
+def test_runaway_field_fails_the_upload_but_keeps_earlier_rows(service: RunningStack) -> None:
+    # A field far past any limit (an unterminated quote swallowing the file, say) stops the parse.
+    rows = [["text"]] + [[f"review {i}"] for i in range(150)]
+    body = csv_bytes(rows) + b'"' + b"x" * (2 * 1024 * 1024) + b'"\n'
+    response = upload(service, body)
+    message = detail(response, 422)
+    assert "field larger than field limit" in message and "kept the 150 rows" in message
+    job_id = re.search(r"job ([0-9a-f]{32})", message).group(1)  # type: ignore[union-attr]
+    job = service.wait_job(job_id, timeout=120)
+    assert job["status"] == "failed" and (job["received"], job["done"]) == (150, 150)
+
+
+@SQLITE
+def test_unterminated_quote_is_malformed_csv(service: RunningStack) -> None:
+    message = detail(upload(service, b'text\n"this never ends\n'), 422)
+    assert "malformed CSV at data row 1" in message
+
+
+def test_crlf_and_newlines_in_quoted_fields_are_kept(service: RunningStack) -> None:
+    text = 'Line one,\r\nline two\nand a "quote".'
+    body = csv_bytes([["id", "text"], ["x", text], ["y", "Plain."]], lineterminator="\r\n")
+    job = upload_ok(service, body, id_column="id")
+    assert (job["scored"], job["failed"]) == (2, 0)
+    with service.http() as http:
+        lines = http.get(f"/v1/jobs/{job['id']}/results", params={"format": "jsonl"}).text
+    assert [json.loads(line)["id"] for line in lines.splitlines()] == ["x", "y"]
+    engine = service.engine()
+    from sqlalchemy import select
+
+    from reviewscore.schema import InputRow
+
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(InputRow.text).where(InputRow.job_id == job["id"]).order_by(InputRow.row_num)
+        ).scalars()
+        assert list(stored) == [text, "Plain."]
+    engine.dispose()
+
+
+def test_null_bytes_are_dropped_from_texts(service: RunningStack) -> None:
+    body = b"id,text\n1,Good film.\n2,Bad\x00 film.\n3,\x00\x00\n"
+    job = upload_ok(service, body, id_column="id")
+    assert (job["scored"], job["failed"]) == (2, 1)
+    assert [r["error"] for r in results(service, job["id"])] == ["", "", "empty text"]
+
+
+def test_unicode_rtl_and_emoji_are_scored(service: RunningStack) -> None:
+    texts = [
+        "😍🍿🎬 " * 500,
+        "هذا الفيلم رائع جدا \u200f والتمثيل ممتاز",
+        "שחקנים מעולים, עלילה חלשה",
+        "電影很好看。" * 200,
+        "Z̷̢͉a̸̡͓l̵̗̈g̴̰̀o̶͎͝ text",
+        "\U0001f9d1\u200d\U0001f91d\u200d\U0001f9d1 \ufeff mixed \u202e reversed",
+    ]
+    body = csv_bytes([["text"]] + [[t] for t in texts])
+    job = upload_ok(service, body)
+    assert (job["scored"], job["failed"]) == (len(texts), 0)
+    answer = service.client.score(texts)
+    assert len(answer["results"]) == len(texts)
+
+
+# --- encodings -------------------------------------------------------------------------------
+
+
+def test_non_utf8_bytes_are_refused_and_latin1_works(service: RunningStack) -> None:
+    body = "text\nUn film très réussi.\n".encode("latin-1")
+    message = detail(upload(service, body), 422)
+    assert "not valid UTF-8" in message and "encoding=latin-1" in message
+    job = upload_ok(service, body, encoding="latin-1")
+    assert job["scored"] == 1
+    engine = service.engine()
+    from sqlalchemy import select
+
+    from reviewscore.schema import InputRow
+
+    with engine.connect() as conn:
+        stored = conn.execute(select(InputRow.text).where(InputRow.job_id == job["id"]))
+        assert stored.scalar_one() == "Un film très réussi."
+    engine.dispose()
+
+
+@SQLITE
+def test_unknown_encoding_is_named(service: RunningStack) -> None:
+    assert "'klingon'" in detail(upload(service, b"text\nok\n", encoding="klingon"), 422)
+
+
+@SQLITE
+def test_utf8_bom_is_accepted(service: RunningStack) -> None:
+    job = upload_ok(service, "\ufeffid,text\n1,Good.\n".encode(), id_column="id")
+    assert job["text_column"] == "text" and job["id_column"] == "id" and job["scored"] == 1
+
+
+@SQLITE
+def test_utf16_is_named_and_accepted_with_its_encoding(service: RunningStack) -> None:
+    body = "text\r\nGood.\r\nBad.\r\n".encode("utf-16")
+    assert "encoding=utf-16" in detail(upload(service, body), 422)
+    job = upload_ok(service, body, encoding="utf-16")
+    assert (job["scored"], job["failed"]) == (2, 0)
+
+
+# --- gzip ----------------------------------------------------------------------------------
+
+
+@SQLITE
+def test_gzip_upload_is_accepted(service: RunningStack) -> None:
+    body = gzip.compress(csv_bytes([["text"]] + [[f"Review {i}, good."] for i in range(30)]))
+    job = upload_ok(service, body, filename="r.csv.gz", ctype="application/gzip")
+    assert job["scored"] == 30
+    with service.http() as http:
+        raw = http.post("/v1/jobs", content=body, headers={"Content-Type": "application/gzip"})
+    assert raw.status_code == 202
+
+
+@SQLITE
+def test_gzip_bomb_is_refused(service: RunningStack) -> None:
+    # 64 MB of line breaks in ~64 KB: refused by its ratio long before it is all inflated.
+    body = gzip.compress(b"text\n" + b"\n" * (64 * 1024 * 1024), compresslevel=9)
+    message = detail(upload(service, body, filename="bomb.csv.gz"), 413)
+    assert "gzip bomb" in message
+
+
+@SQLITE
+def test_corrupt_gzip_is_refused(service: RunningStack) -> None:
+    body = b"\x1f\x8b\x08\x00" + b"not really gzip at all" * 10
+    assert "gzip" in detail(upload(service, body, filename="r.csv.gz"), 422)
+
+
+@SQLITE
+def test_truncated_gzip_is_refused(service: RunningStack) -> None:
+    whole = gzip.compress(csv_bytes([["text"]] + [[f"Review number {i}."] for i in range(500)]))
+    message = detail(upload(service, whole[: len(whole) // 2], filename="r.csv.gz"), 422)
+    assert "ends early" in message
+
+
+# --- the request itself --------------------------------------------------------------------
+
+
+@SQLITE
+def test_wrong_content_type_is_415(service: RunningStack) -> None:
+    with service.http() as http:
+        response = http.post("/v1/jobs", json={"text": "hello"})
+    assert "application/json" in detail(response, 415)
+
+
+@SQLITE
+def test_missing_file_field_is_named(service: RunningStack) -> None:
+    with service.http() as http:
+        response = http.post("/v1/jobs", files={"upload": ("r.csv", b"text\nok\n", "text/csv")})
+    assert "no 'file' field" in detail(response, 422)
+
+
+@SQLITE
+def test_multipart_body_cut_in_the_file_is_refused(service: RunningStack) -> None:
+    body = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="r.csv"\r\n\r\ntext\nok'
+    with service.http() as http:
+        response = http.post(
+            "/v1/jobs", content=body, headers={"Content-Type": "multipart/form-data; boundary=xyz"}
+        )
+    assert "ended in the middle" in detail(response, 400)
+
+
+@SQLITE
+def test_unknown_model_is_named(service: RunningStack) -> None:
+    assert "'nope'" in detail(upload(service, b"text\nok\n", model="nope"), 422)
+    with service.http() as http:
+        response = http.post("/v1/score", json={"reviews": ["ok"], "model": "nope"})
+    assert "'nope'" in detail(response, 422)
+
+
+def test_upload_over_the_size_limit_is_413(small_limits: RunningStack) -> None:
+    body = csv_bytes([["text"]] + [["A long enough review text. " * 20]] * 45)
+    message = detail(upload(small_limits, body), 413)
+    assert "20,000 bytes" in message
+
+
+def test_gzip_expanding_past_the_size_limit_is_413(small_limits: RunningStack) -> None:
+    body = gzip.compress(b"text\n" + b"same words again and again\n" * 2000)
+    assert len(body) < 20000
+    assert "expands to more than 20,000" in detail(upload(small_limits, body), 413)
+
+
+def test_too_many_rows_is_413_and_keeps_the_first_ones(small_limits: RunningStack) -> None:
+    body = csv_bytes([["text"]] + [[f"r{i}"] for i in range(60)])
+    assert "more than 50 rows" in detail(upload(small_limits, body), 413)
+
+
+# --- job ids and job states --------------------------------------------------------------
+
+
+@SQLITE
+def test_unknown_job_id_is_404_everywhere(service: RunningStack) -> None:
+    job_id = "0" * 32
+    with service.http() as http:
+        for response in (
+            http.get(f"/v1/jobs/{job_id}"),
+            http.get(f"/v1/jobs/{job_id}/results"),
+            http.post(f"/v1/jobs/{job_id}/cancel"),
+            http.delete(f"/v1/jobs/{job_id}"),
+        ):
+            assert job_id in detail(response, 404)
+
+
+@SQLITE
+def test_malformed_job_id_is_422(service: RunningStack) -> None:
+    with service.http() as http:
+        for path in ("/v1/jobs/not-a-job", "/v1/jobs/" + "G" * 32 + "/results"):
+            assert http.get(path).status_code == 422
+
+
+@SQLITE
+def test_bad_query_parameters_are_422(service: RunningStack) -> None:
+    with service.http() as http:
+        assert http.get("/v1/jobs", params={"limit": 0}).status_code == 422
+        assert http.get("/v1/jobs", params={"offset": -1}).status_code == 422
+        response = http.get("/v1/jobs/" + "0" * 32 + "/results", params={"format": "xml"})
+    detail(response, 422)
+
+
+@SQLITE
+def test_cancel_of_a_finished_job_is_409(service: RunningStack) -> None:
+    job = upload_ok(service, b"text\nGood.\n")
+    with service.http() as http:
+        response = http.post(f"/v1/jobs/{job['id']}/cancel")
+    assert "already succeeded" in detail(response, 409)
+
+
+@SQLITE
+def test_results_of_an_unfinished_job_are_409_unless_partial(service: RunningStack) -> None:
+    rows = [["id", "text"]] + [[str(i), f"Review {i}."] for i in range(150)]
+    release = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield csv_bytes(rows)
+        release.wait(60)  # the upload stays open: the job cannot finish
+        yield b"150,The last one.\n"
+
+    answer: dict[str, httpx.Response] = {}
+
+    def send() -> None:
+        with service.http() as http:
+            answer["r"] = http.post(
+                "/v1/jobs", content=body(), headers={"Content-Type": "text/csv"}
+            )
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        job = wait_for(
+            lambda: next(
+                (
+                    j
+                    for j in service.client.jobs(limit=5)["jobs"]
+                    if j["status"] == "uploading" and j["received"] >= 100
+                ),
+                None,
+            ),
+            30,
+            "the held-open upload to store its first chunk",
+        )
+        with service.http() as http:
+            response = http.get(f"/v1/jobs/{job['id']}/results")
+            message = detail(response, 409)
+            assert "uploading" in message and "partial=true" in message
+            partial = http.get(f"/v1/jobs/{job['id']}/results", params={"partial": "true"})
+        assert partial.status_code == 200
+        assert len(list(csv.DictReader(io.StringIO(partial.text)))) >= 100
+    finally:
+        release.set()
+        sender.join(60)
+    assert answer["r"].status_code == 202
+    job = service.wait_job(answer["r"].json()["id"])
+    assert job["scored"] == 151
+
+
+# --- /v1/score -------------------------------------------------------------------------------
+
+
+@SQLITE
+def test_score_bad_json_is_422(service: RunningStack) -> None:
+    with service.http() as http:
+        response = http.post(
+            "/v1/score", content=b'{"reviews": [', headers={"Content-Type": "application/json"}
+        )
+    detail(response, 422)
+
+
+@SQLITE
+def test_score_too_many_reviews_is_422(service: RunningStack) -> None:
+    with service.http() as http:
+        response = http.post("/v1/score", json={"reviews": ["good"] * 300})
+    assert "limit is 256" in detail(response, 422)
+
+
+@SQLITE
+def test_score_non_string_or_missing_reviews_are_422(service: RunningStack) -> None:
+    with service.http() as http:
+        for payload in (
+            {"reviews": [1, 2]},
+            {"reviews": "a single string"},
+            {"reviews": [None]},
+            {"reviews": []},
+            {"texts": ["good"]},
+            ["good"],
+        ):
+            detail(http.post("/v1/score", json=payload), 422)
+
+
+@SQLITE
+def test_score_empty_or_null_only_review_is_422(service: RunningStack) -> None:
+    with service.http() as http:
+        for text in ("", "   ", "\x00\x00"):
+            assert "review 1 is empty" in detail(
+                http.post("/v1/score", json={"reviews": ["fine", text]}), 422
+            )
+
+
+@SQLITE
+def test_score_review_over_the_size_limit_is_422(service: RunningStack) -> None:
+    big = "x" * (service.settings.max_text_bytes + 1)
+    with service.http() as http:
+        response = http.post("/v1/score", json={"reviews": [big]})
+    assert "over the limit" in detail(response, 422)
+
+
+@SQLITE
+def test_score_keeps_text_with_null_bytes(service: RunningStack) -> None:
+    answer = service.client.score(["Good\x00 film.", "Bad film."])
+    assert len(answer["results"]) == 2
