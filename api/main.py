@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from api import ui
 from api.routes import jobs, score, system
 from reviewscore.errors import ReviewscoreError
 from reviewscore.settings import Environment, get_settings
@@ -49,6 +50,7 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(score.router)
     app.include_router(jobs.router)
+    app.include_router(ui.router)
     return app
 
 

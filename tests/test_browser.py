@@ -1,0 +1,298 @@
+"""The /ui page in a real headless Chromium, against the real stack (API, Redis, worker)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from reviewscore.settings import Environment, Settings
+from tests.conftest import RunningStack, free_port, write_csv
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.parametrize("service", ["sqlite"], indirect=True),
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCORE_TIMEOUT_MS = 60_000
+JOB_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not installed (make browser)")
+    with playwright_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+class OpenPage:
+    """A fresh browser context on one server that refuses (and remembers) any other address."""
+
+    def __init__(self, browser: Any, base_url: str) -> None:
+        self.base_url = base_url
+        self.foreign: list[str] = []
+        self.context = browser.new_context(
+            base_url=base_url, accept_downloads=True, viewport={"width": 1200, "height": 900}
+        )
+        self.context.route("**/*", self._only_this_server)
+        self.page = self.context.new_page()
+
+    def _only_this_server(self, route: Any) -> None:
+        if route.request.url.startswith(self.base_url + "/"):
+            route.continue_()
+        else:
+            self.foreign.append(route.request.url)
+            route.abort()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def ui(browser: Any, service: RunningStack) -> Iterator[Any]:
+    opened = OpenPage(browser, service.url)
+    yield opened.page
+    opened.close()
+    assert opened.foreign == [], "the page fetched something from another server"
+
+
+def choose_csv(page: Any, path: Path) -> None:
+    page.set_input_files("#csv-file", str(path))
+    expect(page.locator("#file-info")).to_contain_text(path.name)
+
+
+def test_single_review_shows_both_scores_and_the_model_version(
+    ui: Any, service: RunningStack
+) -> None:
+    ui.goto("/ui")
+    expect(ui).to_have_title("Movie Review Sentiment Classification")
+    expect(ui.locator("#service-status")).to_have_text("ready · 1 worker")
+    expect(ui.locator("#banner")).to_be_hidden()
+    expect(ui.get_by_label("Input Text")).to_have_attribute("rows", "5")
+
+    ui.get_by_role("button", name="I love this movie! It is amazing.").click()
+    expect(ui.get_by_label("Input Text")).to_have_value("I love this movie! It is amazing.")
+    ui.get_by_role("button", name="Score", exact=True).click()
+
+    expect(ui.locator("#score-output")).to_be_visible(timeout=SCORE_TIMEOUT_MS)
+    positive = float(ui.locator("#positive-score").inner_text())
+    negative = float(ui.locator("#negative-score").inner_text())
+    assert 0.0 <= positive <= 1.0
+    assert abs(positive + negative - 1.0) < 0.0015
+    assert ui.locator("#verdict").inner_text() == ("Positive" if positive >= 0.5 else "Negative")
+    with service.http() as http:
+        default = next(m for m in http.get("/v1/models").json()["models"] if m["default"])
+    expect(ui.locator("#model-version")).to_have_text(default["version"])
+    expect(ui.locator("#model-name")).to_have_text(default["name"])
+
+
+def test_bulk_upload_follows_the_job_and_downloads_the_results(
+    ui: Any, service: RunningStack, tmp_path: Path
+) -> None:
+    rows = [
+        {"id": f"r{i}", "headline": f"headline {i}", "review_text": text}
+        for i, text in enumerate(
+            [
+                "A wonderful film, I loved every minute.",
+                "Dull, slow and far too long.",
+                "The acting was fine but the plot made no sense.",
+                "One of the best movies of the year.",
+                "I want my two hours back.",
+            ]
+        )
+    ]
+    path = write_csv(tmp_path / "reviews.csv", rows)
+    ui.goto("/ui")
+    choose_csv(ui, path)
+    text_column = ui.get_by_label("Text column")
+    # No 'text' or 'review' column: nothing is preselected, every header cell is offered.
+    expect(text_column).to_have_value("")
+    options = text_column.locator("option").all_inner_texts()
+    assert options[1:] == ["id", "headline", "review_text"]
+    expect(ui.get_by_label("ID column")).to_have_value("id")
+    text_column.select_option("review_text")
+    ui.get_by_role("button", name="Upload and score").click()
+
+    link = ui.locator("#download-link")
+    expect(link).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    expect(ui.locator("#job-status")).to_have_text("succeeded")
+    expect(ui.locator("#job-progress")).to_contain_text("5 / 5 rows scored")
+    expect(ui.locator("#job-progress")).to_contain_text("rows/s")
+    href = link.get_attribute("href")
+    assert href is not None and href.endswith("/results?format=csv")
+    job_id = href.split("/")[3]
+
+    with ui.expect_download() as download_info:
+        link.click()
+    download = download_info.value
+    body = Path(download.path()).read_text(encoding="utf-8")
+    results = list(csv.DictReader(body.splitlines()))
+    assert [r["id"] for r in results] == [r["id"] for r in rows]
+    assert all(r["error"] == "" for r in results)
+    assert all(0.0 <= float(r["p_positive"]) <= 1.0 for r in results)
+
+    # The recent-jobs table lists it with its status and a results link.
+    row = ui.locator(f'tr[data-job-id="{job_id}"]')
+    expect(row).to_contain_text("reviews.csv")
+    expect(row).to_contain_text("succeeded")
+    expect(row.get_by_role("link", name="results")).to_be_visible()
+
+
+def test_upload_without_a_text_column_shows_the_columns(ui: Any, tmp_path: Path) -> None:
+    path = tmp_path / "no-text.csv"
+    path.write_text("title,body\nSome title,Some body\n", encoding="utf-8")
+    ui.goto("/ui")
+    choose_csv(ui, path)
+    expect(ui.locator("#file-info")).to_contain_text("no 'text' or 'review' column")
+    ui.get_by_role("button", name="Upload and score").click()
+    error = ui.locator("#upload-error")
+    expect(error).to_contain_text("no text column", timeout=JOB_TIMEOUT_MS)
+    expect(error).to_contain_text("the file's columns are: 'title', 'body'")
+    expect(error).not_to_contain_text("Traceback")
+    expect(ui.locator("#job-panel")).to_be_hidden()
+
+
+def test_header_is_read_from_quoted_and_gzipped_files(ui: Any, tmp_path: Path) -> None:
+    plain = tmp_path / "quoted.csv"
+    plain.write_text('\ufeff"id","title, with comma","Review"\n1,a,"good"\n', encoding="utf-8")
+    packed = tmp_path / "packed.csv.gz"
+    packed.write_bytes(gzip.compress(b"id,text,stars\n1,great,5\n"))
+    ui.goto("/ui")
+
+    choose_csv(ui, plain)
+    text_column = ui.get_by_label("Text column")
+    assert text_column.locator("option").all_inner_texts() == ["id", "title, with comma", "Review"]
+    expect(text_column).to_have_value("Review")
+
+    choose_csv(ui, packed)
+    assert text_column.locator("option").all_inner_texts() == ["id", "text", "stars"]
+    expect(text_column).to_have_value("text")
+
+
+# ---------------------------------------------------------------- API keys and readiness ----
+
+
+def start_extra_api(
+    service: RunningStack, var_dir: Path, *, env: Environment, own_redis: bool
+) -> tuple[Any, str]:
+    """One more API process on the service's database: with its Redis (and workers) or a
+    Redis of its own that no worker listens to."""
+    from reviewscore.stack import Stack
+
+    port = free_port()
+    settings = Settings(
+        env=env,
+        var_dir=var_dir if own_redis else service.settings.var_dir,
+        database_url=service.settings.database_url,
+        models_dir=service.settings.models_dir,
+        api_port=port,
+        redis_url="",
+        flower_password="browser-test-secret",
+    )
+    stack = Stack(settings)
+    if own_redis:
+        stack.start_redis()
+    stack.spawn("api", stack.api_args())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_until(
+            "API", lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, 60
+        )
+    except BaseException:
+        stack.stop()
+        raise
+    return stack, url
+
+
+def test_a_server_that_needs_a_key_asks_for_it_and_sends_it(
+    browser: Any, service: RunningStack, tmp_path: Path
+) -> None:
+    from sqlalchemy.orm import Session
+
+    from reviewscore import keys
+
+    with Session(service.engine()) as session:
+        _, key = keys.create_key(session, "browser-test")
+        session.commit()
+    stack, url = start_extra_api(service, tmp_path, env=Environment.production, own_redis=False)
+    opened = OpenPage(browser, url)
+    try:
+        page = opened.page
+        page.goto("/ui")
+        panel = page.locator("#key-panel")
+        expect(panel).to_be_visible()
+        page.get_by_label("API key", exact=True).fill("rs_not-a-real-key")
+        page.get_by_role("button", name="Use this key").click()
+        expect(panel).to_be_visible()
+        expect(page.locator("#key-message")).to_contain_text("unknown or revoked")
+
+        page.get_by_label("API key", exact=True).fill(key)
+        page.get_by_role("button", name="Use this key").click()
+        expect(panel).to_be_hidden()
+        expect(page.locator("#jobs-empty")).not_to_contain_text("cannot be listed")
+        assert page.evaluate("sessionStorage.getItem('reviewscore.apiKey')") == key
+
+        page.get_by_role("button", name="Bad movie.").click()
+        page.get_by_role("button", name="Score", exact=True).click()
+        expect(page.locator("#score-output")).to_be_visible(timeout=SCORE_TIMEOUT_MS)
+        expect(page.locator("#score-error")).to_be_hidden()
+        assert 0.0 <= float(page.locator("#positive-score").inner_text()) <= 1.0
+
+        # A reload keeps the key for this tab.
+        page.reload()
+        expect(page.locator("#key-status")).to_be_visible()
+        expect(page.locator("#key-panel")).to_be_hidden()
+    finally:
+        opened.close()
+        stack.stop()
+    assert opened.foreign == []
+
+
+def test_a_service_without_workers_says_it_is_not_ready(
+    browser: Any, service: RunningStack, tmp_path: Path
+) -> None:
+    stack, url = start_extra_api(service, tmp_path, env=Environment.development, own_redis=True)
+    opened = OpenPage(browser, url)
+    try:
+        page = opened.page
+        page.goto("/ui")
+        expect(page.locator("#banner")).to_have_text("service not ready: no worker", timeout=15_000)
+        expect(page.locator("#service-status")).to_have_text("not ready")
+    finally:
+        opened.close()
+        stack.stop()
+    assert opened.foreign == []
+
+
+def test_root_redirects_to_the_page_and_unknown_assets_are_404(service: RunningStack) -> None:
+    with service.http() as http:
+        root = http.get("/", follow_redirects=False)
+        assert root.status_code == 307 and root.headers["location"] == "/ui"
+        page = http.get("/ui")
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert http.get("/ui/static/app.js").status_code == 200
+        missing = http.get("/ui/static/..%2Fui.py")
+        assert missing.status_code == 404 and "detail" in missing.json()
