@@ -11,7 +11,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-UNSAFE_SECRETS = {"", "changeme", "change-me", "admin", "password", "secret"}
+# "reviewscore" is flower_password's own default: production must not run with it.
+UNSAFE_SECRETS = {"", "changeme", "change-me", "admin", "password", "secret", "reviewscore"}
 
 
 class Environment(StrEnum):

@@ -148,7 +148,9 @@ def _safe_cell(value: str) -> str:
 
 def _csv_lines(job_id: str) -> Iterator[bytes]:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF records (RFC 4180): with a bare "\n" terminator the writer would leave a "\r" inside
+    # a field unquoted, and readers would split the record there.
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(RESULT_COLUMNS)
     for n, line in enumerate(jobs.iter_results(job_id), start=1):
         writer.writerow(

@@ -7,11 +7,12 @@ from typing import Any
 
 import anyio
 import redis
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api import metrics
+from api.auth import current_key_id
 from api.schemas import ModelList, ModelView, Readiness
 from reviewscore.celery_app import celery_app
 from reviewscore.db import session_scope
@@ -73,7 +74,13 @@ async def readyz() -> Response:
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-@router.get("/v1/models", response_model=ModelList, tags=["models"])
+# Everything under /v1 needs a key in production, the model list included.
+@router.get(
+    "/v1/models",
+    response_model=ModelList,
+    tags=["models"],
+    dependencies=[Depends(current_key_id)],
+)
 def models() -> ModelList:
     settings = get_settings()
     installed = list_models(settings.models_dir)
