@@ -212,7 +212,8 @@ def start_extra_api(
         redis_url="",
         flower_password="browser-test-secret",
     )
-    stack = Stack(settings)
+    # The child reads its settings from the environment, and production refuses the default.
+    stack = Stack(settings, extra_env={"REVIEWSCORE_FLOWER_PASSWORD": settings.flower_password})
     if own_redis:
         stack.start_redis()
     stack.spawn("api", stack.api_args())

@@ -124,7 +124,8 @@ function notReadyReasons(state) {
   const reasons = [];
   if (state.database && state.database !== "ok") reasons.push(`database ${state.database}`);
   if (state.redis && state.redis !== "ok") reasons.push(`redis ${state.redis}`);
-  if (!state.workers || !state.workers.length) reasons.push("no worker");
+  // Workers are found through Redis: without it, whether any runs is unknown.
+  if (state.redis === "ok" && !(state.workers && state.workers.length)) reasons.push("no worker");
   return reasons;
 }
 
@@ -197,6 +198,7 @@ function setupSingle() {
     event.preventDefault();
     hide($("score-error"));
     if (!text.value.trim()) {
+      hide($("score-output"));
       show($("score-error"), "Write a review first, or pick one of the examples.");
       return;
     }
@@ -211,6 +213,7 @@ function setupSingle() {
       });
       renderScore(answer);
     } catch (error) {
+      hide($("score-output"));
       show($("score-error"), error.message);
     } finally {
       button.disabled = false;
@@ -469,7 +472,7 @@ function renderJob(job) {
     const took = (Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000;
     if (took >= 0) parts.push(`took ${formatDuration(took)}`);
   }
-  parts.push(`model ${job.model} ${job.model_version}`);
+  parts.push(`model version ${job.model_version}`);
   $("job-progress").textContent = parts.join(" · ");
 
   if (job.error) show($("job-error"), job.error);
