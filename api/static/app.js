@@ -188,6 +188,12 @@ function setupSingle() {
       text.focus();
     });
   }
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      $("score-form").requestSubmit();
+    }
+  });
   $("clear-text").addEventListener("click", () => {
     text.value = "";
     hide($("score-output"));
@@ -443,7 +449,9 @@ function isComplete(job) {
 }
 
 function resultsUrl(job) {
-  return `${job.results_url}?format=csv`;
+  // A failed job's unfinished rows come as 'not scored yet'; the server wants that asked for.
+  const partial = job.status === "failed" && job.total !== null && job.done < job.total;
+  return `${job.results_url}?format=csv${partial ? "&partial=true" : ""}`;
 }
 
 function renderJob(job) {
