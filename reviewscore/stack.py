@@ -50,6 +50,8 @@ class Stack:
                 "REVIEWSCORE_DATABASE_URL": self.settings.database_url,
                 "REVIEWSCORE_REDIS_URL": self.settings.redis_url,
                 "REVIEWSCORE_MODELS_DIR": str(self.settings.models_dir),
+                "REVIEWSCORE_FLOWER_USER": self.settings.flower_user,
+                "REVIEWSCORE_FLOWER_PASSWORD": self.settings.flower_password,
                 "PYTHONUNBUFFERED": "1",
                 "TF_CPP_MIN_LOG_LEVEL": "2",
             }
