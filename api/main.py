@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api import ui
 from api.routes import jobs, score, system
@@ -46,6 +49,21 @@ def create_app() -> FastAPI:
     async def _known_error(_: Request, exc: ReviewscoreError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette's Allow names only the first route on the path; name every route's.
+            allowed = sorted(
+                {
+                    method
+                    for route in request.app.routes
+                    if route.matches(request.scope)[0] is not Match.NONE
+                    for method in getattr(route, "methods", None) or ()
+                }
+            )
+            exc = StarletteHTTPException(405, exc.detail, {"Allow": ", ".join(allowed)})
+        return await http_exception_handler(request, exc)
 
     app.include_router(system.router)
     app.include_router(score.router)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -122,3 +122,30 @@ class Readiness(BaseModel):
     redis: str
     workers: list[str]
     devices: list[str] = []
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `detail` says what is wrong (for a malformed request, FastAPI's list
+    of field errors)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_MEANINGS = {
+    400: "the request body is malformed, or the client went away mid-upload",
+    401: "no API key, or an unknown or revoked one (only when REVIEWSCORE_ENV=production)",
+    404: "no such job (or not yours)",
+    409: "the job is not in a state that allows this",
+    413: "the upload is over a size or row limit",
+    415: "the body is not a CSV content type",
+    422: "invalid parameters, or a file that cannot be read as the CSV needed",
+    503: "no worker or broker to do the work",
+    504: "no worker answered in time",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` documenting the error answers an operation can give."""
+    return {
+        code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in (401, *codes)
+    }

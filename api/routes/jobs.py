@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from api.auth import current_key_id
 from api.multipart import BodyReader, MultipartFileReader
-from api.schemas import JobList, JobView
+from api.schemas import JobList, JobView, error_responses
 from reviewscore import jobs
 from reviewscore.celery_app import enqueue_chunk
 from reviewscore.db import session_scope
@@ -47,7 +47,38 @@ the file. Rows are stored and queued for scoring while the upload streams; the a
 comes once the whole file is stored."""
 
 
-@router.post("", status_code=202, response_model=JobView, description=UPLOAD_DOC)
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "text_column": {"type": "string"},
+                    "id_column": {"type": "string"},
+                    "model": {"type": "string"},
+                    "encoding": {"type": "string"},
+                    "file": {"type": "string", "format": "binary"},
+                },
+            }
+        },
+        "text/csv": _BINARY,
+        "application/gzip": _BINARY,
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobView,
+    description=UPLOAD_DOC,
+    responses=error_responses(400, 413, 415, 422),
+    # The body is streamed by hand, so FastAPI cannot infer it: document it here.
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
 async def create_job(
     request: Request,
     owner: Owner,
@@ -111,30 +142,31 @@ async def create_job(
         return JobView.of(jobs.get_job(session, job_id))
 
 
-@router.get("", response_model=JobList)
+@router.get("", response_model=JobList, responses=error_responses(422))
 def list_jobs(
     owner: Owner,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # Bounded: a huge offset overflows the databases' 64-bit integers (a 500, not a 422).
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> JobList:
     with session_scope(readonly=True) as session:
         found, total = jobs.list_jobs(session, limit=limit, offset=offset, owner_key_id=owner)
         return JobList(jobs=[JobView.of(j) for j in found], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobView)
+@router.get("/{job_id}", response_model=JobView, responses=error_responses(404, 422))
 def get_job(job_id: JobId, owner: Owner) -> JobView:
     with session_scope(readonly=True) as session:
         return JobView.of(jobs.get_job(session, job_id, owner))
 
 
-@router.post("/{job_id}/cancel", response_model=JobView)
+@router.post("/{job_id}/cancel", response_model=JobView, responses=error_responses(404, 409, 422))
 def cancel_job(job_id: JobId, owner: Owner) -> JobView:
     with session_scope() as session:
         return JobView.of(jobs.cancel_job(session, job_id, owner))
 
 
-@router.delete("/{job_id}", status_code=204)
+@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 422))
 def delete_job(job_id: JobId, owner: Owner) -> Response:
     with session_scope() as session:
         jobs.delete_job(session, job_id, owner)
@@ -196,7 +228,10 @@ def _jsonl_lines(job_id: str) -> Iterator[bytes]:
 @router.get(
     "/{job_id}/results",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+    responses={
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+        **error_responses(404, 409, 422),
+    },
 )
 def get_results(
     job_id: JobId,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from api.auth import current_key_id
 from api.batcher import MicroBatcher
-from api.schemas import ScoreRequest, ScoreResponse, ScoreResult
+from api.schemas import ScoreRequest, ScoreResponse, ScoreResult, error_responses
 from reviewscore.celery_app import SCORE_TEXTS, SINGLES_QUEUE, celery_app
 from reviewscore.errors import BadRequestError, ScoringTimeoutError
 from reviewscore.model_registry import get_model
@@ -56,7 +56,7 @@ def batcher_of(request: Request) -> MicroBatcher:
     return batcher
 
 
-@router.post("/score", response_model=ScoreResponse)
+@router.post("/score", response_model=ScoreResponse, responses=error_responses(400, 422, 503, 504))
 async def score(
     body: ScoreRequest, request: Request, _owner: int | None = Depends(current_key_id)
 ) -> ScoreResponse:

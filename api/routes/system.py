@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from api import metrics
 from api.auth import current_key_id
-from api.schemas import ModelList, ModelView, Readiness
+from api.schemas import ModelList, ModelView, Readiness, error_responses
 from reviewscore.celery_app import celery_app
 from reviewscore.db import session_scope
 from reviewscore.model_registry import default_model_name, list_models
@@ -80,6 +80,7 @@ async def readyz() -> Response:
     response_model=ModelList,
     tags=["models"],
     dependencies=[Depends(current_key_id)],
+    responses=error_responses(),
 )
 def models() -> ModelList:
     settings = get_settings()
