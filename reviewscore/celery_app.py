@@ -34,6 +34,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Each pool process loads TensorFlow and the model before it reports up; Celery's 4 s
+        # default killed slow starters, so a replacement for a crashed process could loop forever.
+        worker_proc_alive_timeout=180,
         task_ignore_result=True,
         result_expires=timedelta(minutes=10),
         broker_connection_retry_on_startup=True,

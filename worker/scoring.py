@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reviewscore.jobs import ChunkWork, RowResult
+from reviewscore.settings import get_settings
 
 if TYPE_CHECKING:
     from reviewscore.scorer import Scorer
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 def text_hash(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
+
+
+class PoisonedTextError(RuntimeError):
+    """Raised by the test-only fault switch REVIEWSCORE_POISON_MARKER, as a model failure would."""
 
 
 @dataclass
@@ -40,8 +45,12 @@ def score_texts_isolating_failures(
     truncated = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
 
+    marker = get_settings().poison_marker
+
     def run(lo: int, hi: int) -> None:
         try:
+            if marker and any(marker in text for text in texts[lo:hi]):
+                raise PoisonedTextError(f"a text holds the poison marker {marker!r}")
             scores = scorer.score(texts[lo:hi])
             p[lo:hi] = scores.p_positive
             truncated[lo:hi] = scores.truncated

@@ -50,8 +50,14 @@ def get_scorer(name: str | None) -> Any:
         from reviewscore.scorer import load_scorer
 
         info = get_model(settings.models_dir, name, settings.default_model)
+        if info.name in _scorers:
+            # The default model, asked for by its name (or the other way round): load it once.
+            _scorers[key] = _scorers[info.name]
+            return _scorers[key]
         started = time.perf_counter()
-        _scorers[key] = load_scorer(info, batch_size=settings.score_batch_size)
+        _scorers[key] = _scorers[info.name] = load_scorer(
+            info, batch_size=settings.score_batch_size
+        )
         log.info(
             "loaded model %s (%s) on %s in %.1fs",
             info.name,

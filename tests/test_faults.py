@@ -1,0 +1,320 @@
+"""The fault suite: each case starts its own stack, uploads real reviews and breaks something
+mid-job; every accepted row must end with exactly one result and the job must finish on its own.
+
+`make faults` runs it with -s and prints a table: per case the rows accepted, scored, failed,
+lost and duplicated (lost and duplicated must be 0)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import distinct, func, select
+
+from reviewscore.schema import Chunk, InputRow, Result
+from tests.conftest import RunningStack, sample_reviews, start_stack, wait_for, write_csv
+
+ROWS = 4000
+# Short lease and grace so the sweeper recovers lost work within the test's patience; a chunk of
+# 100 reviews scores in well under a second, far below the lease.
+FAULT_ENV = {"REVIEWSCORE_CHUNK_LEASE_S": "15", "REVIEWSCORE_QUEUED_GRACE_S": "5"}
+POISON = "\u2620POISON\u2620"
+
+
+@dataclass(frozen=True)
+class Tally:
+    case: str
+    accepted: int
+    scored: int
+    failed: int
+    lost: int
+    duplicated: int
+    seconds: float
+
+
+TABLE: list[Tally] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fault_table() -> Iterator[None]:
+    yield
+    if not TABLE:
+        return
+    head = ("case", "accepted", "scored", "failed", "lost", "duplicated", "seconds")
+    lines = [f"{head[0]:<34}" + "".join(f"{h:>11}" for h in head[1:])]
+    for t in TABLE:
+        values = (t.accepted, t.scored, t.failed, t.lost, t.duplicated)
+        lines.append(f"{t.case:<34}" + "".join(f"{v:>11,}" for v in values) + f"{t.seconds:>11.1f}")
+    print("\n\nfault suite: every accepted row must have exactly one result\n" + "\n".join(lines))
+
+
+@pytest.fixture
+def launch(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., RunningStack]]:
+    """Starts a stack of its own for the test (SQLite), stopped at teardown whatever happens."""
+    started: list[RunningStack] = []
+
+    def start(**env: str) -> RunningStack:
+        var_dir = tmp_path / "var"
+        url = f"sqlite:///{var_dir / 'reviewscore.db'}"
+        running = start_stack(var_dir, url, models_dir, {**FAULT_ENV, **env})
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stack.stop()
+
+
+@pytest.fixture(scope="module")
+def reviews() -> list[dict[str, str]]:
+    return sample_reviews(ROWS, seed=11)
+
+
+def upload(stack: RunningStack, rows: list[dict[str, str]], tmp_path: Path) -> str:
+    path = write_csv(tmp_path / "reviews.csv", rows, ["id", "text"])
+    job = stack.client.upload(path, id_column="id")
+    assert job["received"] == len(rows)
+    return str(job["id"])
+
+
+def progress(stack: RunningStack, job_id: str) -> int:
+    return int(stack.client.job(job_id)["done"])
+
+
+def wait_progress(stack: RunningStack, job_id: str, at_least: int, timeout: float = 120) -> None:
+    wait_for(lambda: progress(stack, job_id) >= at_least, timeout, f"{at_least} rows done")
+
+
+def count_rows(stack: RunningStack, job_id: str) -> dict[str, int]:
+    engine = stack.engine()
+    try:
+        with engine.connect() as conn:
+
+            def one(query: Any) -> int:
+                return int(conn.execute(query).scalar_one())
+
+            in_job = Result.job_id == job_id
+            accepted_rows = select(InputRow.row_num).where(InputRow.job_id == job_id)
+            return {
+                "accepted": one(
+                    select(func.count()).select_from(InputRow).where(InputRow.job_id == job_id)
+                ),
+                "results": one(select(func.count()).select_from(Result).where(in_job)),
+                "distinct": one(
+                    select(func.count(distinct(Result.row_num))).where(
+                        in_job, Result.row_num.in_(accepted_rows)
+                    )
+                ),
+                "orphans": one(
+                    select(func.count())
+                    .select_from(Result)
+                    .where(in_job, Result.row_num.not_in(accepted_rows))
+                ),
+                "failed": one(
+                    select(func.count())
+                    .select_from(Result)
+                    .where(in_job, Result.error.is_not(None))
+                ),
+                "max_attempts": one(
+                    select(func.coalesce(func.max(Chunk.attempts), 0)).where(Chunk.job_id == job_id)
+                ),
+            }
+    finally:
+        engine.dispose()
+
+
+def finish_and_tally(
+    case: str, stack: RunningStack, job_id: str, started: float
+) -> tuple[dict[str, Any], Tally]:
+    """Waits (deadline, no intervention) for the job to end, then checks every row in SQL."""
+    job = stack.wait_job(job_id, timeout=180)
+    n = count_rows(stack, job_id)
+    tally = Tally(
+        case=case,
+        accepted=n["accepted"],
+        scored=n["results"] - n["failed"],
+        failed=n["failed"],
+        lost=n["accepted"] - n["distinct"],
+        duplicated=n["results"] - n["distinct"] - n["orphans"],
+        seconds=time.monotonic() - started,
+    )
+    TABLE.append(tally)
+    assert (tally.lost, tally.duplicated, n["orphans"]) == (0, 0, 0), tally
+    # The job's counters agree with the rows: nothing was counted twice.
+    assert (job["scored"], job["failed"]) == (tally.scored, tally.failed)
+    assert job["total"] == job["received"] == tally.accepted
+    return job, tally
+
+
+def pool_processes(stack: RunningStack) -> list[psutil.Process]:
+    main = psutil.Process(stack.stack.children["worker"].process.pid)
+    return [p for p in main.children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+# --- the cases -------------------------------------------------------------------------------
+
+
+def test_worker_pool_process_killed_three_times(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+) -> None:
+    stack = launch()
+    started = time.monotonic()
+    job_id = upload(stack, reviews, tmp_path)
+    killed: set[int] = set()
+    for fraction in (0.1, 0.4, 0.7):
+        wait_progress(stack, job_id, int(ROWS * fraction))
+        # A fresh pool process (not one we killed) is scoring: kill it mid-job.
+        victim = wait_for(
+            lambda: next((p for p in pool_processes(stack) if p.pid not in killed), None),
+            60,
+            "a live pool process",
+        )
+        assert progress(stack, job_id) < ROWS, "the job ended before the fault"
+        os.kill(victim.pid, signal.SIGKILL)
+        killed.add(victim.pid)
+    job, tally = finish_and_tally("worker pool process SIGKILL x3", stack, job_id, started)
+    assert job["status"] == "succeeded"
+    assert tally.accepted == ROWS
+    worker_log = stack.stack.children["worker"].log_path.read_text(errors="replace")
+    assert worker_log.count("exited with 'signal 9 (SIGKILL)'") == 3
+
+
+def test_redis_restarted_mid_job(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+) -> None:
+    stack = launch()
+    started = time.monotonic()
+    job_id = upload(stack, reviews, tmp_path)
+    wait_progress(stack, job_id, int(ROWS * 0.3))
+    redis = stack.stack.redis
+    assert redis is not None
+    assert progress(stack, job_id) < ROWS, "the job ended before the fault"
+    redis.stop()
+    redis.start()
+    job, tally = finish_and_tally("redis restart (AOF everysec)", stack, job_id, started)
+    assert job["status"] == "succeeded"
+    assert tally.accepted == ROWS and tally.failed == 0
+
+
+def test_api_killed_during_a_slow_upload(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]]
+) -> None:
+    stack = launch(REVIEWSCORE_UPLOAD_STALL_S="4")
+    started = time.monotonic()
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"id,text\n"
+        for start in range(0, ROWS, 50):
+            yield "".join(
+                f'{r["id"]},"{r["text"].replace(chr(34), chr(34) * 2)}"\n'
+                for r in reviews[start : start + 50]
+            ).encode()
+            time.sleep(0.05)
+
+    outcome: dict[str, Any] = {}
+
+    def send() -> None:
+        try:
+            with httpx.Client(base_url=stack.url, timeout=60) as http:
+                outcome["response"] = http.post(
+                    "/v1/jobs",
+                    params={"id_column": "id"},
+                    content=slow_body(),
+                    headers={"Content-Type": "text/csv"},
+                )
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    job = wait_for(
+        lambda: next(
+            (
+                j
+                for j in stack.client.jobs(limit=1)["jobs"]
+                if j["status"] == "uploading" and j["received"] >= 500
+            ),
+            None,
+        ),
+        60,
+        "the slow upload to store 500 rows",
+    )
+    api = stack.stack.children["api"].process
+    os.killpg(api.pid, signal.SIGKILL)
+    api.wait()
+    sender.join(30)
+    assert "error" in outcome, "the upload should have broken off with the API"
+    stack.stack.spawn("api", stack.stack.api_args())
+    wait_for(
+        lambda: _healthy(stack.url),
+        60,
+        "the restarted API",
+    )
+    job, tally = finish_and_tally("API SIGKILL mid-upload", stack, job["id"], started)
+    assert job["status"] == "failed"
+    assert job["error"].startswith("upload interrupted"), job["error"]
+    assert f"{tally.accepted:,} rows" in job["error"]
+    assert 500 <= tally.accepted < ROWS and tally.failed == 0
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_database_locked_while_workers_write(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+) -> None:
+    stack = launch()
+    started = time.monotonic()
+    job_id = upload(stack, reviews, tmp_path)
+    wait_progress(stack, job_id, int(ROWS * 0.2))
+    path = stack.settings.database_url.removeprefix("sqlite:///")
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=30)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock: every writer must now wait
+        before = progress(stack, job_id)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # readers still see the job; it does not move
+            assert progress(stack, job_id) == before
+            time.sleep(0.25)
+        blocker.execute("COMMIT")
+    finally:
+        blocker.close()
+    job, tally = finish_and_tally("SQLite write lock held 3 s", stack, job_id, started)
+    assert job["status"] == "succeeded" and tally.failed == 0
+    # Writers waited for the lock instead of failing: no chunk needed a second attempt.
+    assert count_rows(stack, job_id)["max_attempts"] == 1
+
+
+def test_poison_row_fails_alone(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+) -> None:
+    stack = launch(REVIEWSCORE_POISON_MARKER=POISON)
+    rows = [dict(r) for r in reviews]
+    victim = ROWS // 2 + 17
+    rows[victim]["text"] = f"{rows[victim]['text']} {POISON}"
+    started = time.monotonic()
+    job_id = upload(stack, rows, tmp_path)
+    job, tally = finish_and_tally("poison row (scoring raises)", stack, job_id, started)
+    assert job["status"] == "succeeded"
+    assert (tally.accepted, tally.failed) == (ROWS, 1)
+    with stack.http() as http:
+        lines = http.get(f"/v1/jobs/{job_id}/results", params={"format": "jsonl"}).text
+    import json
+
+    failed = [json.loads(line) for line in lines.splitlines() if '"error": null' not in line]
+    assert [f["id"] for f in failed] == [rows[victim]["id"]]
+    assert failed[0]["error"].startswith("scoring failed: PoisonedTextError")
