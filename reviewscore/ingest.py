@@ -246,8 +246,11 @@ class CsvReviews:
             return "utf-8-sig"
         try:
             name = codecs.lookup(encoding).name
-        except LookupError as exc:
-            raise BadUploadError(f"unknown encoding {encoding!r}") from exc
+            # str.encode refuses codecs that are not text encodings (rot13, base64, zlib...),
+            # which TextIOWrapper would otherwise reject with a LookupError mid-request.
+            "".encode(name)
+        except (LookupError, UnicodeError) as exc:
+            raise BadUploadError(f"unknown or unusable text encoding {encoding!r}") from exc
         return "utf-8-sig" if name == "utf-8" else name
 
     def _read_header(self) -> list[str]:
@@ -255,13 +258,19 @@ class CsvReviews:
             for record in self._reader:
                 if record and any(cell.strip() for cell in record):
                     return [cell.strip() for cell in record]
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
             raise self._decode_error(exc) from exc
         except csv.Error as exc:
             raise BadUploadError(f"the header row is not valid CSV: {exc}") from exc
         raise BadUploadError("the file is empty")
 
-    def _decode_error(self, exc: UnicodeDecodeError) -> BadUploadError:
+    def _decode_error(self, exc: UnicodeError) -> BadUploadError:
+        if not isinstance(exc, UnicodeDecodeError):
+            # Raised by some codecs instead (UTF-16 without a BOM, punycode...).
+            return BadUploadError(
+                f"the file cannot be read as {self.encoding}: {exc}; "
+                "save it as UTF-8 or pass the encoding it was saved in"
+            )
         return BadUploadError(
             f"the file is not valid {self.encoding.replace('-sig', '').upper()} "
             f"(byte 0x{exc.object[exc.start]:02x} near data row {self.rows_read_safe + 1}); "
@@ -282,7 +291,7 @@ class CsvReviews:
                 record = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError as exc:
+            except UnicodeError as exc:
                 raise self._decode_error(exc) from exc
             except csv.Error as exc:
                 raise BadUploadError(

@@ -284,8 +284,17 @@ def test_non_utf8_bytes_are_refused_and_latin1_works(service: RunningStack) -> N
 
 
 @SQLITE
-def test_unknown_encoding_is_named(service: RunningStack) -> None:
-    assert "'klingon'" in detail(upload(service, b"text\nok\n", encoding="klingon"), 422)
+def test_unknown_or_non_text_encoding_is_named(service: RunningStack) -> None:
+    # rot13 and base64 are codecs, but not text encodings: refused, not a crash.
+    for name in ("klingon", "rot13", "base64", "undefined"):
+        assert f"'{name}'" in detail(upload(service, b"text\nok\n", encoding=name), 422)
+
+
+@SQLITE
+def test_utf16_without_a_bom_is_refused_clearly(service: RunningStack) -> None:
+    body = "text\nGood.\n".encode("utf-16-le")
+    message = detail(upload(service, body, encoding="utf-16"), 422)
+    assert "cannot be read as utf-16" in message
 
 
 @SQLITE
