@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -156,6 +157,21 @@ def finish_and_tally(
     return job, tally
 
 
+def assert_rows_intact(stack: RunningStack, job_id: str, rows: list[dict[str, str]]) -> None:
+    """The rows kept from a broken-off upload are the file's first rows, none torn."""
+    engine = stack.engine()
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                select(InputRow.ext_id, InputRow.text)
+                .where(InputRow.job_id == job_id)
+                .order_by(InputRow.row_num)
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in stored] == [(r["id"], r["text"]) for r in rows[: len(stored)]]
+
+
 def pool_processes(stack: RunningStack) -> list[psutil.Process]:
     main = psutil.Process(stack.stack.children["worker"].process.pid)
     return [p for p in main.children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -261,6 +277,38 @@ def test_api_killed_during_a_slow_upload(
         "the restarted API",
     )
     job, tally = finish_and_tally("API SIGKILL mid-upload", stack, job["id"], started)
+    assert_rows_intact(stack, job["id"], reviews)
+    assert job["status"] == "failed"
+    assert job["error"].startswith("upload interrupted"), job["error"]
+    assert f"{tally.accepted:,} rows" in job["error"]
+    assert 500 <= tally.accepted < ROWS and tally.failed == 0
+
+
+def test_client_gone_mid_upload(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]]
+) -> None:
+    stack = launch()
+    started = time.monotonic()
+    body = "".join(
+        f'{r["id"]},"{r["text"].replace(chr(34), chr(34) * 2)}"\n' for r in reviews
+    ).encode()
+    body = b"id,text\n" + body
+    port = int(stack.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(
+            b"POST /v1/jobs?id_column=id HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        conn.sendall(body[: len(body) // 2])  # half the file, then the client is gone
+        job = wait_for(
+            lambda: next(
+                (j for j in stack.client.jobs(limit=1)["jobs"] if j["received"] >= 500), None
+            ),
+            60,
+            "the upload to store 500 rows",
+        )
+    job, tally = finish_and_tally("client gone mid-upload", stack, job["id"], started)
+    assert_rows_intact(stack, job["id"], reviews)
     assert job["status"] == "failed"
     assert job["error"].startswith("upload interrupted"), job["error"]
     assert f"{tally.accepted:,} rows" in job["error"]
