@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reviewscore.layers import HashedNgramLogit
+from reviewscore.layers import HashedNgramLogit, NgramVocabularyLogit
 from reviewscore.text import standardize
 
 # The seed CNN (keras-io "text classification from scratch").
@@ -116,5 +116,19 @@ def nbsvm_end_to_end(
     outputs = keras.layers.Activation("sigmoid", name="p_positive")(layer(inputs))
     model = keras.Model(inputs, outputs, name="nbsvm")
     layer.bucket_weights.assign(bucket_weights)
+    layer.bias.assign(bias)
+    return model
+
+
+def nbsvm_vocabulary_end_to_end(
+    vocabulary: np.ndarray, ngram_weights: np.ndarray, bias: float, ngram_max: int
+) -> keras.Model:
+    """Raw strings [n] -> P(positive) [n, 1] over a stored (fingerprinted) n-gram vocabulary."""
+    inputs = keras.Input(shape=(), dtype="string", name="text")
+    layer = NgramVocabularyLogit(len(vocabulary), ngram_max, name="ngram_vocabulary_logit")
+    outputs = keras.layers.Activation("sigmoid", name="p_positive")(layer(inputs))
+    model = keras.Model(inputs, outputs, name="nbsvm")
+    layer.keys.assign(vocabulary.astype(np.int64))
+    layer.ngram_weights.assign(ngram_weights)
     layer.bias.assign(bias)
     return model

@@ -141,6 +141,14 @@ def download_tarball(destination: Path, url: str = OFFICIAL_TARBALL_URL) -> Path
     return destination
 
 
+def concat_reviews(first: Reviews, second: Reviews) -> Reviews:
+    return Reviews(
+        ids=first.ids + second.ids,
+        texts=first.texts + second.texts,
+        labels=np.concatenate([first.labels, second.labels]),
+    )
+
+
 def stratified_sample(reviews: Reviews, size: int, seed: int) -> Reviews:
     """A seeded random sample of `size` reviews with the label balance of `reviews`."""
     if size >= len(reviews):

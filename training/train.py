@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reviewscore.layers import hashed_ngram_ids
+from reviewscore.layers import NGRAM_KEY_SPACE, hashed_ngram_ids
 from reviewscore.model_registry import ModelInfo
 from reviewscore.scorer import compile_model_call, default_device, load_scorer
 from training import architectures as arch
-from training.data import Reviews, load_dataset, stratified_sample, stratified_split
+from training.data import Reviews, concat_reviews, load_dataset, stratified_sample, stratified_split
 from training.metrics import classification_metrics
 
 VALIDATION_FRACTION = 0.2
@@ -43,6 +43,8 @@ class TrainedModel:
     history: dict[str, list[float]]
     params: int
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    # The model the validation figures belong to, when `model` was refitted on them too.
+    selection_model: keras.Model | None = None
 
 
 class KeepBestEpoch(keras.callbacks.Callback):
@@ -138,14 +140,17 @@ def bucket_ids(texts: list[str], num_buckets: int, ngram_max: int) -> tf.RaggedT
 
 # NBSVM hyperparameters, chosen on the validation split (see training/README-models.md).
 NBSVM_SETTINGS: dict[str, Any] = {
+    "vocabulary_size": 400_000,  # 0: hash every n-gram into num_buckets instead
+    "min_df": 2,
     "num_buckets": arch.NBSVM_BUCKETS,
     "ngram_max": arch.NBSVM_NGRAM_MAX,
-    "learning_rate": 2e-3,
-    "weight_decay": 1e-4,
+    "learning_rate": 5e-3,
+    "weight_decay": 1e-5,
     "batch_size": 64,
     "w_init_scale": 0.1,
     "nb_alpha": 1.0,
-    "epochs": 4,
+    "epochs": 6,
+    "refit_on_all_train": True,
 }
 
 
@@ -155,28 +160,56 @@ class NBSVMFeatures:
 
     fit_ids: tf.RaggedTensor
     fit_labels: np.ndarray
-    val_ids: tf.RaggedTensor
-    val_labels: np.ndarray
+    val_ids: tf.RaggedTensor | None  # None when refitting without a validation split
+    val_labels: np.ndarray | None
     ratios: np.ndarray
+    vocabulary: np.ndarray | None  # sorted n-gram keys; None when n-grams are hashed
 
 
-def nbsvm_features(fit: Reviews, val: Reviews, settings: dict[str, Any]) -> NBSVMFeatures:
-    num_buckets, ngram_max = settings["num_buckets"], settings["ngram_max"]
-    fit_ids = bucket_ids(fit.texts, num_buckets, ngram_max)
+def select_vocabulary(keys: tf.RaggedTensor, size: int, min_df: int) -> np.ndarray:
+    """The `size` n-gram keys found in most training reviews (at least min_df), sorted."""
+    unique, document_frequency = np.unique(keys.flat_values.numpy(), return_counts=True)
+    frequent = np.flatnonzero(document_frequency >= min_df)
+    # Most frequent first; ties broken by key so that the choice is deterministic.
+    order = np.lexsort((unique[frequent], -document_frequency[frequent]))
+    return np.sort(unique[frequent[order[:size]]])
+
+
+def vocabulary_ids(keys: tf.RaggedTensor, vocabulary: np.ndarray) -> tf.RaggedTensor:
+    """Replace each key by its index in the sorted vocabulary, dropping unknown keys."""
+    flat = keys.flat_values.numpy()
+    index = np.minimum(np.searchsorted(vocabulary, flat), len(vocabulary) - 1)
+    known = vocabulary[index] == flat
+    return tf.RaggedTensor.from_value_rowids(
+        index[known], keys.value_rowids().numpy()[known], nrows=keys.nrows()
+    )
+
+
+def nbsvm_features(fit: Reviews, val: Reviews | None, settings: dict[str, Any]) -> NBSVMFeatures:
+    ngram_max = settings["ngram_max"]
+    vocabulary = None
+    val_ids = None
+    if settings["vocabulary_size"]:
+        fit_keys = bucket_ids(fit.texts, NGRAM_KEY_SPACE, ngram_max)
+        vocabulary = select_vocabulary(fit_keys, settings["vocabulary_size"], settings["min_df"])
+        fit_ids = vocabulary_ids(fit_keys, vocabulary)
+        if val is not None:
+            val_ids = vocabulary_ids(bucket_ids(val.texts, NGRAM_KEY_SPACE, ngram_max), vocabulary)
+        size = len(vocabulary)
+    else:
+        size = settings["num_buckets"]
+        fit_ids = bucket_ids(fit.texts, size, ngram_max)
+        if val is not None:
+            val_ids = bucket_ids(val.texts, size, ngram_max)
     ratios = arch.nb_log_count_ratios(
         fit_ids.value_rowids().numpy(),
         fit_ids.flat_values.numpy(),
         fit.labels,
-        num_buckets,
+        size,
         alpha=settings["nb_alpha"],
     )
-    return NBSVMFeatures(
-        fit_ids=fit_ids,
-        fit_labels=fit.labels,
-        val_ids=bucket_ids(val.texts, num_buckets, ngram_max),
-        val_labels=val.labels,
-        ratios=ratios,
-    )
+    val_labels = None if val is None else val.labels
+    return NBSVMFeatures(fit_ids, fit.labels, val_ids, val_labels, ratios, vocabulary)
 
 
 def fit_nbsvm(
@@ -202,31 +235,39 @@ def fit_nbsvm(
         metrics=["accuracy"],
     )
     keep_best = KeepBestEpoch(patience=1)
+    validation = None
+    if features.val_ids is not None and features.val_labels is not None:
+        validation = batches(features.val_ids, features.val_labels, shuffle=False)
     result = network.fit(
         batches(features.fit_ids, features.fit_labels, shuffle=True),
-        validation_data=batches(features.val_ids, features.val_labels, shuffle=False),
+        validation_data=validation,
         epochs=epochs or settings["epochs"],
-        callbacks=[keep_best],
+        callbacks=[keep_best] if validation is not None else [],
         verbose=2,
     )
     history = _history(result)
+    best_epoch = keep_best.best_epoch if validation is not None else len(history["loss"])
     layer = network.get_layer("nb_weighted")
-    num_buckets, ngram_max = settings["num_buckets"], settings["ngram_max"]
-    model = arch.nbsvm_end_to_end(
-        layer.bucket_weights(),
-        float(keras.ops.convert_to_numpy(layer.bias)),
-        num_buckets,
-        ngram_max,
-    )
+    ngram_max = settings["ngram_max"]
+    bias = float(keras.ops.convert_to_numpy(layer.bias))
+    if features.vocabulary is not None:
+        model = arch.nbsvm_vocabulary_end_to_end(
+            features.vocabulary, layer.bucket_weights(), bias, ngram_max
+        )
+        features_text = f"the {len(features.vocabulary):,} most frequent 1..{ngram_max}-grams"
+    else:
+        model = arch.nbsvm_end_to_end(
+            layer.bucket_weights(), bias, settings["num_buckets"], ngram_max
+        )
+        features_text = f"1..{ngram_max}-grams hashed into {settings['num_buckets']:,} buckets"
     return TrainedModel(
         model=model,
-        architecture=f"nbsvm: NB-weighted linear model over binarized hashed 1..{ngram_max}-grams "
-        f"({num_buckets:,} buckets)",
+        architecture=f"nbsvm: NB-weighted linear model over binarized {features_text}",
         max_tokens=None,
         epochs_run=len(history["loss"]),
-        best_epoch=keep_best.best_epoch,
+        best_epoch=best_epoch,
         history=history,
-        params=num_buckets + 1,
+        params=len(features.ratios) + 1,
         hyperparameters={
             **settings,
             "w_offset": arch.NBSVM_W_OFFSET,
@@ -239,10 +280,29 @@ def train_nbsvm(
     fit: Reviews, val: Reviews, epochs: int | None, seed: int, **overrides: Any
 ) -> TrainedModel:
     settings = {**NBSVM_SETTINGS, **overrides}
-    return fit_nbsvm(nbsvm_features(fit, val, settings), settings, epochs, seed)
+    selected = fit_nbsvm(nbsvm_features(fit, val, settings), settings, epochs, seed)
+    if not settings["refit_on_all_train"]:
+        return selected
+    # The learning curve on the validation split still rises at 20,000 reviews, so the
+    # shipped model is refitted on all train reviews for the epoch count chosen above.
+    keras.utils.set_random_seed(seed)
+    everything = concat_reviews(fit, val)
+    refit = fit_nbsvm(
+        nbsvm_features(everything, None, settings), settings, selected.best_epoch, seed
+    )
+    refit.selection_model = selected.model
+    refit.best_epoch = selected.best_epoch
+    refit.epochs_run = selected.epochs_run
+    refit.history = selected.history
+    refit.hyperparameters["refit_reviews"] = len(everything)
+    refit.architecture += f", refitted on all {len(everything):,} train reviews"
+    return refit
 
 
-TRAINERS: dict[str, Callable[..., TrainedModel]] = {"cnn": train_cnn, "nbsvm": train_nbsvm}
+TRAINERS: dict[str, Callable[..., TrainedModel]] = {
+    "cnn": train_cnn,
+    "nbsvm": train_nbsvm,
+}
 
 
 def predict(model: keras.Model, texts: list[str], batch_size: int = 256) -> np.ndarray:
@@ -298,7 +358,9 @@ def run_training(
     # The test split is used once, here, for the figures reported in metadata.json.
     test_scores = predict(trained.model, test.texts)
     test_metrics = classification_metrics(test.labels, test_scores)
-    val_metrics = classification_metrics(val.labels, predict(trained.model, val.texts))
+    val_metrics = classification_metrics(
+        val.labels, predict(trained.selection_model or trained.model, val.texts)
+    )
     print(
         f"{arch}: test accuracy {test_metrics['accuracy']:.4f}, val {val_metrics['accuracy']:.4f}"
     )
@@ -322,6 +384,7 @@ def run_training(
         "ece": test_metrics["ece"],
         "log_loss": test_metrics["log_loss"],
         "confusion_matrix": test_metrics["confusion_matrix"],
+        # Of the model that chose the epoch count (before any refit on all train reviews).
         "validation": {k: v for k, v in val_metrics.items() if k != "confusion_matrix"},
         "data": {
             "source": dataset.source,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from training.data import load_dataset, stratified_split
 from training.metrics import classification_metrics
@@ -22,13 +23,27 @@ from training.train import (
 )
 
 GRIDS: dict[str, list[dict[str, Any]]] = {
-    "buckets": [{"num_buckets": 2**b} for b in (20, 21, 22)],
+    "buckets": [{"vocabulary_size": 0, "num_buckets": 2**b} for b in (20, 21, 22)],
     "optimizer": [
         {"learning_rate": lr, "weight_decay": wd}
         for lr in (5e-4, 2e-3, 1e-2)
         for wd in (0.0, 1e-4, 1e-2)
     ],
     "ngrams": [{"ngram_max": n} for n in (2, 3)],
+    "vocabulary": [{"vocabulary_size": v} for v in (400_000, 800_000, 1_500_000)],
+    "vocabulary_small": [
+        {"vocabulary_size": v, "learning_rate": lr, "weight_decay": 1e-5}
+        for v in (200_000, 400_000)
+        for lr in (5e-3, 2e-2)
+    ],
+    "vocabulary_regularization": [
+        {"vocabulary_size": 400_000, "weight_decay": wd, "nb_alpha": alpha, "batch_size": bs}
+        for wd, alpha, bs in ((1e-3, 1.0, 64), (1e-5, 0.5, 64), (1e-5, 1.0, 256))
+    ],
+    "vocabulary_lr": [
+        {"vocabulary_size": 800_000, "learning_rate": lr, "weight_decay": wd}
+        for lr, wd in ((2e-2, 1e-6), (2e-3, 1e-4), (5e-3, 1e-5))
+    ],
 }
 
 
@@ -38,6 +53,9 @@ def main() -> None:
     parser.add_argument("--grid", choices=sorted(GRIDS), default="buckets")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE base override")
+    parser.add_argument(
+        "--ensemble-with", type=Path, help="a CNN .keras file trained on the same split"
+    )
     args = parser.parse_args()
     base = dict(NBSVM_SETTINGS)
     for item in args.set:
@@ -45,10 +63,17 @@ def main() -> None:
         base[key] = type(base[key])(float(value)) if key in base else float(value)
     train = load_dataset(args.data).train
     val, fit = stratified_split(train, VALIDATION_FRACTION, args.seed)
-    cache: dict[tuple[int, int, float], Any] = {}
+    cnn_val = None
+    if args.ensemble_with:
+        cnn = keras.saving.load_model(args.ensemble_with, compile=False)
+        cnn_val = np.clip(predict(cnn, val.texts).astype(np.float64), 1e-7, 1 - 1e-7)
+    cache: dict[tuple[Any, ...], Any] = {}
     for change in GRIDS[args.grid]:
         settings = {**base, **change}
-        key = (settings["num_buckets"], settings["ngram_max"], settings["nb_alpha"])
+        key = tuple(
+            settings[k]
+            for k in ("num_buckets", "ngram_max", "nb_alpha", "vocabulary_size", "min_df")
+        )
         if key not in cache:
             cache.clear()
             cache[key] = nbsvm_features(fit, val, settings)
@@ -56,10 +81,22 @@ def main() -> None:
         started = time.perf_counter()
         trained = fit_nbsvm(cache[key], settings, None, args.seed)
         seconds = time.perf_counter() - started
-        metrics = classification_metrics(val.labels, predict(trained.model, val.texts))
+        nbsvm_val = predict(trained.model, val.texts).astype(np.float64)
+        metrics = classification_metrics(val.labels, nbsvm_val)
+        ensembles = {}
+        if cnn_val is not None:
+            nbsvm_logit = np.log(
+                np.clip(nbsvm_val, 1e-7, 1 - 1e-7) / (1 - np.clip(nbsvm_val, 1e-7, 1 - 1e-7))
+            )
+            cnn_logit = np.log(cnn_val / (1 - cnn_val))
+            for cnn_weight in (0.2, 0.3, 0.4, 0.5):
+                mixed = 1 / (1 + np.exp(-(cnn_weight * cnn_logit + (1 - cnn_weight) * nbsvm_logit)))
+                m = classification_metrics(val.labels, mixed)
+                ensembles[str(cnn_weight)] = [round(m["accuracy"], 4), round(m["log_loss"], 4)]
         print(
             json.dumps(
                 {
+                    "ensemble_cnn_weight_to_val_accuracy_log_loss": ensembles,
                     "settings": settings,
                     "val_accuracy": round(metrics["accuracy"], 4),
                     "val_log_loss": round(metrics["log_loss"], 4),
