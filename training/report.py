@@ -84,14 +84,23 @@ def _reliability(
 def _markdown(m: dict[str, Any]) -> str:
     (tn, fp), (fn, tp) = m["confusion_matrix"]
     data = m["data"]
+    refit = m["hyperparameters"].get("refit_reviews")
+    training = (
+        f"Epoch count chosen on {data['validation']:,} held-out train reviews after training on "
+        f"the other {data['train']:,} (lowest validation loss: epoch {m['best_epoch']} of "
+        f"{m['epochs_run']}), then refitted on all {refit:,} train reviews for that many epochs."
+        if refit
+        else f"Trained on {data['train']:,} IMDB train reviews, best epoch chosen on "
+        f"{data['validation']:,} held-out train reviews (lowest validation loss: epoch "
+        f"{m['best_epoch']} of {m['epochs_run']})."
+    )
     return f"""# Model `{m["name"]}` ({m["version"]})
 
 {m["architecture"]}
 
-Trained on {data["train"]:,} IMDB train reviews, best epoch chosen on {data["validation"]:,}
-held-out train reviews (lowest validation loss: epoch {m["best_epoch"]} of {m["epochs_run"]}),
-evaluated once on {data["test"]:,} test reviews. Data fingerprint `{data["fingerprint"][:16]}`,
-seed {m["seed"]}, TensorFlow {m["tf_version"]}, Keras {m["keras_version"]}.
+{training} Evaluated once on {data["test"]:,} IMDB test reviews (Maas et al., ACL 2011).
+Data fingerprint `{data["fingerprint"][:16]}`, seed {m["seed"]}, TensorFlow {m["tf_version"]},
+Keras {m["keras_version"]}.
 
 | metric (test) | value |
 |---|---|
@@ -115,3 +124,30 @@ Training took {m["train_seconds"]:.0f} s; scoring runs at {m["reviews_per_second
 ![confusion matrix](confusion_matrix.png) ![ROC curve](roc_curve.png)
 ![reliability diagram](reliability.png)
 """
+
+
+def main() -> None:
+    """Re-render the report of an installed model by scoring the test split again."""
+    import argparse
+    import json
+
+    from reviewscore.model_registry import get_model
+    from reviewscore.scorer import load_scorer
+    from training.data import load_dataset
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--name", required=True)
+    args = parser.parse_args()
+    info = get_model(args.models_dir, args.name)
+    dataset = load_dataset(args.data)
+    if dataset.fingerprint() != info.metadata["data"]["fingerprint"]:
+        raise SystemExit(f"{args.data} is not the data {info.name} was trained and tested on")
+    scores = load_scorer(info).score(dataset.test.texts).p_positive
+    metadata = json.loads((info.path.parent / "metadata.json").read_text())
+    write_report(info.path.parent, metadata, dataset.test.labels, scores)
+
+
+if __name__ == "__main__":
+    main()

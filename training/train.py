@@ -254,7 +254,10 @@ def fit_nbsvm(
         model = arch.nbsvm_vocabulary_end_to_end(
             features.vocabulary, layer.bucket_weights(), bias, ngram_max
         )
-        features_text = f"the {len(features.vocabulary):,} most frequent 1..{ngram_max}-grams"
+        features_text = (
+            f"the {len(features.vocabulary):,} most frequent 1..{ngram_max}-grams (df >= "
+            f"{settings['min_df']}), stored as sorted 40-bit fingerprints"
+        )
     else:
         model = arch.nbsvm_end_to_end(
             layer.bucket_weights(), bias, settings["num_buckets"], ngram_max
@@ -262,7 +265,7 @@ def fit_nbsvm(
         features_text = f"1..{ngram_max}-grams hashed into {settings['num_buckets']:,} buckets"
     return TrainedModel(
         model=model,
-        architecture=f"nbsvm: NB-weighted linear model over binarized {features_text}",
+        architecture=f"nbsvm: NB-weighted linear model over binarized presence of {features_text}",
         max_tokens=None,
         epochs_run=len(history["loss"]),
         best_epoch=best_epoch,
