@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -213,3 +215,31 @@ def test_stratified_split_keeps_label_balance_and_is_seeded():
     assert set(first.ids).isdisjoint(rest.ids)
     assert stratified_split(reviews, 0.2, seed=1)[0].ids == first.ids
     assert tf.is_tensor(tf.constant(first.texts))
+
+
+@pytest.mark.parametrize("name", ["cnn", "nbsvm"])
+def test_shipped_model_loads_in_a_fresh_process_importing_only_the_scorer(name):
+    # What a worker does: nothing from training/ is imported, yet the custom objects resolve.
+    if not (SHIPPED / name / "metadata.json").is_file():
+        pytest.skip(f"model {name} is not shipped")
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from reviewscore.model_registry import get_model\n"
+        "from reviewscore.scorer import load_scorer\n"
+        "scorer = load_scorer(get_model(Path(sys.argv[1]), sys.argv[2]))\n"
+        "scores = scorer.score(['I love this movie! It is amazing.', 'Bad movie.'])\n"
+        "print(json.dumps([scorer.device, scores.p_positive.tolist()]))\n"
+        "assert 'training' not in sys.modules\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(SHIPPED), name],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    device, (positive, negative) = json.loads(run.stdout.strip().splitlines()[-1])
+    assert device in ("CPU:0", "GPU:0")
+    assert positive > 0.5 > negative
