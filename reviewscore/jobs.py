@@ -73,6 +73,12 @@ def insert_ignoring_conflicts(session: Session, table: Any, rows: Sequence[dict[
     session.execute(stmt, list(rows))
 
 
+def _label(value: str | None, size: int = 255) -> str | None:
+    # Names that come from the request (file name, column names) only label the job: drop NULs
+    # (PostgreSQL text refuses them) and cut to the column's width (PostgreSQL enforces it).
+    return None if value is None else value.replace("\x00", "")[:size]
+
+
 def create_job(
     session: Session,
     *,
@@ -88,9 +94,9 @@ def create_job(
         status=JobStatus.uploading,
         model_name=model_name,
         model_version=model_version,
-        filename=filename,
-        text_column=text_column,
-        id_column=id_column,
+        filename=_label(filename),
+        text_column=_label(text_column),
+        id_column=_label(id_column),
         owner_key_id=owner_key_id,
         received_rows=0,
         scored_rows=0,

@@ -539,3 +539,22 @@ def test_score_review_over_the_size_limit_is_422(service: RunningStack) -> None:
 def test_score_keeps_text_with_null_bytes(service: RunningStack) -> None:
     answer = service.client.score(["Good\x00 film.", "Bad film."])
     assert len(answer["results"]) == 2
+
+
+def test_long_or_odd_filenames_and_column_names_are_kept_short(service: RunningStack) -> None:
+    long_name = "r" * 400 + ".csv"
+    job = upload_ok(service, b"text\nGood.\n", filename=long_name)
+    assert job["filename"] == long_name[:255]
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="bad\x00name.csv"\r\n'
+        b"\r\ntext\nGood.\n\r\n--b--\r\n"
+    )
+    with service.http() as http:
+        response = http.post(
+            "/v1/jobs", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+        )
+    assert response.status_code == 202, response.text
+    assert response.json()["filename"] == "badname.csv"
+    column = "c" * 300
+    job = upload_ok(service, f"{column}\nGood.\n".encode(), text_column=column)
+    assert job["text_column"] == column[:255] and job["scored"] == 1
