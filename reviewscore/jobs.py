@@ -311,7 +311,10 @@ def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -
 
 
 def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -> None:
-    get_job(session, job_id, owner_key_id)
+    job = get_job(session, job_id, owner_key_id)
+    if job.upload_finished_at is None:
+        # The upload would go on storing rows of a job that is gone (and fail on the foreign key).
+        raise JobStateError(f"job {job_id} is still uploading; delete it once the upload has ended")
     # Children first: bulk deletes do not rely on the backend's ON DELETE CASCADE.
     session.execute(delete(Result).where(Result.job_id == job_id))
     session.execute(delete(InputRow).where(InputRow.job_id == job_id))

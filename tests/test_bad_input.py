@@ -437,32 +437,33 @@ def test_cancel_of_a_finished_job_is_409(service: RunningStack) -> None:
     assert "already succeeded" in detail(response, 409)
 
 
-@SQLITE
-def test_results_of_an_unfinished_job_are_409_unless_partial(service: RunningStack) -> None:
-    rows = [["id", "text"]] + [[str(i), f"Review {i}."] for i in range(150)]
-    release = threading.Event()
+class HeldOpenUpload:
+    """An upload that sends 150 rows, then waits: its job stays `uploading` until released."""
 
-    def body() -> Iterator[bytes]:
-        yield csv_bytes(rows)
-        release.wait(60)  # the upload stays open: the job cannot finish
+    def __init__(self, service: RunningStack) -> None:
+        self.service = service
+        self.release = threading.Event()
+        self.response: httpx.Response | None = None
+        self._sender = threading.Thread(target=self._send)
+
+    def _body(self) -> Iterator[bytes]:
+        yield csv_bytes([["id", "text"]] + [[str(i), f"Review {i}."] for i in range(150)])
+        self.release.wait(60)
         yield b"150,The last one.\n"
 
-    answer: dict[str, httpx.Response] = {}
-
-    def send() -> None:
-        with service.http() as http:
-            answer["r"] = http.post(
-                "/v1/jobs", content=body(), headers={"Content-Type": "text/csv"}
+    def _send(self) -> None:
+        with self.service.http() as http:
+            self.response = http.post(
+                "/v1/jobs", content=self._body(), headers={"Content-Type": "text/csv"}
             )
 
-    sender = threading.Thread(target=send)
-    sender.start()
-    try:
-        job = wait_for(
+    def __enter__(self) -> dict[str, Any]:
+        self._sender.start()
+        return wait_for(  # type: ignore[no-any-return]
             lambda: next(
                 (
                     j
-                    for j in service.client.jobs(limit=5)["jobs"]
+                    for j in self.service.client.jobs(limit=5)["jobs"]
                     if j["status"] == "uploading" and j["received"] >= 100
                 ),
                 None,
@@ -470,19 +471,35 @@ def test_results_of_an_unfinished_job_are_409_unless_partial(service: RunningSta
             30,
             "the held-open upload to store its first chunk",
         )
-        with service.http() as http:
-            response = http.get(f"/v1/jobs/{job['id']}/results")
-            message = detail(response, 409)
-            assert "uploading" in message and "partial=true" in message
-            partial = http.get(f"/v1/jobs/{job['id']}/results", params={"partial": "true"})
+
+    def __exit__(self, *_: object) -> None:
+        self.release.set()
+        self._sender.join(60)
+
+
+@SQLITE
+def test_results_of_an_unfinished_job_are_409_unless_partial(service: RunningStack) -> None:
+    upload = HeldOpenUpload(service)
+    with upload as job, service.http() as http:
+        message = detail(http.get(f"/v1/jobs/{job['id']}/results"), 409)
+        assert "uploading" in message and "partial=true" in message
+        partial = http.get(f"/v1/jobs/{job['id']}/results", params={"partial": "true"})
         assert partial.status_code == 200
         assert len(list(csv.DictReader(io.StringIO(partial.text)))) >= 100
-    finally:
-        release.set()
-        sender.join(60)
-    assert answer["r"].status_code == 202
-    job = service.wait_job(answer["r"].json()["id"])
-    assert job["scored"] == 151
+    assert upload.response is not None and upload.response.status_code == 202
+    assert service.wait_job(upload.response.json()["id"])["scored"] == 151
+
+
+@SQLITE
+def test_delete_of_a_job_still_uploading_is_409(service: RunningStack) -> None:
+    upload = HeldOpenUpload(service)
+    with upload as job, service.http() as http:
+        message = detail(http.delete(f"/v1/jobs/{job['id']}"), 409)
+        assert "uploading" in message
+    assert upload.response is not None and upload.response.status_code == 202
+    service.wait_job(job["id"])
+    with service.http() as http:
+        assert http.delete(f"/v1/jobs/{job['id']}").status_code == 204
 
 
 # --- /v1/score -------------------------------------------------------------------------------

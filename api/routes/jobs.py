@@ -166,7 +166,7 @@ def cancel_job(job_id: JobId, owner: Owner) -> JobView:
         return JobView.of(jobs.cancel_job(session, job_id, owner))
 
 
-@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 422))
+@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422))
 def delete_job(job_id: JobId, owner: Owner) -> Response:
     with session_scope() as session:
         jobs.delete_job(session, job_id, owner)
