@@ -284,6 +284,21 @@ def test_non_utf8_bytes_are_refused_and_latin1_works(service: RunningStack) -> N
 
 
 @SQLITE
+def test_declared_charset_is_used_and_a_bad_one_is_named(service: RunningStack) -> None:
+    body = "text\nUn film très réussi.\n".encode("latin-1")
+    with service.http() as http:
+        ok = http.post(
+            "/v1/jobs", content=body, headers={"Content-Type": "text/csv; charset=latin-1"}
+        )
+        bad = http.post("/v1/jobs", content=body, headers={"Content-Type": "text/csv; charset=xx"})
+        part = http.post(
+            "/v1/jobs", files={"file": ("r.csv", body, "text/csv; charset=iso-8859-1")}
+        )
+    assert ok.status_code == 202 and part.status_code == 202, (ok.text, part.text)
+    assert "'xx'" in detail(bad, 422)
+
+
+@SQLITE
 def test_unknown_or_non_text_encoding_is_named(service: RunningStack) -> None:
     # rot13 and base64 are codecs, but not text encodings: refused, not a crash.
     for name in ("klingon", "rot13", "base64", "undefined"):
@@ -360,6 +375,15 @@ def test_missing_file_field_is_named(service: RunningStack) -> None:
     with service.http() as http:
         response = http.post("/v1/jobs", files={"upload": ("r.csv", b"text\nok\n", "text/csv")})
     assert "no 'file' field" in detail(response, 422)
+
+
+@SQLITE
+def test_multipart_without_boundary_is_named(service: RunningStack) -> None:
+    with service.http() as http:
+        response = http.post(
+            "/v1/jobs", content=b"text\nok\n", headers={"Content-Type": "multipart/form-data"}
+        )
+    assert "no boundary" in detail(response, 400)
 
 
 @SQLITE

@@ -21,7 +21,12 @@ from api.schemas import JobList, JobView, error_responses
 from reviewscore import jobs
 from reviewscore.celery_app import enqueue_chunk
 from reviewscore.db import session_scope
-from reviewscore.errors import JobStateError, UnsupportedMediaError, UploadInterruptedError
+from reviewscore.errors import (
+    BadUploadError,
+    JobStateError,
+    UnsupportedMediaError,
+    UploadInterruptedError,
+)
 from reviewscore.model_registry import get_model
 from reviewscore.schema import JobStatus
 from reviewscore.settings import get_settings
@@ -103,7 +108,9 @@ async def create_job(
         except ClientDisconnect as exc:
             raise UploadInterruptedError("the client disconnected during the upload") from exc
 
-    if ctype == b"multipart/form-data" and params.get(b"boundary"):
+    if ctype == b"multipart/form-data":
+        if not params.get(b"boundary"):
+            raise BadUploadError("the multipart/form-data content type has no boundary", 400)
         reader: MultipartFileReader | BodyReader = MultipartFileReader(pull, params[b"boundary"])
     elif ctype in RAW_CSV_TYPES:
         reader = BodyReader(pull)
@@ -114,7 +121,10 @@ async def create_job(
         )
 
     def ingest() -> str:
-        options = UploadOptions(text_column=text_column, id_column=id_column, encoding=encoding)
+        # An encoding named in the request wins over the charset a Content-Type declares.
+        options = UploadOptions(
+            text_column=text_column, id_column=id_column, encoding=encoding or charset(params)
+        )
         if isinstance(reader, MultipartFileReader):
             reader.wait_for_file()
             fields = reader.fields
@@ -122,7 +132,9 @@ async def create_job(
                 filename=reader.filename,
                 text_column=text_column or fields.get("text_column") or None,
                 id_column=id_column or fields.get("id_column") or None,
-                encoding=encoding or fields.get("encoding") or None,
+                encoding=encoding
+                or fields.get("encoding")
+                or charset(parse_options_header(reader.content_type or "")[1]),
             )
             chosen = model or fields.get("model") or None
         else:
@@ -171,6 +183,11 @@ def delete_job(job_id: JobId, owner: Owner) -> Response:
     with session_scope() as session:
         jobs.delete_job(session, job_id, owner)
     return Response(status_code=204)
+
+
+def charset(content_type_params: dict[bytes, bytes]) -> str | None:
+    value = content_type_params.get(b"charset")
+    return value.decode("latin-1") if value else None
 
 
 def _safe_cell(value: str) -> str:
