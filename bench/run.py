@@ -62,6 +62,7 @@ class Config:
     limit_reviews: int = 4096
     limit_batch_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
     limit_passes: int = 3
+    bulk_passes: int = 2
     batch1_calls: int = 200
     seed_reviews: int = 150
     naive_tasks: int = 500
@@ -523,6 +524,26 @@ def measure_bulk(service: Service, csv_path: Path) -> dict[str, Any]:
     return out
 
 
+def bulk_files(cfg: Config, texts: Texts, tmp: Path) -> list[Path]:
+    """One CSV per pass; later passes mark each text so none is a cache hit on the same stack."""
+    return [
+        write_csv(
+            tmp / f"bulk-{k}.csv",
+            texts.bulk if k == 0 else [f"{t} (pass {k})" for t in texts.bulk],
+            f"bulk{k}",
+        )
+        for k in range(cfg.bulk_passes)
+    ]
+
+
+def measure_bulk_best(service: Service, files: list[Path]) -> dict[str, Any]:
+    """The best of a few passes, as the limit is: other load on the machine only slows a pass."""
+    passes = [measure_bulk(service, path) for path in files]
+    best = dict(max(passes, key=lambda p: p["reviews_per_s"]))
+    best["passes_reviews_per_s"] = [p["reviews_per_s"] for p in passes]
+    return best
+
+
 # --- row 5: singles --------------------------------------------------------------------------
 
 
@@ -709,7 +730,7 @@ def measure_busy(
 # --- row 7 and the knobs: separate stacks ------------------------------------------------------
 
 
-def measure_scale(cfg: Config, model: str, bulk_csv: Path) -> dict[str, Any]:
+def measure_scale(cfg: Config, model: str, files: list[Path]) -> dict[str, Any]:
     out = {}
     variants = {
         "2_nodes_x1": {"workers": 2, "concurrency": 1},
@@ -717,7 +738,7 @@ def measure_scale(cfg: Config, model: str, bulk_csv: Path) -> dict[str, Any]:
     }
     for label, shape in variants.items():
         with running_service(cfg, model, f"scale-{label}", **shape) as service:
-            out[label] = measure_bulk(service, bulk_csv)
+            out[label] = measure_bulk_best(service, files)
             log(f"scale {label}: {out[label]['reviews_per_s']:.0f} reviews/s")
     return out
 
@@ -773,8 +794,7 @@ def run_main_stack(cfg: Config, model: str, texts: Texts, tmp: Path, results: Re
             results.rows["naive"] = measure_naive(cfg, service, texts)
             log(f"naive: {results.rows['naive']['reviews_per_s']:.1f} reviews/s")
         if "bulk" in want:
-            bulk_csv = write_csv(tmp / "bulk.csv", texts.bulk, "bulk")
-            results.rows["bulk"] = measure_bulk(service, bulk_csv)
+            results.rows["bulk"] = measure_bulk_best(service, bulk_files(cfg, texts, tmp))
             log(f"bulk: {results.rows['bulk']['reviews_per_s']:.0f} reviews/s")
         if "singles" in want:
             results.rows["singles"] = measure_singles(cfg, service, texts, cfg.singles_seconds)
@@ -823,8 +843,8 @@ def run(cfg: Config) -> Results:
         tmp = Path(tmp_name)
         run_main_stack(cfg, default.name, texts, tmp, results)
         if "scale" not in cfg.skip:
-            bulk_csv = write_csv(tmp / "bulk.csv", texts.bulk, "bulk")
-            results.rows["scale"] = measure_scale(cfg, default.name, bulk_csv)
+            files = bulk_files(cfg, texts, tmp)
+            results.rows["scale"] = measure_scale(cfg, default.name, files)
         if "knobs" not in cfg.skip:
             results.rows["knobs"] = measure_knobs(cfg, default.name, texts, tmp)
     if "limit" in results.rows:
@@ -930,6 +950,7 @@ def table_lines(r: Results) -> list[str]:
                 "4 bulk: CSV -> SQL",
                 bulk["reviews_per_s"],
                 f"{bulk['rows']:,} rows in {bulk['seconds']:.1f}s (upload {bulk['upload_seconds']:.1f}s)"
+                f"; passes {' '.join(f'{v:.0f}' for v in bulk['passes_reviews_per_s'])}"
                 f"; {phase_text(bulk)}",
             )
         )
