@@ -113,4 +113,3 @@ class NgramVocabularyLogit(keras.layers.Layer):
             "vocabulary_size": self.vocabulary_size,
             "ngram_max": self.ngram_max,
         }
-
