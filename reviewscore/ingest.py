@@ -155,6 +155,17 @@ class PeekableReader(io.RawIOBase):
         return n
 
 
+SURROGATE_CODECS = {"utf-7", "unicode-escape", "raw-unicode-escape"}
+
+
+def is_valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def resolve_text_column(header: list[str], requested: str | None) -> int:
     if requested:
         if requested in header:
@@ -225,6 +236,9 @@ class CsvReviews:
             self._id_idx = header.index(id_column)
         self.id_column = id_column
         self.rows_read = 0
+        # The only codecs whose strict decoding can still yield lone surrogates, which neither
+        # the model nor PostgreSQL accept: rows from them are checked one by one.
+        self._check_surrogates = self.encoding in SURROGATE_CODECS
 
     @property
     def bytes_received(self) -> int:
@@ -321,6 +335,10 @@ class CsvReviews:
             )
         # PostgreSQL text cannot hold NUL characters, and they carry no meaning in a review.
         text = record[text_idx].replace("\x00", "")
+        if self._check_surrogates and not is_valid_unicode(text + (ext_id or "")):
+            return ParsedRow(
+                row_num, None, "", "text or id holds a lone surrogate (invalid Unicode)"
+            )
         error = None
         if not text.strip():
             error = "empty text"

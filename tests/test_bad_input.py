@@ -599,3 +599,21 @@ def test_long_or_odd_filenames_and_column_names_are_kept_short(service: RunningS
     column = "c" * 300
     job = upload_ok(service, f"{column}\nGood.\n".encode(), text_column=column)
     assert job["text_column"] == column[:255] and job["scored"] == 1
+
+
+@SQLITE
+def test_score_lone_surrogate_is_422(service: RunningStack) -> None:
+    with service.http() as http:
+        response = http.post(
+            "/v1/score",
+            content=b'{"reviews": ["fine", "bad \\ud800 half a pair"]}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert "review 1" in detail(response, 422)
+
+
+def test_lone_surrogates_from_an_escape_encoding_fail_alone(service: RunningStack) -> None:
+    body = b"id,text\n1,Good.\n2,Bad \\ud800 pair.\n"
+    job = upload_ok(service, body, id_column="id", encoding="unicode_escape")
+    assert (job["scored"], job["failed"]) == (1, 1)
+    assert "lone surrogate" in results(service, job["id"])[1]["error"]

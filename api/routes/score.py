@@ -13,6 +13,7 @@ from api.batcher import MicroBatcher
 from api.schemas import ScoreRequest, ScoreResponse, ScoreResult, error_responses
 from reviewscore.celery_app import SCORE_TEXTS, SINGLES_QUEUE, celery_app
 from reviewscore.errors import BadRequestError, ScoringTimeoutError
+from reviewscore.ingest import is_valid_unicode
 from reviewscore.model_registry import get_model
 from reviewscore.settings import get_settings
 
@@ -69,7 +70,9 @@ async def score(
     for i, text in enumerate(body.reviews):
         if not text.replace("\x00", "").strip():
             raise BadRequestError(f"review {i} is empty")
-        if len(text.encode("utf-8", "surrogatepass")) > settings.max_text_bytes:
+        if not is_valid_unicode(text):
+            raise BadRequestError(f"review {i} holds a lone surrogate (invalid Unicode)")
+        if len(text.encode("utf-8")) > settings.max_text_bytes:
             raise BadRequestError(
                 f"review {i} is over the limit of {settings.max_text_bytes:,} bytes"
             )
