@@ -222,6 +222,27 @@ def test_redis_restarted_mid_job(
     assert tally.accepted == ROWS and tally.failed == 0
 
 
+def test_redis_killed_mid_job(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+) -> None:
+    # SIGKILL: no AOF flush, so up to a second of queue writes may be lost; the sweeper re-sends
+    # chunks whose message is gone.
+    stack = launch()
+    started = time.monotonic()
+    job_id = upload(stack, reviews, tmp_path)
+    wait_progress(stack, job_id, int(ROWS * 0.3))
+    redis = stack.stack.redis
+    assert redis is not None and redis.process is not None
+    assert progress(stack, job_id) < ROWS, "the job ended before the fault"
+    redis.process.kill()
+    redis.process.wait()
+    redis.process = None
+    redis.start()
+    job, tally = finish_and_tally("redis SIGKILL", stack, job_id, started)
+    assert job["status"] == "succeeded"
+    assert tally.accepted == ROWS and tally.failed == 0
+
+
 def test_api_killed_during_a_slow_upload(
     launch: Callable[..., RunningStack], reviews: list[dict[str, str]]
 ) -> None:
