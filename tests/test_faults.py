@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from sqlalchemy import distinct, func, select
+from sqlalchemy import delete, distinct, func, select
 
-from reviewscore.schema import Chunk, InputRow, Result
+from reviewscore.schema import Chunk, InputRow, Result, ScoreCache
 from tests.conftest import RunningStack, sample_reviews, start_stack, wait_for, write_csv
 
 ROWS = 4000
@@ -60,14 +60,28 @@ def fault_table() -> Iterator[None]:
 
 
 @pytest.fixture
-def launch(tmp_path: Path, models_dir: Path) -> Iterator[Callable[..., RunningStack]]:
-    """Starts a stack of its own for the test (SQLite), stopped at teardown whatever happens."""
+def launch(
+    request: pytest.FixtureRequest, tmp_path: Path, models_dir: Path
+) -> Iterator[Callable[..., RunningStack]]:
+    """Starts a stack of its own for the test (SQLite unless the test is parametrized with a
+    `backend`), stopped at teardown whatever happens."""
     started: list[RunningStack] = []
+    callspec = getattr(request.node, "callspec", None)
+    backend = callspec.params.get("backend", "sqlite") if callspec else "sqlite"
 
     def start(**env: str) -> RunningStack:
         var_dir = tmp_path / "var"
         url = f"sqlite:///{var_dir / 'reviewscore.db'}"
+        if backend == "postgres":
+            url = request.getfixturevalue("postgres_url")
         running = start_stack(var_dir, url, models_dir, {**FAULT_ENV, **env})
+        if backend == "postgres":
+            # The server is shared by the session: forget earlier scores, so this job is
+            # scored by the model, not served from the dedup cache.
+            engine = running.engine()
+            with engine.begin() as conn:
+                conn.execute(delete(ScoreCache))
+            engine.dispose()
         started.append(running)
         return running
 
@@ -180,8 +194,16 @@ def pool_processes(stack: RunningStack) -> list[psutil.Process]:
 # --- the cases -------------------------------------------------------------------------------
 
 
+# Also on PostgreSQL, where claims and completions lock rows (FOR UPDATE) instead of the file.
+BOTH_BACKENDS = pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+
+
+@BOTH_BACKENDS
 def test_worker_pool_process_killed_three_times(
-    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+    launch: Callable[..., RunningStack],
+    reviews: list[dict[str, str]],
+    tmp_path: Path,
+    backend: str,
 ) -> None:
     stack = launch()
     started = time.monotonic()
@@ -198,15 +220,19 @@ def test_worker_pool_process_killed_three_times(
         assert progress(stack, job_id) < ROWS, "the job ended before the fault"
         os.kill(victim.pid, signal.SIGKILL)
         killed.add(victim.pid)
-    job, tally = finish_and_tally("worker pool process SIGKILL x3", stack, job_id, started)
+    job, tally = finish_and_tally(f"worker pool SIGKILL x3 ({backend})", stack, job_id, started)
     assert job["status"] == "succeeded"
     assert tally.accepted == ROWS
     worker_log = stack.stack.children["worker"].log_path.read_text(errors="replace")
     assert worker_log.count("exited with 'signal 9 (SIGKILL)'") == 3
 
 
+@BOTH_BACKENDS
 def test_redis_restarted_mid_job(
-    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+    launch: Callable[..., RunningStack],
+    reviews: list[dict[str, str]],
+    tmp_path: Path,
+    backend: str,
 ) -> None:
     stack = launch()
     started = time.monotonic()
@@ -217,7 +243,7 @@ def test_redis_restarted_mid_job(
     assert progress(stack, job_id) < ROWS, "the job ended before the fault"
     redis.stop()
     redis.start()
-    job, tally = finish_and_tally("redis restart (AOF everysec)", stack, job_id, started)
+    job, tally = finish_and_tally(f"redis restart ({backend})", stack, job_id, started)
     assert job["status"] == "succeeded"
     assert tally.accepted == ROWS and tally.failed == 0
 
