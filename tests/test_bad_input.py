@@ -256,11 +256,15 @@ def test_unicode_rtl_and_emoji_are_scored(service: RunningStack) -> None:
         "Z̷̢͉a̸̡͓l̵̗̈g̴̰̀o̶͎͝ text",
         "\U0001f9d1\u200d\U0001f91d\u200d\U0001f9d1 \ufeff mixed \u202e reversed",
     ]
-    body = csv_bytes([["text"]] + [[t] for t in texts])
-    job = upload_ok(service, body)
-    assert (job["scored"], job["failed"]) == (len(texts), 0)
     answer = service.client.score(texts)
     assert len(answer["results"]) == len(texts)
+    # The size limit counts UTF-8 bytes: 4-byte emoji just under it are scored, just over fail.
+    limit = service.settings.max_text_bytes
+    texts += ["😍" * (limit // 4), "😍" * (limit // 4 + 1)]
+    body = csv_bytes([["text"]] + [[t] for t in texts])
+    job = upload_ok(service, body)
+    assert (job["scored"], job["failed"]) == (len(texts) - 1, 1)
+    assert "over the limit" in results(service, job["id"])[-1]["error"]
 
 
 # --- encodings -------------------------------------------------------------------------------
@@ -418,7 +422,12 @@ def test_gzip_expanding_past_the_size_limit_is_413(small_limits: RunningStack) -
 
 def test_too_many_rows_is_413_and_keeps_the_first_ones(small_limits: RunningStack) -> None:
     body = csv_bytes([["text"]] + [[f"r{i}"] for i in range(60)])
-    assert "more than 50 rows" in detail(upload(small_limits, body), 413)
+    message = detail(upload(small_limits, body), 413)
+    assert "more than 50 rows" in message and "kept the 50 rows" in message
+    job_id = re.search(r"job ([0-9a-f]{32})", message).group(1)  # type: ignore[union-attr]
+    job = small_limits.wait_job(job_id, timeout=120)
+    assert job["status"] == "failed" and (job["total"], job["scored"]) == (50, 50)
+    assert "more than 50 rows" in job["error"]
 
 
 # --- job ids and job states --------------------------------------------------------------
