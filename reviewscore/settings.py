@@ -63,9 +63,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1
     # TensorFlow threads per worker process; 0 = cores / worker processes.
     tf_threads: int = 0
-    # Fault injection for the tests only: a text containing this marker makes scoring raise.
-    # Empty (the default) turns it off.
+    # Fault injection for the tests only: a text containing the poison marker makes scoring
+    # raise; one containing the crash marker kills the worker process. Empty (default): off.
     poison_marker: str = ""
+    crash_marker: str = ""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -6,6 +6,7 @@ lost and duplicated (lost and duplicated must be 0)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ ROWS = 4000
 # 100 reviews scores in well under a second, far below the lease.
 FAULT_ENV = {"REVIEWSCORE_CHUNK_LEASE_S": "15", "REVIEWSCORE_QUEUED_GRACE_S": "5"}
 POISON = "\u2620POISON\u2620"
+CRASH = "\u2620CRASH\u2620"
 
 
 @dataclass(frozen=True)
@@ -408,8 +410,28 @@ def test_poison_row_fails_alone(
     assert (tally.accepted, tally.failed) == (ROWS, 1)
     with stack.http() as http:
         lines = http.get(f"/v1/jobs/{job_id}/results", params={"format": "jsonl"}).text
-    import json
-
     failed = [json.loads(line) for line in lines.splitlines() if '"error": null' not in line]
     assert [f["id"] for f in failed] == [rows[victim]["id"]]
     assert failed[0]["error"].startswith("scoring failed: PoisonedTextError")
+
+
+def test_row_that_kills_the_worker_is_given_up_after_the_attempt_cap(
+    launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
+) -> None:
+    # A text that kills the process (a segfault in the model, say) cannot be isolated like a
+    # raise: its chunk is retried up to REVIEWSCORE_CHUNK_MAX_ATTEMPTS (3), then its rows fail
+    # with the reason, and the job finishes instead of crash-looping.
+    stack = launch(REVIEWSCORE_CRASH_MARKER=CRASH)
+    rows = [dict(r) for r in reviews[:1000]]
+    victim = 555  # data row 556: chunk 5 holds rows 501-600
+    rows[victim]["text"] = f"{rows[victim]['text']} {CRASH}"
+    started = time.monotonic()
+    job_id = upload(stack, rows, tmp_path)
+    job, tally = finish_and_tally("row that kills the worker", stack, job_id, started)
+    assert job["status"] == "succeeded"
+    assert (tally.accepted, tally.failed) == (1000, 100)
+    with stack.http() as http:
+        body = http.get(f"/v1/jobs/{job_id}/results", params={"format": "jsonl"}).text
+    errors = {json.loads(line)["error"] for line in body.splitlines()[500:600]}
+    assert errors == {"gave up after 3 attempts: the worker was lost"}
+    assert count_rows(stack, job_id)["max_attempts"] == 4  # three crashes, then the give-up

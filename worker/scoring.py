@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,16 @@ class ChunkOutcome:
     from_cache: int
 
 
+def inject_faults(texts: list[str]) -> None:
+    """The fault switches for the tests (REVIEWSCORE_POISON_MARKER, REVIEWSCORE_CRASH_MARKER),
+    both off unless set: a marked text makes scoring raise, or kills the process outright."""
+    settings = get_settings()
+    if settings.crash_marker and any(settings.crash_marker in text for text in texts):
+        os._exit(70)  # as a segfault in the model would: no exception, no cleanup
+    if settings.poison_marker and any(settings.poison_marker in text for text in texts):
+        raise PoisonedTextError(f"a text holds the poison marker {settings.poison_marker!r}")
+
+
 def score_texts_isolating_failures(
     scorer: Scorer, texts: list[str]
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
@@ -45,12 +56,9 @@ def score_texts_isolating_failures(
     truncated = np.zeros(n, dtype=bool)
     errors: dict[int, str] = {}
 
-    marker = get_settings().poison_marker
-
     def run(lo: int, hi: int) -> None:
         try:
-            if marker and any(marker in text for text in texts[lo:hi]):
-                raise PoisonedTextError(f"a text holds the poison marker {marker!r}")
+            inject_faults(texts[lo:hi])
             scores = scorer.score(texts[lo:hi])
             p[lo:hi] = scores.p_positive
             truncated[lo:hi] = scores.truncated
