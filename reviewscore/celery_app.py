@@ -87,3 +87,31 @@ def queue_depth(queue: str) -> int:
         client = conn.default_channel.client
         names = [queue] + [f"{queue}:{step}" for step in PRIORITY_STEPS[1:]]
         return sum(int(client.llen(name)) for name in names)
+
+
+DEVICE_KEY_PREFIX = "reviewscore:device:"
+
+
+def report_device(process: str, device: str, ttl_s: int = 24 * 3600) -> None:
+    """Called by each worker process once its model is loaded, for /readyz to show."""
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.client.set(DEVICE_KEY_PREFIX + process, device, ex=ttl_s)
+
+
+def forget_device(process: str) -> None:
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.client.delete(DEVICE_KEY_PREFIX + process)
+
+
+def reported_devices() -> dict[str, str]:
+    with celery_app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        keys = list(client.scan_iter(match=DEVICE_KEY_PREFIX + "*", count=100))
+        values = client.mget(keys) if keys else []
+    return {
+        (k.decode() if isinstance(k, bytes) else k)[len(DEVICE_KEY_PREFIX) :]: (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in zip(keys, values, strict=True)
+        if v is not None
+    }

@@ -107,6 +107,7 @@ def test_models_jobs_and_readiness(service: RunningStack) -> None:
         listing = http.get("/v1/jobs", params={"limit": 2}).json()
     assert sum(m["default"] for m in models) == 1
     assert ready["ready"] and ready["workers"]
+    assert ready["devices"] and all(d.startswith(("CPU", "GPU")) for d in ready["devices"])
     assert listing["limit"] == 2 and len(listing["jobs"]) <= 2
 
 

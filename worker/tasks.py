@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from datetime import timedelta
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from reviewscore import jobs
 from reviewscore.celery_app import (
@@ -21,7 +22,9 @@ from reviewscore.celery_app import (
     SWEEP,
     celery_app,
     enqueue_chunk,
+    forget_device,
     queue_depth,
+    report_device,
 )
 from reviewscore.db import reset_engine_after_fork, session_scope
 from reviewscore.model_registry import get_model
@@ -77,7 +80,23 @@ def _init_process(**_: Any) -> None:
 
     threads = _tf_threads()
     configure_threads(threads, min(2, threads))
-    get_scorer(None)
+    scorer = get_scorer(None)
+    try:
+        report_device(_process_name(), scorer.device)
+    except Exception:  # noqa: BLE001 - Redis briefly away: /readyz just shows no device yet
+        log.warning("could not report the scoring device to Redis", exc_info=True)
+
+
+def _process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@worker_process_shutdown.connect
+def _forget_process(**_: Any) -> None:
+    try:
+        forget_device(_process_name())
+    except Exception:  # noqa: BLE001 - the key expires by itself
+        pass
 
 
 @celery_app.task(name=SCORE_CHUNK, ignore_result=True)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from api import metrics
 from api.auth import current_key_id
 from api.schemas import ModelList, ModelView, Readiness, error_responses
-from reviewscore.celery_app import celery_app
+from reviewscore.celery_app import celery_app, reported_devices
 from reviewscore.db import session_scope
 from reviewscore.model_registry import default_model_name, list_models
 from reviewscore.settings import get_settings
@@ -37,12 +37,13 @@ def redis_client() -> redis.Redis:
 
 def _ping_workers() -> tuple[list[str], list[str]]:
     # Pinging waits for answers; remember them briefly so polling /readyz stays cheap.
-    if time.monotonic() - _worker_cache["at"] < 5 and _worker_cache["workers"]:
+    if time.monotonic() - _worker_cache["at"] < 5 and _worker_cache["devices"]:
         return _worker_cache["workers"], _worker_cache["devices"]
     replies = celery_app.control.ping(timeout=1.0) or []
     workers = sorted(name for reply in replies for name in reply)
-    _worker_cache.update(at=time.monotonic(), workers=workers)
-    return workers, _worker_cache["devices"]
+    devices = sorted(set(reported_devices().values()))
+    _worker_cache.update(at=time.monotonic(), workers=workers, devices=devices)
+    return workers, devices
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
@@ -65,7 +66,8 @@ async def readyz() -> Response:
         except Exception:  # noqa: BLE001
             workers = []
     body = Readiness(
-        ready=database == "ok" and redis_state == "ok" and bool(workers),
+        # A worker answers pings before its pool has loaded the model: wait for a device too.
+        ready=database == "ok" and redis_state == "ok" and bool(workers) and bool(devices),
         database=database,
         redis=redis_state,
         workers=workers,
