@@ -126,3 +126,19 @@ def test_rescoring_a_chunk_writes_nothing_twice(service: RunningStack, tmp_path:
         ).scalar_one()
     assert count == 120
     assert service.client.job(job["id"])["scored"] == 120
+
+
+def test_metrics_show_jobs_queues_and_scoring_histograms(
+    service: RunningStack, tmp_path: Path
+) -> None:
+    service.client.score(["A fine film."])
+    service.wait_job(
+        service.client.upload(write_csv(tmp_path / "m.csv", [{"text": "Dull."}]))["id"]
+    )
+    with service.http() as http:
+        text = http.get("/metrics").text
+    assert 'reviewscore_jobs{status="succeeded"}' in text
+    assert 'reviewscore_queue_depth{queue="bulk"}' in text
+    assert 'reviewscore_batch_size_count{path="singles"}' in text
+    assert 'reviewscore_scoring_seconds_bucket{le="+Inf",path="bulk"}' in text
+    assert "reviewscore_model_info{" in text

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from reviewscore import jobs
+from reviewscore import jobs, worker_metrics
 from reviewscore.celery_app import (
     BULK_QUEUE,
     SCORE_CHUNK,
@@ -99,6 +99,13 @@ def _forget_process(**_: Any) -> None:
         pass
 
 
+def _observe(path: str, batch_size: int, seconds: float) -> None:
+    try:
+        worker_metrics.observe(path, batch_size, seconds)
+    except Exception:  # noqa: BLE001 - metrics must never fail a chunk
+        log.debug("could not record scoring metrics", exc_info=True)
+
+
 @celery_app.task(name=SCORE_CHUNK, ignore_result=True)
 def score_chunk(job_id: str, seq: int) -> None:
     settings = get_settings()
@@ -134,6 +141,8 @@ def score_chunk(job_id: str, seq: int) -> None:
         with session_scope() as session:
             jobs.remember_scores(session, work.model_version, outcome.new_scores)
             jobs.complete_chunk(session, job_id, seq, outcome.results, device=scorer.device)
+        if outcome.scored_now:
+            _observe("bulk", outcome.scored_now, scored - looked_up)
         # Where a chunk's time goes (the benchmark reads these): SQL phases versus the model.
         log.info(
             "chunk %s/%s: %d rows, %d scored, %d from cache; "
@@ -161,7 +170,9 @@ def score_chunk(job_id: str, seq: int) -> None:
 @celery_app.task(name=SCORE_TEXTS, ignore_result=False)
 def score_texts(texts: list[str], model: str | None = None) -> dict[str, Any]:
     scorer = get_scorer(model)
+    started = time.perf_counter()
     scores = scorer.score(texts)
+    _observe("singles", len(texts), time.perf_counter() - started)
     return {
         "model": scorer.info.name,
         "model_version": scorer.info.version,
