@@ -374,13 +374,15 @@ def running_service(
     name: str,
     *,
     workers: int = 1,
-    concurrency: int = 1,
+    concurrency: int | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """A whole stack (embedded Redis, API, worker(s), beat) on its own temp dir and SQLite file."""
     from reviewscore.migrate import upgrade
     from reviewscore.stack import Stack
 
+    # None: the product's default (one pool process per core).
+    concurrency = concurrency or Settings().worker_processes
     var_dir = Path(tempfile.mkdtemp(prefix=f"reviewscore-bench-{name}-"))
     database_url = f"sqlite:///{var_dir / 'reviewscore.db'}"
     port = free_port()
@@ -759,8 +761,8 @@ def measure_scale(cfg: Config, model: str, files: list[Path]) -> dict[str, Any]:
     """One worker process against two: two Celery nodes, or one node with two pool processes
     (each then gets cores / 2 TensorFlow threads)."""
     variants: dict[str, dict[str, Any]] = {
-        "1_node_x1": {},
-        "2_nodes_x1": {"workers": 2},
+        "1_node_x1": {"concurrency": 1},
+        "2_nodes_x1": {"workers": 2, "concurrency": 1},
         "1_node_x2": {"concurrency": 2},
     }
     return compare_stacks(cfg, model, "scale", variants, files)

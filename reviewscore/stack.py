@@ -118,7 +118,7 @@ class Stack:
             "--loglevel",
             "INFO",
             "-c",
-            str(concurrency or self.settings.worker_concurrency),
+            str(concurrency or self.settings.worker_processes),
             "-E",
             "--without-mingle",
             "--without-gossip",

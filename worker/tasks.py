@@ -42,7 +42,7 @@ def _tf_threads() -> int:
     settings = get_settings()
     if settings.tf_threads:
         return settings.tf_threads
-    return max(1, (os.cpu_count() or 1) // max(1, settings.worker_concurrency))
+    return max(1, (os.cpu_count() or 1) // settings.worker_processes)
 
 
 def get_scorer(name: str | None) -> Any:
