@@ -207,7 +207,9 @@ def test_worker_pool_process_killed_three_times(
     tmp_path: Path,
     backend: str,
 ) -> None:
-    stack = launch()
+    # One pool process, so the one killed is always the one scoring a chunk (with one per core,
+    # the victim could be idle and the kill would test nothing).
+    stack = launch(REVIEWSCORE_WORKER_CONCURRENCY="1")
     started = time.monotonic()
     job_id = upload(stack, reviews, tmp_path)
     killed: set[int] = set()
