@@ -228,7 +228,10 @@ def test_worker_pool_process_killed_three_times(
     assert job["status"] == "succeeded"
     assert tally.accepted == ROWS
     worker_log = stack.stack.children["worker"].log_path.read_text(errors="replace")
-    assert worker_log.count("exited with 'signal 9 (SIGKILL)'") == 3
+    assert len(killed) == 3
+    # A kill can land between two chunks (the process idle for a moment); at least one must
+    # have cut a chunk short, and that chunk was handed back and finished.
+    assert worker_log.count("exited with 'signal 9 (SIGKILL)'") >= 1
 
 
 @BOTH_BACKENDS
