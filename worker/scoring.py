@@ -75,8 +75,16 @@ def score_texts_isolating_failures(
     return p, truncated, errors
 
 
+def row_hashes(work: ChunkWork) -> dict[int, bytes]:
+    """Content hash of each scorable row, by row number (computed once per chunk)."""
+    return {row.row_num: text_hash(row.text) for row in work.rows if row.error is None}
+
+
 def score_chunk_rows(
-    scorer: Scorer, work: ChunkWork, cached: dict[bytes, tuple[float, bool]]
+    scorer: Scorer,
+    work: ChunkWork,
+    hashes: dict[int, bytes],
+    cached: dict[bytes, tuple[float, bool]],
 ) -> ChunkOutcome:
     results: dict[int, RowResult] = {}
     pending: dict[bytes, list[int]] = {}
@@ -85,19 +93,19 @@ def score_chunk_rows(
         if row.error is not None:
             results[row.row_num] = RowResult(row.row_num, None, False, row.error)
             continue
-        h = text_hash(row.text)
+        h = hashes[row.row_num]
         if h in cached:
             cached_p, cached_t = cached[h]
             results[row.row_num] = RowResult(row.row_num, cached_p, cached_t, None)
         else:
             pending.setdefault(h, []).append(row.row_num)
             texts_by_hash[h] = row.text
-    hashes = list(pending)
+    to_score = list(pending)
     p, truncated, errors = score_texts_isolating_failures(
-        scorer, [texts_by_hash[h] for h in hashes]
+        scorer, [texts_by_hash[h] for h in to_score]
     )
     new_scores: dict[bytes, tuple[float, bool]] = {}
-    for i, h in enumerate(hashes):
+    for i, h in enumerate(to_score):
         error = errors.get(i)
         value = None if error else float(p[i])
         if error is None:
@@ -112,6 +120,6 @@ def score_chunk_rows(
     return ChunkOutcome(
         results=[results[r.row_num] for r in work.rows],
         new_scores=new_scores,
-        scored_now=len(hashes),
+        scored_now=len(to_score),
         from_cache=from_cache,
     )

@@ -30,7 +30,7 @@ from reviewscore.db import reset_engine_after_fork, session_scope
 from reviewscore.model_registry import get_model
 from reviewscore.schema import utcnow
 from reviewscore.settings import get_settings
-from worker.scoring import score_chunk_rows, text_hash
+from worker.scoring import row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
 _scorers: dict[str, Any] = {}
@@ -132,11 +132,11 @@ def score_chunk(job_id: str, seq: int) -> None:
                 jobs.complete_chunk(session, job_id, seq, results)
             return
         claimed = time.perf_counter()
-        hashes = [text_hash(r.text) for r in work.rows if r.error is None]
+        hashes = row_hashes(work)
         with session_scope(readonly=True) as session:
-            cached = jobs.cached_scores(session, work.model_version, hashes)
+            cached = jobs.cached_scores(session, work.model_version, list(hashes.values()))
         looked_up = time.perf_counter()
-        outcome = score_chunk_rows(scorer, work, cached)
+        outcome = score_chunk_rows(scorer, work, hashes, cached)
         scored = time.perf_counter()
         with session_scope() as session:
             jobs.remember_scores(session, work.model_version, outcome.new_scores)
