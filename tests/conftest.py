@@ -9,6 +9,7 @@ import random
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,33 @@ def start_stack(
         raise
     url = f"http://127.0.0.1:{port}"
     return RunningStack(url=url, settings=settings, stack=stack, client=ReviewscoreClient(url))
+
+
+PRODUCTION_ENV = {
+    "REVIEWSCORE_ENV": "production",
+    "REVIEWSCORE_FLOWER_PASSWORD": "s3cret-for-tests",
+}
+
+
+@contextmanager
+def sqlite_stack(
+    var_dir: Path, models_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
+    """A stack of its own on a fresh SQLite file, for tests that need other settings."""
+    running = start_stack(var_dir, f"sqlite:///{var_dir / 'reviewscore.db'}", models_dir, extra_env)
+    try:
+        yield running
+    finally:
+        running.stack.stop()
+
+
+@pytest.fixture(scope="session")
+def production_stack(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+) -> Iterator[RunningStack]:
+    """The service as compose runs it: REVIEWSCORE_ENV=production, API keys required."""
+    with sqlite_stack(tmp_path_factory.mktemp("var-prod"), models_dir, PRODUCTION_ENV) as running:
+        yield running
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

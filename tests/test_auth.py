@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,12 @@ from sqlalchemy import func, select
 
 from reviewscore.schema import Chunk, InputRow, Result
 from reviewscore.settings import Settings
-from tests.conftest import RunningStack, start_stack
+from tests.conftest import RunningStack
 
 
 @pytest.fixture(scope="module")
-def production(
-    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
-) -> Iterator[RunningStack]:
-    var_dir = tmp_path_factory.mktemp("var-prod")
-    running = start_stack(
-        var_dir,
-        f"sqlite:///{var_dir / 'reviewscore.db'}",
-        models_dir,
-        {"REVIEWSCORE_ENV": "production", "REVIEWSCORE_FLOWER_PASSWORD": "s3cret-for-tests"},
-    )
-    yield running
-    running.stack.stop()
+def production(production_stack: RunningStack) -> RunningStack:
+    return production_stack
 
 
 def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningStack, start_stack, wait_for
+from tests.conftest import RunningStack, sqlite_stack, wait_for
 
 # Most cases run on SQLite only: the ingest and HTTP paths are the same on both backends. The
 # ones whose data lands differently in each database (NULs, Unicode, line breaks) run on both.
@@ -68,18 +68,9 @@ def small_limits(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path
 ) -> Iterator[RunningStack]:
     """A second stack with tiny limits, for the 413 answers."""
-    var_dir = tmp_path_factory.mktemp("var-small")
-    running = start_stack(
-        var_dir,
-        f"sqlite:///{var_dir / 'reviewscore.db'}",
-        models_dir,
-        {
-            "REVIEWSCORE_MAX_UPLOAD_BYTES": "20000",
-            "REVIEWSCORE_MAX_ROWS_PER_JOB": "50",
-        },
-    )
-    yield running
-    running.stack.stop()
+    limits = {"REVIEWSCORE_MAX_UPLOAD_BYTES": "20000", "REVIEWSCORE_MAX_ROWS_PER_JOB": "50"}
+    with sqlite_stack(tmp_path_factory.mktemp("var-small"), models_dir, limits) as running:
+        yield running
 
 
 # --- files that are not CSV at all ------------------------------------------------------

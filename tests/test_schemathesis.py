@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from api.main import app
-from tests.conftest import RunningStack, start_stack
+from tests.conftest import RunningStack
 
 # The schema the live server serves is the app's own (checked below); reading it from the app
 # lets pytest collect one test per operation before any server runs.
@@ -23,27 +21,16 @@ schema.config.generation.update(allow_extra_parameters=False)
 
 
 @pytest.fixture(scope="module")
-def secured(
-    tmp_path_factory: pytest.TempPathFactory, models_dir: Path
-) -> Iterator[tuple[RunningStack, str]]:
+def secured(production_stack: RunningStack) -> tuple[RunningStack, str]:
     """A production stack (the schema declares bearer auth) and a key for it."""
     from reviewscore import keys
     from reviewscore.db import make_engine, session_scope
 
-    var_dir = tmp_path_factory.mktemp("var-schema")
-    url = f"sqlite:///{var_dir / 'reviewscore.db'}"
-    running = start_stack(
-        var_dir,
-        url,
-        models_dir,
-        {"REVIEWSCORE_ENV": "production", "REVIEWSCORE_FLOWER_PASSWORD": "s3cret-for-tests"},
-    )
-    engine = make_engine(url)
+    engine = make_engine(production_stack.settings.database_url)
     with session_scope(engine) as session:
         _, key = keys.create_key(session, "schemathesis")
     engine.dispose()
-    yield running, key
-    running.stack.stop()
+    return production_stack, key
 
 
 def test_live_schema_is_the_apps(secured: tuple[RunningStack, str]) -> None:
