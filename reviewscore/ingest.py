@@ -222,6 +222,7 @@ class CsvReviews:
         # error instead of a read of the whole upload into one string.
         csv.field_size_limit(max(limits.max_text_bytes * 4, 1024 * 1024))
         self._reader = csv.reader(text_stream, strict=True)
+        self.rows_read = 0
         header = self._read_header()
         self.columns = header
         self._text_idx = resolve_text_column(header, text_column)
@@ -235,7 +236,6 @@ class CsvReviews:
                 )
             self._id_idx = header.index(id_column)
         self.id_column = id_column
-        self.rows_read = 0
         # The only codecs whose strict decoding can still yield lone surrogates, which neither
         # the model nor PostgreSQL accept: rows from them are checked one by one.
         self._check_surrogates = self.encoding in SURROGATE_CODECS
@@ -287,13 +287,9 @@ class CsvReviews:
             )
         return BadUploadError(
             f"the file is not valid {self.encoding.replace('-sig', '').upper()} "
-            f"(byte 0x{exc.object[exc.start]:02x} near data row {self.rows_read_safe + 1}); "
+            f"(byte 0x{exc.object[exc.start]:02x} near data row {self.rows_read + 1}); "
             "save it as UTF-8 or pass encoding (e.g. encoding=latin-1)"
         )
-
-    @property
-    def rows_read_safe(self) -> int:
-        return getattr(self, "rows_read", 0)
 
     def __iter__(self) -> Iterator[ParsedRow]:
         reader = self._reader
