@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from reviewscore import keys
-from reviewscore.db import session_scope
-from reviewscore.errors import ReviewscoreError
-from reviewscore.settings import Environment, get_settings
+from reviewscore.core import keys
+from reviewscore.core.db import session_scope
+from reviewscore.core.errors import ReviewscoreError
+from reviewscore.core.settings import Environment, get_settings
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `reviewscore keys create`")
 

@@ -17,8 +17,8 @@ from starlette.routing import Match
 
 from api import ui
 from api.routes import jobs, score, system
-from reviewscore.errors import ReviewscoreError
-from reviewscore.settings import Environment, get_settings
+from reviewscore.core.errors import ReviewscoreError
+from reviewscore.core.settings import Environment, get_settings
 
 log = logging.getLogger("reviewscore.api")
 

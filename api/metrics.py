@@ -10,12 +10,12 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select
 
-from reviewscore import worker_metrics
-from reviewscore.celery_app import BULK_QUEUE, SINGLES_QUEUE, queue_depth
-from reviewscore.db import session_scope
-from reviewscore.model_registry import default_model_name, list_models
-from reviewscore.schema import Job
-from reviewscore.settings import get_settings
+from reviewscore.core import worker_metrics
+from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, queue_depth
+from reviewscore.core.db import session_scope
+from reviewscore.core.model_registry import default_model_name, list_models
+from reviewscore.core.schema import Job
+from reviewscore.core.settings import get_settings
 
 
 class ScoringHistograms:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from reviewscore.errors import BadUploadError
+from reviewscore.core.errors import BadUploadError
 
 
 class MultipartFileReader(io.RawIOBase):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from reviewscore.schema import Job, utcnow
+from reviewscore.core.schema import Job, utcnow
 
 
 class ScoreRequest(BaseModel):

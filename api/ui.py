@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
-from reviewscore.errors import ReviewscoreError
+from reviewscore.core.errors import ReviewscoreError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # Only these files are served: a name from the URL never becomes a path by itself.

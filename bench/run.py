@@ -39,8 +39,8 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 from reviewscore.client import ReviewscoreClient  # noqa: E402
-from reviewscore.model_registry import ModelInfo, get_model, list_models  # noqa: E402
-from reviewscore.settings import Settings  # noqa: E402
+from reviewscore.core.model_registry import ModelInfo, get_model, list_models  # noqa: E402
+from reviewscore.core.settings import Settings  # noqa: E402
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -193,7 +193,7 @@ def machine_info() -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from reviewscore.scorer import default_device
+    from reviewscore.model.scorer import default_device
 
     cpu = platform.processor()
     with open("/proc/cpuinfo") as f:
@@ -223,8 +223,8 @@ def machine_info() -> dict[str, Any]:
 def load_model_call(info: ModelInfo) -> tuple[Any, Any]:
     import keras
 
-    import reviewscore.layers  # noqa: F401  (custom layers)
-    from reviewscore.scorer import compile_model_call
+    import reviewscore.model.layers  # noqa: F401  (custom layers)
+    from reviewscore.model.scorer import compile_model_call
 
     model = keras.saving.load_model(info.path, compile=False)
     return model, compile_model_call(model)
@@ -259,7 +259,7 @@ def batch1_latency(call: Any, texts: list[str]) -> dict[str, float]:
 
 def scorer_rate(info: ModelInfo, texts: list[str], batch_size: int, passes: int) -> float:
     """What the worker's Scorer.score does per review (model call plus the truncation count)."""
-    from reviewscore.scorer import load_scorer
+    from reviewscore.model.scorer import load_scorer
 
     scorer = load_scorer(info, batch_size=batch_size)
     scorer.score(texts[:batch_size])
@@ -356,8 +356,8 @@ class Service:
     def cache_size(self) -> int:
         from sqlalchemy import func, select
 
-        from reviewscore.db import make_engine
-        from reviewscore.schema import ScoreCache
+        from reviewscore.core.db import make_engine
+        from reviewscore.core.schema import ScoreCache
 
         engine = make_engine(self.settings.database_url, for_writes=False)
         try:
@@ -378,13 +378,13 @@ def running_service(
     env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """A whole stack (embedded Redis, API, worker(s), beat) on its own temp dir and SQLite file."""
-    from reviewscore.migrate import upgrade
-    from reviewscore.stack import Stack
+    from reviewscore.core.migrate import upgrade
+    from reviewscore.shell.runner import Stack
 
     # None: the product's default (one pool process per core).
     concurrency = concurrency or Settings().worker_processes
     var_dir = Path(tempfile.mkdtemp(prefix=f"reviewscore-bench-{name}-"))
-    database_url = f"sqlite:///{var_dir / 'reviewscore.db'}"
+    database_url = f"sqlite:///{var_dir / 'reviewscore.core.db'}"
     port = free_port()
     full_env = {
         "REVIEWSCORE_API_PORT": str(port),
@@ -465,7 +465,7 @@ def timed_job(service: Service, path: Path, timeout: float = 3600) -> dict[str, 
 
 
 def measure_naive(cfg: Config, service: Service, texts: Texts) -> dict[str, Any]:
-    from reviewscore.celery_app import SCORE_TEXTS, SINGLES_QUEUE, make_celery
+    from reviewscore.core.celery_app import SCORE_TEXTS, SINGLES_QUEUE, make_celery
 
     app = make_celery(service.settings)
     sample = texts.any[: cfg.naive_tasks]

@@ -4,9 +4,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from reviewscore.db import make_engine
-from reviewscore.schema import Base
-from reviewscore.settings import get_settings
+from reviewscore.core.db import make_engine
+from reviewscore.core.schema import Base
+from reviewscore.core.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from reviewscore.settings import REPO_ROOT, Settings
+from reviewscore.core.settings import REPO_ROOT, Settings
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -59,8 +59,8 @@ def write_sample_csv(path: Path, rows: int) -> Path:
 @contextmanager
 def temporary_service(models_dir: Path) -> Iterator[str]:
     """The whole service (embedded Redis, API, one worker) on a throwaway SQLite database."""
-    from reviewscore.migrate import upgrade
-    from reviewscore.stack import Stack
+    from reviewscore.core.migrate import upgrade
+    from reviewscore.shell.runner import Stack
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,7 +69,7 @@ def temporary_service(models_dir: Path) -> Iterator[str]:
         var_dir = Path(tmp)
         settings = Settings(
             var_dir=var_dir,
-            database_url=f"sqlite:///{var_dir / 'reviewscore.db'}",
+            database_url=f"sqlite:///{var_dir / 'reviewscore.core.db'}",
             models_dir=models_dir,
             api_port=port,
             redis_url="",

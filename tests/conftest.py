@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from reviewscore.client import ReviewscoreClient
-from reviewscore.settings import REPO_ROOT, Settings
+from reviewscore.core.settings import REPO_ROOT, Settings
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
 # Small chunks so a few thousand rows make many tasks: kills and restarts land mid-job.
@@ -97,7 +97,7 @@ class RunningStack:
     client: ReviewscoreClient
 
     def engine(self) -> Any:
-        from reviewscore.db import make_engine
+        from reviewscore.core.db import make_engine
 
         return make_engine(self.settings.database_url, for_writes=False)
 
@@ -117,8 +117,8 @@ class RunningStack:
 def start_stack(
     var_dir: Path, database_url: str, models_dir: Path, extra_env: dict[str, str] | None = None
 ) -> RunningStack:
-    from reviewscore.migrate import upgrade
-    from reviewscore.stack import Stack
+    from reviewscore.core.migrate import upgrade
+    from reviewscore.shell.runner import Stack
 
     port = free_port()
     env = {
@@ -161,7 +161,9 @@ def sqlite_stack(
     var_dir: Path, models_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[RunningStack]:
     """A stack of its own on a fresh SQLite file, for tests that need other settings."""
-    running = start_stack(var_dir, f"sqlite:///{var_dir / 'reviewscore.db'}", models_dir, extra_env)
+    running = start_stack(
+        var_dir, f"sqlite:///{var_dir / 'reviewscore.core.db'}", models_dir, extra_env
+    )
     try:
         yield running
     finally:
@@ -184,7 +186,7 @@ def service(
     """The whole service on real servers, once with SQLite and once with PostgreSQL."""
     var_dir = tmp_path_factory.mktemp(f"var-{request.param}")
     if request.param == "sqlite":
-        database_url = f"sqlite:///{var_dir / 'reviewscore.db'}"
+        database_url = f"sqlite:///{var_dir / 'reviewscore.core.db'}"
     else:
         database_url = request.getfixturevalue("postgres_url")
     running = start_stack(var_dir, database_url, models_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from reviewscore.settings import REPO_ROOT
+from reviewscore.core.settings import REPO_ROOT
 
 
 def test_importing_the_api_loads_neither_tensorflow_nor_keras() -> None:

@@ -17,8 +17,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from reviewscore.schema import Chunk, InputRow, Result
-from reviewscore.settings import Settings
+from reviewscore.core.schema import Chunk, InputRow, Result
+from reviewscore.core.settings import Settings
 from tests.conftest import RunningStack
 
 
@@ -31,7 +31,7 @@ def cli(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REVIEWSCORE_")}
     env["REVIEWSCORE_DATABASE_URL"] = stack.settings.database_url
     return subprocess.run(
-        [sys.executable, "-m", "reviewscore.cli", *args],
+        [sys.executable, "-m", "reviewscore.shell.cli", *args],
         env=env,
         capture_output=True,
         text=True,

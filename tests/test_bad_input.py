@@ -221,7 +221,7 @@ def test_crlf_and_newlines_in_quoted_fields_are_kept(service: RunningStack) -> N
     engine = service.engine()
     from sqlalchemy import select
 
-    from reviewscore.schema import InputRow
+    from reviewscore.core.schema import InputRow
 
     with engine.connect() as conn:
         stored = conn.execute(
@@ -270,7 +270,7 @@ def test_non_utf8_bytes_are_refused_and_latin1_works(service: RunningStack) -> N
     engine = service.engine()
     from sqlalchemy import select
 
-    from reviewscore.schema import InputRow
+    from reviewscore.core.schema import InputRow
 
     with engine.connect() as conn:
         stored = conn.execute(select(InputRow.text).where(InputRow.job_id == job["id"]))

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reviewscore.settings import Environment, Settings
+from reviewscore.core.settings import Environment, Settings
 from tests.conftest import RunningStack, free_port, write_csv
 
 pytestmark = [
@@ -200,7 +200,7 @@ def start_extra_api(
 ) -> tuple[Any, str]:
     """One more API process on the service's database: with its Redis (and workers) or a
     Redis of its own that no worker listens to."""
-    from reviewscore.stack import Stack
+    from reviewscore.shell.runner import Stack
 
     port = free_port()
     settings = Settings(
@@ -233,7 +233,7 @@ def test_a_server_that_needs_a_key_asks_for_it_and_sends_it(
 ) -> None:
     from sqlalchemy.orm import Session
 
-    from reviewscore import keys
+    from reviewscore.core import keys
 
     with Session(service.engine()) as session:
         _, key = keys.create_key(session, "browser-test")

@@ -17,7 +17,7 @@ from tests.conftest import RunningStack, sample_reviews, write_csv
 def reviewscore(service: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, REVIEWSCORE_API_URL=service.url)
     return subprocess.run(
-        [sys.executable, "-m", "reviewscore.cli", *args],
+        [sys.executable, "-m", "reviewscore.shell.cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from reviewscore.settings import REPO_ROOT
+from reviewscore.core.settings import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]

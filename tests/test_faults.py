@@ -23,7 +23,7 @@ import psutil
 import pytest
 from sqlalchemy import delete, distinct, func, select
 
-from reviewscore.schema import Chunk, InputRow, Result, ScoreCache
+from reviewscore.core.schema import Chunk, InputRow, Result, ScoreCache
 from tests.conftest import RunningStack, sample_reviews, start_stack, wait_for, write_csv
 
 ROWS = 4000
@@ -73,7 +73,7 @@ def launch(
 
     def start(**env: str) -> RunningStack:
         var_dir = tmp_path / "var"
-        url = f"sqlite:///{var_dir / 'reviewscore.db'}"
+        url = f"sqlite:///{var_dir / 'reviewscore.core.db'}"
         if backend == "postgres":
             url = request.getfixturevalue("postgres_url")
         running = start_stack(var_dir, url, models_dir, {**FAULT_ENV, **env})

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from reviewscore.errors import BadUploadError, UploadTooLargeError
-from reviewscore.ingest import CsvReviews, IngestLimits
+from reviewscore.core.errors import BadUploadError, UploadTooLargeError
+from reviewscore.core.ingest import CsvReviews, IngestLimits
 
 LIMITS = IngestLimits(max_upload_bytes=10**8, max_text_bytes=1000, max_rows=1000, max_gzip_ratio=50)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from reviewscore import jobs
-from reviewscore.db import make_engine, session_scope
-from reviewscore.ingest import ParsedRow
-from reviewscore.migrate import upgrade
-from reviewscore.schema import Job, Result
+from reviewscore.core import jobs
+from reviewscore.core.db import make_engine, session_scope
+from reviewscore.core.ingest import ParsedRow
+from reviewscore.core.migrate import upgrade
+from reviewscore.core.schema import Job, Result
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select, update
 
-from reviewscore import jobs
-from reviewscore.db import make_engine, session_scope
-from reviewscore.ingest import ParsedRow
-from reviewscore.migrate import upgrade
-from reviewscore.schema import Chunk, InputRow, Job, Result, utcnow
+from reviewscore.core import jobs
+from reviewscore.core.db import make_engine, session_scope
+from reviewscore.core.ingest import ParsedRow
+from reviewscore.core.migrate import upgrade
+from reviewscore.core.schema import Chunk, InputRow, Job, Result, utcnow
 
 
 def finished_job(engine: Engine, rows: int, finished_days_ago: float | None) -> str:

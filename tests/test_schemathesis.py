@@ -23,8 +23,8 @@ schema.config.generation.update(allow_extra_parameters=False)
 @pytest.fixture(scope="module")
 def secured(production_stack: RunningStack) -> tuple[RunningStack, str]:
     """A production stack (the schema declares bearer auth) and a key for it."""
-    from reviewscore import keys
-    from reviewscore.db import make_engine, session_scope
+    from reviewscore.core import keys
+    from reviewscore.core.db import make_engine, session_scope
 
     engine = make_engine(production_stack.settings.database_url)
     with session_scope(engine) as session:

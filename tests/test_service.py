@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from reviewscore.celery_app import SCORE_CHUNK, make_celery
-from reviewscore.schema import Result
+from reviewscore.core.celery_app import SCORE_CHUNK, make_celery
+from reviewscore.core.schema import Result
 from tests.conftest import RunningStack, sample_reviews, write_csv
 
 SEED_EXAMPLES = [

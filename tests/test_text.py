@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reviewscore.text import LINE_BREAKS, standardize, token_counts
+from reviewscore.model.text import LINE_BREAKS, standardize, token_counts
 from training.data import load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_vocabulary_adapted_on_real_data_round_trips_through_keras_file_in_fresh
     model_path = tmp_path / "vectorizer.keras"
     model = _save_adapted_vectorizer(model_path, real_texts_with_nel, standardize)
     probe = real_texts_with_nel[:20]
-    run = _load_in_fresh_process(tmp_path, model_path, probe, "import reviewscore.text")
+    run = _load_in_fresh_process(tmp_path, model_path, probe, "import reviewscore.model.text")
     assert run.returncode == 0, run.stderr[-2000:]
     expected = keras.ops.convert_to_numpy(model(tf.constant(probe)))
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)

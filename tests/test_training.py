@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reviewscore.model_registry import get_model, list_models
-from reviewscore.scorer import load_scorer
+from reviewscore.core.model_registry import get_model, list_models
+from reviewscore.model.scorer import load_scorer
 from training import architectures
 from training.data import load_dataset, stratified_sample, stratified_split
 from training.train import predict, run_training, train_cnn, train_nbsvm
@@ -225,8 +225,8 @@ def test_shipped_model_loads_in_a_fresh_process_importing_only_the_scorer(name):
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from reviewscore.model_registry import get_model\n"
-        "from reviewscore.scorer import configure_threads, load_scorer\n"
+        "from reviewscore.core.model_registry import get_model\n"
+        "from reviewscore.model.scorer import configure_threads, load_scorer\n"
         "configure_threads(1, 1)\n"
         "scorer = load_scorer(get_model(Path(sys.argv[1]), sys.argv[2]))\n"
         "scores = scorer.score(['I love this movie! It is amazing.', 'Bad movie.'])\n"

@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reviewscore.layers import HashedNgramLogit, NgramVocabularyLogit
-from reviewscore.text import standardize
+from reviewscore.model.layers import HashedNgramLogit, NgramVocabularyLogit
+from reviewscore.model.text import standardize
 
 # The seed CNN (keras-io "text classification from scratch").
 CNN_VOCABULARY = 20_000

@@ -11,8 +11,8 @@ import statistics
 import time
 from pathlib import Path
 
-from reviewscore.model_registry import list_models
-from reviewscore.scorer import load_scorer
+from reviewscore.core.model_registry import list_models
+from reviewscore.model.scorer import load_scorer
 from training.data import load_dataset
 
 

@@ -131,8 +131,8 @@ def main() -> None:
     import argparse
     import json
 
-    from reviewscore.model_registry import get_model
-    from reviewscore.scorer import load_scorer
+    from reviewscore.core.model_registry import get_model
+    from reviewscore.model.scorer import load_scorer
     from training.data import load_dataset
 
     parser = argparse.ArgumentParser(description=main.__doc__)

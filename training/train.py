@@ -18,9 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reviewscore.layers import NGRAM_KEY_SPACE, hashed_ngram_ids
-from reviewscore.model_registry import ModelInfo
-from reviewscore.scorer import compile_model_call, default_device, load_scorer
+from reviewscore.core.model_registry import ModelInfo
+from reviewscore.model.layers import NGRAM_KEY_SPACE, hashed_ngram_ids
+from reviewscore.model.scorer import compile_model_call, default_device, load_scorer
 from training import architectures as arch
 from training.data import Reviews, concat_reviews, load_dataset, stratified_sample, stratified_split
 from training.metrics import classification_metrics

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reviewscore.jobs import ChunkWork, RowResult
-from reviewscore.settings import get_settings
+from reviewscore.core.jobs import ChunkWork, RowResult
+from reviewscore.core.settings import get_settings
 
 if TYPE_CHECKING:
-    from reviewscore.scorer import Scorer
+    from reviewscore.model.scorer import Scorer
 
 
 log = logging.getLogger(__name__)

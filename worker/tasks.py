@@ -14,8 +14,8 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from reviewscore import jobs, worker_metrics
-from reviewscore.celery_app import (
+from reviewscore.core import jobs, worker_metrics
+from reviewscore.core.celery_app import (
     BULK_QUEUE,
     SCORE_CHUNK,
     SCORE_TEXTS,
@@ -26,10 +26,10 @@ from reviewscore.celery_app import (
     queue_depth,
     report_device,
 )
-from reviewscore.db import reset_engine_after_fork, session_scope
-from reviewscore.model_registry import get_model
-from reviewscore.schema import utcnow
-from reviewscore.settings import get_settings
+from reviewscore.core.db import reset_engine_after_fork, session_scope
+from reviewscore.core.model_registry import get_model
+from reviewscore.core.schema import utcnow
+from reviewscore.core.settings import get_settings
 from worker.scoring import row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def get_scorer(name: str | None) -> Any:
     settings = get_settings()
     key = name or settings.default_model or ""
     if key not in _scorers:
-        from reviewscore.scorer import load_scorer
+        from reviewscore.model.scorer import load_scorer
 
         info = get_model(settings.models_dir, name, settings.default_model)
         if info.name in _scorers:
@@ -76,7 +76,7 @@ def _init_process(**_: Any) -> None:
     # Runs in each pool process after fork: TensorFlow and DB connections are made here,
     # never in the parent, so no process inherits another's threads or sockets.
     reset_engine_after_fork()
-    from reviewscore.scorer import configure_threads
+    from reviewscore.model.scorer import configure_threads
 
     threads = _tf_threads()
     configure_threads(threads, min(2, threads))

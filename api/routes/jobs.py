@@ -18,19 +18,19 @@ from starlette.requests import ClientDisconnect
 from api.auth import current_key_id
 from api.multipart import BodyReader, MultipartFileReader
 from api.schemas import JobList, JobView, error_responses
-from reviewscore import jobs
-from reviewscore.celery_app import enqueue_chunk
-from reviewscore.db import session_scope
-from reviewscore.errors import (
+from reviewscore.core import jobs
+from reviewscore.core.celery_app import enqueue_chunk
+from reviewscore.core.db import session_scope
+from reviewscore.core.errors import (
     BadUploadError,
     JobStateError,
     UnsupportedMediaError,
     UploadInterruptedError,
 )
-from reviewscore.model_registry import get_model
-from reviewscore.schema import JobStatus
-from reviewscore.settings import get_settings
-from reviewscore.uploads import UploadOptions, store_upload
+from reviewscore.core.model_registry import get_model
+from reviewscore.core.schema import JobStatus
+from reviewscore.core.settings import get_settings
+from reviewscore.core.uploads import UploadOptions, store_upload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]

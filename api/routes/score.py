@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Request
 from api.auth import current_key_id
 from api.batcher import MicroBatcher
 from api.schemas import ScoreRequest, ScoreResponse, ScoreResult, error_responses
-from reviewscore.celery_app import SCORE_TEXTS, SINGLES_QUEUE, celery_app
-from reviewscore.errors import BadRequestError, ScoringTimeoutError
-from reviewscore.ingest import is_valid_unicode
-from reviewscore.model_registry import get_model
-from reviewscore.settings import get_settings
+from reviewscore.core.celery_app import SCORE_TEXTS, SINGLES_QUEUE, celery_app
+from reviewscore.core.errors import BadRequestError, ScoringTimeoutError
+from reviewscore.core.ingest import is_valid_unicode
+from reviewscore.core.model_registry import get_model
+from reviewscore.core.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["score"])
 

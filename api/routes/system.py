@@ -14,10 +14,10 @@ from sqlalchemy import text
 from api import metrics
 from api.auth import current_key_id
 from api.schemas import ModelList, ModelView, Readiness, error_responses
-from reviewscore.celery_app import celery_app, reported_devices
-from reviewscore.db import session_scope
-from reviewscore.model_registry import default_model_name, list_models
-from reviewscore.settings import get_settings
+from reviewscore.core.celery_app import celery_app, reported_devices
+from reviewscore.core.db import session_scope
+from reviewscore.core.model_registry import default_model_name, list_models
+from reviewscore.core.settings import get_settings
 
 router = APIRouter(tags=["system"])
 _worker_cache: dict[str, Any] = {"at": 0.0, "workers": [], "devices": []}

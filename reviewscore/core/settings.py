@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # "reviewscore" is flower_password's own default: production must not run with it.
 UNSAFE_SECRETS = {"", "changeme", "change-me", "admin", "password", "secret", "reviewscore"}
 
@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
-            self.database_url = f"sqlite:///{self.var_dir / 'reviewscore.db'}"
+            self.database_url = f"sqlite:///{self.var_dir / 'reviewscore.core.db'}"
         if self.env is Environment.production and self.flower_password in UNSAFE_SECRETS:
             raise ValueError(
                 "REVIEWSCORE_FLOWER_PASSWORD must be set to a real secret when "

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from reviewscore.text import standardize
+from reviewscore.model.text import standardize
 
 
 def hashed_ngram_ids(

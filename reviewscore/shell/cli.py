@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from reviewscore.client import ApiError, ReviewscoreClient
-from reviewscore.settings import get_settings
+from reviewscore.core.settings import get_settings
 
 app = typer.Typer(
     help="reviewscore: batch scoring of movie-review sentiment.", no_args_is_help=True
@@ -217,7 +217,7 @@ def jobs(limit: int = 20, url: UrlOption = None, api_key: KeyOption = None) -> N
 @app.command()
 def models() -> None:
     """List the models installed in the models folder."""
-    from reviewscore.model_registry import default_model_name, list_models
+    from reviewscore.core.model_registry import default_model_name, list_models
 
     settings = get_settings()
     installed = list_models(settings.models_dir)
@@ -232,7 +232,7 @@ def models() -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations to REVIEWSCORE_DATABASE_URL."""
-    from reviewscore.migrate import upgrade
+    from reviewscore.core.migrate import upgrade
 
     upgrade()
     console.print(f"database at head: {get_settings().database_url}")
@@ -241,8 +241,8 @@ def db_upgrade() -> None:
 @keys_app.command("create")
 def keys_create(name: str) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
-    from reviewscore import keys
-    from reviewscore.db import session_scope
+    from reviewscore.core import keys
+    from reviewscore.core.db import session_scope
 
     with session_scope() as session:
         record, key = keys.create_key(session, name)
@@ -254,8 +254,8 @@ def keys_create(name: str) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key: Annotated[str, typer.Argument(help="key id or key prefix")]) -> None:
     """Revoke an API key."""
-    from reviewscore import keys
-    from reviewscore.db import session_scope
+    from reviewscore.core import keys
+    from reviewscore.core.db import session_scope
 
     with session_scope() as session:
         record = keys.revoke_key(session, key)
@@ -267,8 +267,8 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="key id or key prefix")]
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (prefixes only)."""
-    from reviewscore import keys
-    from reviewscore.db import session_scope
+    from reviewscore.core import keys
+    from reviewscore.core.db import session_scope
 
     table = Table("id", "name", "prefix", "created", "revoked")
     with session_scope(readonly=True) as session:
@@ -283,8 +283,8 @@ def run(
     workers: Annotated[int, typer.Option(help="worker processes (Celery nodes)")] = 1,
 ) -> None:
     """Start the whole service locally: embedded Redis, API, worker, beat and Flower."""
-    from reviewscore.migrate import upgrade
-    from reviewscore.stack import Stack
+    from reviewscore.core.migrate import upgrade
+    from reviewscore.shell.runner import Stack
 
     settings = get_settings()
     upgrade()

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reviewscore.errors import ReviewscoreError
+from reviewscore.core.errors import ReviewscoreError
 
 
 class UnknownModelError(ReviewscoreError):

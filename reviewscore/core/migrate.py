@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-from reviewscore.settings import REPO_ROOT, get_settings
+from reviewscore.core.settings import REPO_ROOT, get_settings
 
 
 def alembic_config(database_url: str | None = None) -> Config:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reviewscore.celery_app import celery_app
+from reviewscore.core.celery_app import celery_app
 
 KEY = "reviewscore:hist:{name}:{path}"
 BUCKETS: dict[str, list[float]] = {

@@ -17,8 +17,8 @@ from typing import IO
 
 import httpx
 
-from reviewscore.redis_server import EmbeddedRedis
-from reviewscore.settings import REPO_ROOT, Settings
+from reviewscore.core.settings import REPO_ROOT, Settings
+from reviewscore.shell.redis_server import EmbeddedRedis
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Stack:
             "-m",
             "celery",
             "-A",
-            "reviewscore.celery_app:celery_app",
+            "reviewscore.core.celery_app:celery_app",
             "beat",
             "-s",
             str(schedule),
@@ -146,7 +146,7 @@ class Stack:
             "-m",
             "celery",
             "-A",
-            "reviewscore.celery_app:celery_app",
+            "reviewscore.core.celery_app:celery_app",
             "flower",
             f"--port={s.flower_port}",
             "--address=127.0.0.1",

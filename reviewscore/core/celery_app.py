@@ -7,7 +7,7 @@ from datetime import timedelta
 from celery import Celery
 from kombu import Queue
 
-from reviewscore.settings import Settings, get_settings
+from reviewscore.core.settings import Settings, get_settings
 
 SCORE_CHUNK = "reviewscore.score_chunk"
 SCORE_TEXTS = "reviewscore.score_texts"

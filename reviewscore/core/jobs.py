@@ -12,10 +12,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from reviewscore.db import session_scope
-from reviewscore.errors import JobNotFoundError, JobStateError
-from reviewscore.ingest import ParsedRow
-from reviewscore.schema import (
+from reviewscore.core.db import session_scope
+from reviewscore.core.errors import JobNotFoundError, JobStateError
+from reviewscore.core.ingest import ParsedRow
+from reviewscore.core.schema import (
     Chunk,
     ChunkStatus,
     InputRow,

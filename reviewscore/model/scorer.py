@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import reviewscore.layers  # noqa: F401  (registers the custom layers before loading)
-from reviewscore.model_registry import ModelInfo
-from reviewscore.text import token_counts
+import reviewscore.model.layers  # noqa: F401  (registers the custom layers before loading)
+from reviewscore.core.model_registry import ModelInfo
+from reviewscore.model.text import token_counts
 
 
 @dataclass(frozen=True)

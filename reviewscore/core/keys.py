@@ -8,7 +8,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reviewscore.schema import ApiKey, utcnow
+from reviewscore.core.schema import ApiKey, utcnow
 
 KEY_PREFIX = "rs_"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from reviewscore.errors import BadUploadError, UploadTooLargeError
+from reviewscore.core.errors import BadUploadError, UploadTooLargeError
 
 TEXT_COLUMN_DEFAULTS = ("text", "review")
 READ_SIZE = 256 * 1024

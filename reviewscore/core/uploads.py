@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from reviewscore import jobs
-from reviewscore.db import session_scope
-from reviewscore.errors import BadUploadError, ReviewscoreError, UploadInterruptedError
-from reviewscore.ingest import CsvReviews, IngestLimits, ParsedRow
-from reviewscore.model_registry import ModelInfo
-from reviewscore.settings import Settings
+from reviewscore.core import jobs
+from reviewscore.core.db import session_scope
+from reviewscore.core.errors import BadUploadError, ReviewscoreError, UploadInterruptedError
+from reviewscore.core.ingest import CsvReviews, IngestLimits, ParsedRow
+from reviewscore.core.model_registry import ModelInfo
+from reviewscore.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
