@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
-from reviewscore.core.schema import Job, utcnow
+from reviewscore.core.schema import JobStatus
 
 
 class ScoreRequest(BaseModel):
@@ -29,71 +29,74 @@ class ScoreResponse(BaseModel):
     results: list[ScoreResult]
 
 
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone-aware columns; they are UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+UtcTime = Annotated[datetime, BeforeValidator(_as_utc)]
+
+
 class JobView(BaseModel):
+    """A job as the server reports it. `finished` is the one answer to "is it done?": true once
+    the status is final (succeeded, failed or cancelled) and nothing about the job will change.
+    Times are UTC (ISO 8601 with Z), taken from the database's clock."""
+
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
-    status: str
-    model: str
+    status: JobStatus
+    finished: bool
+    model: str = Field(validation_alias="model_name")
     model_version: str
     filename: str | None
     text_column: str
     id_column: str | None
-    total: int | None = Field(description="rows in the job; null while the upload is running")
-    received: int
-    scored: int
-    failed: int
-    done: int
-    rate: float | None = Field(description="rows finished per second since scoring started")
-    eta_seconds: float | None
+    total: int | None = Field(
+        validation_alias="total_rows", description="rows in the job; null while uploading"
+    )
+    received: int = Field(validation_alias="received_rows")
+    scored: int = Field(validation_alias="scored_rows")
+    failed: int = Field(validation_alias="failed_rows")
     device: str | None
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    upload_finished_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    results_url: str
+    error: str | None = Field(
+        description="why the job ends (or ended) failed; its received rows are still scored"
+    )
+    created_at: UtcTime
+    updated_at: UtcTime
+    upload_finished_at: UtcTime | None
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
+    last_done_at: UtcTime | None = Field(exclude=True)
 
-    @classmethod
-    def of(cls, job: Job) -> JobView:
-        done = job.scored_rows + job.failed_rows
-        rate = eta = None
-        if job.started_at is not None and done:
-            end = job.finished_at or utcnow()
-            elapsed = max((_aware(end) - _aware(job.started_at)).total_seconds(), 1e-3)
-            rate = done / elapsed
-            if job.total_rows is not None and job.finished_at is None:
-                eta = max(job.total_rows - done, 0) / rate
-        return cls(
-            id=job.id,
-            status=job.status,
-            model=job.model_name,
-            model_version=job.model_version,
-            filename=job.filename,
-            text_column=job.text_column,
-            id_column=job.id_column,
-            total=job.total_rows,
-            received=job.received_rows,
-            scored=job.scored_rows,
-            failed=job.failed_rows,
-            done=done,
-            rate=rate,
-            eta_seconds=eta,
-            device=job.device,
-            error=job.error,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            upload_finished_at=job.upload_finished_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            results_url=f"/v1/jobs/{job.id}/results",
-        )
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def done(self) -> int:
+        return self.scored + self.failed
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def rate(self) -> float | None:
+        """Rows finished per second, from the start of scoring to the last chunk done."""
+        end = self.finished_at or self.last_done_at
+        if self.started_at is None or end is None or not self.done:
+            return None
+        return self.done / max((end - self.started_at).total_seconds(), 1e-3)
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns; they are UTC.
-    from datetime import UTC
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def eta_seconds(self) -> float | None:
+        rate = self.rate
+        if self.finished or self.total is None or not rate:
+            return None
+        return max(self.total - self.done, 0) / rate
 
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def results_url(self) -> str:
+        return f"/v1/jobs/{self.id}/results"
 
 
 class JobList(BaseModel):

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
 import socket
 import statistics
@@ -38,14 +37,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from reviewscore.client import ReviewscoreClient  # noqa: E402
+from reviewscore.client import Client  # noqa: E402
 from reviewscore.core.model_registry import ModelInfo, get_model, list_models  # noqa: E402
 from reviewscore.core.settings import Settings  # noqa: E402
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 ROWS = ["limit", "seed", "naive", "bulk", "singles", "dedup", "fairness", "big", "scale", "knobs"]
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -337,7 +335,7 @@ class Service:
     name: str
     stack: Any
     settings: Settings
-    client: ReviewscoreClient
+    client: Client
     url: str
     started_s: float
 
@@ -414,7 +412,7 @@ def running_service(
         url = f"http://127.0.0.1:{port}"
         elapsed = time.perf_counter() - started
         log(f"stack {name} ready in {elapsed:.0f}s ({workers} node(s) x {concurrency})")
-        yield Service(name, stack, settings, ReviewscoreClient(url), url, elapsed)
+        yield Service(name, stack, settings, Client(url), url, elapsed)
     finally:
         stack.stop()
         shutil.rmtree(var_dir, ignore_errors=True)
@@ -431,15 +429,8 @@ def wait_models_loaded(stack: Any, processes: int, timeout: float) -> None:
     stack.wait_until("models in every pool process", lambda: loaded() >= processes, timeout)
 
 
-def wait_job(client: ReviewscoreClient, job_id: str, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.job(job_id)
-        done = job["total"] is not None and job["done"] >= job["total"]
-        if job["status"] in FINAL and (done or job["status"] == "cancelled"):
-            return job
-        time.sleep(interval)
-    raise TimeoutError(f"job {job_id} did not finish in {timeout:.0f}s")
+def wait_job(client: Client, job_id: str, timeout: float, interval: float = 0.1) -> Any:
+    return client.wait(job_id, poll=interval, timeout=timeout)
 
 
 def timed_job(service: Service, path: Path, timeout: float = 3600) -> dict[str, Any]:
@@ -486,10 +477,7 @@ def measure_naive(cfg: Config, service: Service, texts: Texts) -> dict[str, Any]
 # --- row 4: bulk -----------------------------------------------------------------------------
 
 
-PHASE_RE = re.compile(
-    r"chunk \w+/\d+: (\d+) rows, (\d+) scored, (\d+) from cache; "
-    r"claim ([\d.]+)s, lookup ([\d.]+)s, score ([\d.]+)s, write ([\d.]+)s"
-)
+CHUNK_RECORD = "chunk_written "
 PHASES = ("claim", "lookup", "score", "write")
 
 
@@ -497,9 +485,18 @@ def chunk_log(service: Service) -> list[dict[str, float]]:
     """Per-chunk phase times the worker logs: SQL claim, cache lookup, model, SQL write."""
     found = []
     for path in sorted(service.stack.log_dir.glob("worker*.log")):
-        for m in PHASE_RE.finditer(path.read_text(errors="replace")):
-            values = [float(v) for v in m.groups()]
-            found.append(dict(zip(("rows", "scored", "from_cache", *PHASES), values, strict=True)))
+        for line in path.read_text(errors="replace").splitlines():
+            if CHUNK_RECORD not in line:
+                continue
+            record = json.loads(line.split(CHUNK_RECORD, 1)[1])
+            found.append(
+                {
+                    "rows": record["rows"],
+                    "scored": record["scored"],
+                    "from_cache": record["cached"],
+                    **{p: record[f"{p}_s"] for p in PHASES},
+                }
+            )
     return found
 
 
@@ -632,7 +629,7 @@ class RssSampler(threading.Thread):
         }
 
 
-def find_new_job(client: ReviewscoreClient, known: set[str], timeout: float = 120) -> str:
+def find_new_job(client: Client, known: set[str], timeout: float = 120) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for job in client.jobs(limit=10)["jobs"]:
@@ -642,7 +639,7 @@ def find_new_job(client: ReviewscoreClient, known: set[str], timeout: float = 12
     raise TimeoutError("the big dump's job never appeared")
 
 
-def wait_scoring_started(client: ReviewscoreClient, job_id: str, rows: int, timeout: float) -> None:
+def wait_scoring_started(client: Client, job_id: str, rows: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and client.job(job_id)["done"] < rows:
         time.sleep(0.2)
@@ -727,7 +724,7 @@ def measure_busy(
     out["small_job"]["dump_done_at_end"] = service.client.job(dump_id)["done"]
     out["singles"] = measure_singles(cfg, service, texts, cfg.busy_singles_seconds)
     dump = service.client.job(dump_id)
-    out["dump_still_running"] = dump["status"] not in FINAL
+    out["dump_still_running"] = not dump["finished"]
     out["dump_done_after_checks"] = dump["done"]
     return out
 

@@ -1,9 +1,11 @@
-"""A small HTTP client of the API, used by the CLI (and handy in scripts)."""
+"""The Python client of the API (HTTP only: it imports no server code), used by the CLI, the tests
+and the benchmark. The server says whether a job is finished; `wait()` asks it."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,7 +31,11 @@ def _raise_for(response: httpx.Response) -> None:
     raise ApiError(response.status_code, detail if isinstance(detail, str) else str(detail))
 
 
-class ReviewscoreClient:
+class WaitTimeoutError(TimeoutError):
+    """wait() gave up before the job finished; the job goes on."""
+
+
+class Client:
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
@@ -77,6 +83,26 @@ class ReviewscoreClient:
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Polls the job until the server says it is `finished` and returns its last state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job["finished"]:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeoutError(f"job {job_id} is still {job['status']} after {timeout}s")
+            time.sleep(poll)
 
     def jobs(self, limit: int = 20, offset: int = 0) -> dict[str, Any]:
         return self._json("GET", "/v1/jobs", params={"limit": limit, "offset": offset})  # type: ignore[no-any-return]

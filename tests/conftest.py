@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reviewscore.client import ReviewscoreClient
+from reviewscore.client import Client
 from reviewscore.core.settings import REPO_ROOT, Settings
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
@@ -89,12 +89,88 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.cleanup()
 
 
+def _reset_cached_settings_and_engines() -> None:
+    from reviewscore.core import db, settings
+
+    for engine in (db.get_engine, db.get_read_engine):
+        if engine.cache_info().currsize:
+            engine().dispose()
+        engine.cache_clear()
+    db._session_factory.cache_clear()
+    settings.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def database_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Migrated empty databases to copy for each fast test: a SQLite file, and (made on first
+    use) a PostgreSQL template database."""
+    from reviewscore.core.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return {"sqlite": str(path)}
+
+
+def _with_database(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _postgres_template(request: pytest.FixtureRequest, templates: dict[str, str]) -> str:
+    from sqlalchemy import create_engine, text
+
+    from reviewscore.core.migrate import upgrade
+
+    server = request.getfixturevalue("postgres_url")
+    if "postgres" not in templates:
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE rs_template"))
+        admin.dispose()
+        upgrade(_with_database(server, "rs_template"))
+        templates["postgres"] = server
+    return templates["postgres"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    database_templates: dict[str, str],
+) -> Iterator[str]:
+    """A fresh migrated database, on SQLite and on the real PostgreSQL, that the core's
+    sessions use for this test (REVIEWSCORE_DATABASE_URL points at it)."""
+    import shutil
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    if request.param == "sqlite":
+        path = tmp_path / "reviewscore.db"
+        shutil.copy(database_templates["sqlite"], path)
+        url = f"sqlite:///{path}"
+    else:
+        server = _postgres_template(request, database_templates)
+        name = "t_" + uuid.uuid4().hex[:12]
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name} TEMPLATE rs_template"))
+        admin.dispose()
+        url = _with_database(server, name)
+    monkeypatch.setenv("REVIEWSCORE_DATABASE_URL", url)
+    _reset_cached_settings_and_engines()
+    yield url
+    _reset_cached_settings_and_engines()
+
+
 @dataclass
 class RunningStack:
     url: str
     settings: Settings
     stack: Any
-    client: ReviewscoreClient
+    client: Client
 
     def engine(self) -> Any:
         from reviewscore.core.db import make_engine
@@ -105,13 +181,8 @@ class RunningStack:
         return httpx.Client(base_url=self.url, timeout=60)
 
     def wait_job(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
-        def finished() -> dict[str, Any] | None:
-            job = self.client.job(job_id)
-            final = job["status"] in ("succeeded", "failed", "cancelled")
-            done = job["total"] is not None and job["done"] >= job["total"]
-            return job if final and (done or job["status"] == "cancelled") else None
-
-        return wait_for(finished, timeout, f"job {job_id} to finish", interval=0.25)  # type: ignore[no-any-return]
+        """The README's way: the client waits until the server says the job is finished."""
+        return self.client.wait(job_id, poll=0.25, timeout=timeout)
 
 
 def start_stack(
@@ -147,7 +218,7 @@ def start_stack(
         stack.stop()
         raise
     url = f"http://127.0.0.1:{port}"
-    return RunningStack(url=url, settings=settings, stack=stack, client=ReviewscoreClient(url))
+    return RunningStack(url=url, settings=settings, stack=stack, client=Client(url))
 
 
 PRODUCTION_ENV = {

@@ -17,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from reviewscore import Client
 from reviewscore.core.schema import Chunk, InputRow, Result
 from reviewscore.core.settings import Settings
 from tests.conftest import RunningStack
@@ -59,13 +60,9 @@ def upload(http: httpx.Client, body: bytes, **params: str) -> dict[str, Any]:
 
 
 def wait_done(stack: RunningStack, http: httpx.Client, job_id: str) -> dict[str, Any]:
-    from tests.conftest import wait_for
-
-    def finished() -> dict[str, Any] | None:
-        job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-        return job if job["total"] is not None and job["done"] >= job["total"] else None
-
-    return wait_for(finished, 120, f"job {job_id}", interval=0.25)  # type: ignore[no-any-return]
+    """Waits with the same key as `http`, through the client's wait()."""
+    key = http.headers.get("Authorization", "").removeprefix("Bearer ") or None
+    return Client(stack.url, key).wait(job_id, poll=0.25, timeout=120)
 
 
 @pytest.fixture(scope="module")

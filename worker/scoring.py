@@ -1,27 +1,25 @@
-"""Scoring a claimed chunk: dedup against earlier scores, batch the rest, isolate rows that raise."""
+"""Scoring a claimed chunk: dedup against earlier scores, batch the rest, isolate rows that raise,
+and keep the chunk's lease alive between batches."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reviewscore.core.jobs import ChunkWork, RowResult
+from reviewscore.core.chunks import ChunkWork, RowResult
 from reviewscore.core.settings import get_settings
+from worker.cache import Score, text_hash
 
 if TYPE_CHECKING:
     from reviewscore.model.scorer import Scorer
 
 
 log = logging.getLogger(__name__)
-
-
-def text_hash(text: str) -> bytes:
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
 
 
 class PoisonedTextError(RuntimeError):
@@ -31,7 +29,7 @@ class PoisonedTextError(RuntimeError):
 @dataclass
 class ChunkOutcome:
     results: list[RowResult]
-    new_scores: dict[bytes, tuple[float, bool]]
+    new_scores: dict[bytes, Score]
     scored_now: int
     from_cache: int
 
@@ -47,10 +45,11 @@ def inject_faults(texts: list[str]) -> None:
 
 
 def score_texts_isolating_failures(
-    scorer: Scorer, texts: list[str]
+    scorer: Scorer, texts: list[str], between_batches: Callable[[], None] = lambda: None
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Scores texts in batches; if a batch raises, re-scores it in halves so only the rows that
-    really fail are marked failed (a poison row costs log2(n) extra calls, not the whole chunk)."""
+    """Scores texts batch by batch; if a batch raises, re-scores it in halves so only the rows
+    that really fail are marked failed (a poison row costs log2(n) extra calls, not the whole
+    chunk). `between_batches` runs after each batch (the lease heartbeat)."""
     n = len(texts)
     p = np.full(n, np.nan, dtype=np.float32)
     truncated = np.zeros(n, dtype=bool)
@@ -70,8 +69,10 @@ def score_texts_isolating_failures(
             run(lo, mid)
             run(mid, hi)
 
-    if n:
-        run(0, n)
+    step = max(1, scorer.batch_size)
+    for lo in range(0, n, step):
+        run(lo, min(n, lo + step))
+        between_batches()
     return p, truncated, errors
 
 
@@ -84,7 +85,8 @@ def score_chunk_rows(
     scorer: Scorer,
     work: ChunkWork,
     hashes: dict[int, bytes],
-    cached: dict[bytes, tuple[float, bool]],
+    cached: dict[bytes, Score],
+    between_batches: Callable[[], None] = lambda: None,
 ) -> ChunkOutcome:
     results: dict[int, RowResult] = {}
     pending: dict[bytes, list[int]] = {}
@@ -102,9 +104,9 @@ def score_chunk_rows(
             texts_by_hash[h] = row.text
     to_score = list(pending)
     p, truncated, errors = score_texts_isolating_failures(
-        scorer, [texts_by_hash[h] for h in to_score]
+        scorer, [texts_by_hash[h] for h in to_score], between_batches
     )
-    new_scores: dict[bytes, tuple[float, bool]] = {}
+    new_scores: dict[bytes, Score] = {}
     for i, h in enumerate(to_score):
         error = errors.get(i)
         value = None if error else float(p[i])

@@ -5,16 +5,18 @@ Start with: celery -A worker.tasks worker -Q singles,bulk
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import time
-from datetime import timedelta
 from typing import Any
 
+from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
+from sqlalchemy.exc import DBAPIError
 
-from reviewscore.core import jobs, worker_metrics
+from reviewscore.core import chunks, jobs, sweeper
 from reviewscore.core.celery_app import (
     BULK_QUEUE,
     SCORE_CHUNK,
@@ -28,14 +30,18 @@ from reviewscore.core.celery_app import (
 )
 from reviewscore.core.db import reset_engine_after_fork, session_scope
 from reviewscore.core.model_registry import get_model
-from reviewscore.core.schema import utcnow
 from reviewscore.core.settings import get_settings
+from worker import cache
 from worker.scoring import row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
 _scorers: dict[str, Any] = {}
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
+
+
+class ChunkLostError(Exception):
+    """This attempt no longer holds its chunk: another claim took it, or its job was cancelled."""
 
 
 def _tf_threads() -> int:
@@ -99,80 +105,117 @@ def _forget_process(**_: Any) -> None:
         pass
 
 
-def _observe(path: str, batch_size: int, seconds: float) -> None:
-    try:
-        worker_metrics.observe(path, batch_size, seconds)
-    except Exception:  # noqa: BLE001 - metrics must never fail a chunk
-        log.debug("could not record scoring metrics", exc_info=True)
+def _backoff(tries: int, cap: float = 10.0) -> float:
+    return float(min(cap, 2**tries))
 
 
-@celery_app.task(name=SCORE_CHUNK, ignore_result=True)
-def score_chunk(job_id: str, seq: int) -> None:
+class LeaseKeeper:
+    """Renews the chunk's lease between batches (at most every quarter lease), so only a silent
+    worker loses its chunk; raises ChunkLostError once the chunk is no longer ours."""
+
+    def __init__(self, work: chunks.ChunkWork, lease_s: float) -> None:
+        self.work = work
+        self.lease_s = lease_s
+        self.renewed = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.renewed < self.lease_s / 4:
+            return
+        if not chunks.renew_lease(self.work, self.lease_s):
+            raise ChunkLostError(f"chunk {self.work.job_id}/{self.work.seq} is no longer ours")
+        self.renewed = time.monotonic()
+
+
+@celery_app.task(name=SCORE_CHUNK, bind=True, ignore_result=True, max_retries=None)
+def score_chunk(self: Task, job_id: str, seq: int) -> None:
     settings = get_settings()
     started = time.perf_counter()
-    with session_scope() as session:
-        work = jobs.claim_chunk(
-            session,
+    try:
+        work = chunks.claim_chunk(
             job_id,
             seq,
             lease_s=settings.chunk_lease_s,
             max_attempts=settings.chunk_max_attempts,
+            worker=_process_name(),
         )
+    except DBAPIError as exc:
+        # The database is unreachable: nothing was claimed. Retrying (not acknowledging the
+        # message as done) keeps the chunk in the queue; no attempt is spent.
+        log.warning("chunk %s/%s: cannot claim (%s); retrying", job_id, seq, exc.__class__.__name__)
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     if work is None:
+        # A redelivery of a finished chunk, or one of a cancelled or deleted job.
+        log.info("chunk_skipped %s", json.dumps({"job": job_id, "seq": seq}))
         return
     try:
-        scorer = get_scorer(work.model_name)
-        if scorer.info.version != work.model_version:
-            reason = (
-                f"model version {work.model_version} is no longer installed "
-                f"(installed: {scorer.info.version})"
-            )
-            results = [jobs.RowResult(r.row_num, None, False, reason) for r in work.rows]
-            with session_scope() as session:
-                jobs.complete_chunk(session, job_id, seq, results)
-            return
-        claimed = time.perf_counter()
-        hashes = row_hashes(work)
-        with session_scope(readonly=True) as session:
-            cached = jobs.cached_scores(session, work.model_version, list(hashes.values()))
-        looked_up = time.perf_counter()
-        outcome = score_chunk_rows(scorer, work, hashes, cached)
-        scored = time.perf_counter()
-        with session_scope() as session:
-            jobs.remember_scores(session, work.model_version, outcome.new_scores)
-            jobs.complete_chunk(session, job_id, seq, outcome.results, device=scorer.device)
-        if outcome.scored_now:
-            _observe("bulk", outcome.scored_now, scored - looked_up)
-        # Where a chunk's time goes (the benchmark reads these): SQL phases versus the model.
-        log.info(
-            "chunk %s/%s: %d rows, %d scored, %d from cache; "
-            "claim %.3fs, lookup %.3fs, score %.3fs, write %.3fs",
-            job_id,
-            seq,
-            len(work.rows),
-            outcome.scored_now,
-            outcome.from_cache,
-            claimed - started,
-            looked_up - claimed,
-            scored - looked_up,
-            time.perf_counter() - scored,
-        )
+        _score_and_write(work, started)
+    except ChunkLostError:
+        log.warning("chunk %s/%s attempt %s: lost its lease; stopped", job_id, seq, work.attempt)
     except Exception as exc:
         log.exception("chunk %s/%s failed on attempt %s", job_id, seq, work.attempt)
-        with session_scope() as session:
-            jobs.record_chunk_error(session, job_id, seq, f"{type(exc).__name__}: {exc}")
-        # Back to the queue; claim_chunk fails the rows once the attempts are used up.
-        celery_app.send_task(
-            SCORE_CHUNK, args=[job_id, seq], queue=BULK_QUEUE, countdown=min(30, 2**work.attempt)
+        try:
+            chunks.hand_back(work, f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - the lease runs out and the sweeper hands it back
+            log.warning("chunk %s/%s: could not hand it back", job_id, seq, exc_info=True)
+        # Claim it again later; the claim counts the attempt and gives up past the cap.
+        raise self.retry(exc=exc, countdown=_backoff(work.attempt, cap=30)) from exc
+
+
+def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
+    settings = get_settings()
+    scorer = get_scorer(work.model_name)
+    if scorer.info.version != work.model_version:
+        reason = (
+            f"model version {work.model_version} is no longer installed "
+            f"(installed: {scorer.info.version})"
         )
+        with session_scope() as session:
+            chunks.complete_chunk(
+                session, work, [chunks.RowResult(r.row_num, None, False, reason) for r in work.rows]
+            )
+        jobs.try_complete(work.job_id)
+        return
+    jobs.mark_started(work.job_id, scorer.device)
+    claimed = time.perf_counter()
+    hashes = row_hashes(work)
+    with session_scope(readonly=True) as session:
+        cached = cache.cached_scores(session, work.model_version, list(hashes.values()))
+    looked_up = time.perf_counter()
+    outcome = score_chunk_rows(
+        scorer, work, hashes, cached, LeaseKeeper(work, settings.chunk_lease_s)
+    )
+    scored = time.perf_counter()
+    with session_scope() as session:
+        written = chunks.complete_chunk(session, work, outcome.results)
+        if written:
+            cache.remember_scores(session, work.model_version, outcome.new_scores)
+    if written:
+        jobs.try_complete(work.job_id)
+    # Where a chunk's time goes, as one JSON record (the benchmark reads these).
+    log.info(
+        "%s %s",
+        "chunk_written" if written else "chunk_discarded (already done by another attempt)",
+        json.dumps(
+            {
+                "job": work.job_id,
+                "seq": work.seq,
+                "attempt": work.attempt,
+                "rows": len(work.rows),
+                "scored": outcome.scored_now,
+                "cached": outcome.from_cache,
+                "claim_s": round(claimed - started, 4),
+                "lookup_s": round(looked_up - claimed, 4),
+                "score_s": round(scored - looked_up, 4),
+                "write_s": round(time.perf_counter() - scored, 4),
+            }
+        ),
+    )
 
 
 @celery_app.task(name=SCORE_TEXTS, ignore_result=False)
 def score_texts(texts: list[str], model: str | None = None) -> dict[str, Any]:
     scorer = get_scorer(model)
-    started = time.perf_counter()
     scores = scorer.score(texts)
-    _observe("singles", len(texts), time.perf_counter() - started)
     return {
         "model": scorer.info.name,
         "model_version": scorer.info.version,
@@ -184,36 +227,13 @@ def score_texts(texts: list[str], model: str | None = None) -> dict[str, Any]:
 
 @celery_app.task(name=SWEEP, ignore_result=True)
 def sweep() -> dict[str, int]:
-    """Re-queues lost chunks, fails stalled uploads and purges jobs past retention."""
-    settings = get_settings()
-    now = utcnow()
-    with session_scope() as session:
-        expired = jobs.expired_running_chunks(session, now)
-        stalled = jobs.fail_stalled_uploads(
-            session, now - timedelta(seconds=settings.upload_stall_s)
-        )
-        purged = jobs.purge_old_jobs(session, now - timedelta(days=settings.job_retention_days))
-    lost: list[tuple[str, int]] = []
-    # A queued chunk's message can only be lost if nothing is waiting in the queue any more.
-    if queue_depth(BULK_QUEUE) == 0:
-        with session_scope() as session:
-            lost = jobs.stale_queued_chunks(
-                session, now - timedelta(seconds=settings.queued_grace_s)
-            )
-    for job_id, seq in expired + lost:
-        enqueue_chunk(job_id, seq)
-    if expired or lost or stalled or purged:
-        log.warning(
-            "sweep: re-queued %d expired and %d lost chunks, failed %d stalled uploads, "
-            "purged %d old jobs",
-            len(expired),
-            len(lost),
-            len(stalled),
-            len(purged),
-        )
-    return {
-        "expired": len(expired),
-        "lost": len(lost),
-        "stalled": len(stalled),
-        "purged": len(purged),
-    }
+    """Re-queues lost chunks, closes stalled uploads, completes and purges jobs."""
+    report = sweeper.sweep(
+        get_settings(),
+        queue_is_empty=lambda: queue_depth(BULK_QUEUE) == 0,
+        enqueue=enqueue_chunk,
+    )
+    counts = report.counts()
+    if any(counts.values()):
+        log.warning("sweep: %s", json.dumps(counts))
+    return counts

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import redis
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
@@ -46,8 +45,9 @@ def _ping_workers() -> tuple[list[str], list[str]]:
     return workers, devices
 
 
+# A plain `def`: its blocking checks run in a worker thread, never on the event loop.
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz() -> Response:
+def readyz() -> Response:
     database = redis_state = "ok"
     workers: list[str] = []
     devices: list[str] = []
@@ -57,12 +57,12 @@ async def readyz() -> Response:
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure as a reason
         database = f"error: {exc.__class__.__name__}: {exc}"[:300]
     try:
-        await anyio.to_thread.run_sync(lambda: redis_client().ping())
+        redis_client().ping()
     except Exception as exc:  # noqa: BLE001
         redis_state = f"error: {exc.__class__.__name__}: {exc}"[:300]
     if redis_state == "ok":
         try:
-            workers, devices = await anyio.to_thread.run_sync(_ping_workers)
+            workers, devices = _ping_workers()
         except Exception:  # noqa: BLE001
             workers = []
     body = Readiness(

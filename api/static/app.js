@@ -2,7 +2,6 @@
 "use strict";
 
 const KEY_STORAGE = "reviewscore.apiKey";
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const HEAD_BYTES = 64 * 1024;
 const JOB_POLL_MS = 1000;
 const JOBS_REFRESH_MS = 5000;
@@ -443,15 +442,8 @@ function formatRate(rate) {
   return rate >= 100 ? numberFormat.format(Math.round(rate)) : rate.toFixed(1);
 }
 
-function isComplete(job) {
-  if (!FINAL.has(job.status)) return false;
-  return job.status !== "succeeded" || (job.total !== null && job.done >= job.total);
-}
-
 function resultsUrl(job) {
-  // A failed job's unfinished rows come as 'not scored yet'; the server wants that asked for.
-  const partial = job.status === "failed" && job.total !== null && job.done < job.total;
-  return `${job.results_url}?format=csv${partial ? "&partial=true" : ""}`;
+  return `${job.results_url}?format=csv`;
 }
 
 function renderJob(job) {
@@ -473,10 +465,10 @@ function renderJob(job) {
   }
   if (job.failed) parts.push(`${numberFormat.format(job.failed)} failed`);
   if (job.rate) parts.push(`${formatRate(job.rate)} rows/s`);
-  if (!FINAL.has(job.status) && job.eta_seconds !== null && job.eta_seconds !== undefined) {
+  if (!job.finished && job.eta_seconds !== null && job.eta_seconds !== undefined) {
     parts.push(`ETA ${formatDuration(job.eta_seconds)}`);
   }
-  if (FINAL.has(job.status) && job.started_at && job.finished_at) {
+  if (job.finished && job.started_at && job.finished_at) {
     const took = (Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000;
     if (took >= 0) parts.push(`took ${formatDuration(took)}`);
   }
@@ -485,9 +477,9 @@ function renderJob(job) {
 
   if (job.error) show($("job-error"), job.error);
   else hide($("job-error"));
-  $("cancel-job").hidden = FINAL.has(job.status);
+  $("cancel-job").hidden = job.finished;
   const link = $("download-link");
-  if (isComplete(job)) {
+  if (job.finished) {
     link.href = resultsUrl(job);
     link.setAttribute("download", `${job.id}-results.csv`);
     link.hidden = false;
@@ -502,7 +494,7 @@ function followJob(job) {
   followed = { id: job.id, timer: null };
   $("job-panel").hidden = false;
   renderJob(job);
-  if (!isComplete(job)) followed.timer = setTimeout(() => pollJob(job.id), JOB_POLL_MS);
+  if (!job.finished) followed.timer = setTimeout(() => pollJob(job.id), JOB_POLL_MS);
 }
 
 async function pollJob(id) {
@@ -511,7 +503,7 @@ async function pollJob(id) {
     const job = await api(`/v1/jobs/${id}`);
     if (!followed || followed.id !== id) return;
     renderJob(job);
-    if (isComplete(job)) {
+    if (job.finished) {
       loadJobs();
       return;
     }
@@ -587,7 +579,7 @@ function renderJobs(list) {
     row.append(cell(`${numberFormat.format(job.done)} / ${total}`, "num"));
     row.append(cell(job.model_version, "model"));
     const actions = cell(undefined, "row-actions");
-    if (isComplete(job)) {
+    if (job.finished) {
       const link = document.createElement("a");
       link.className = "results-link";
       link.href = resultsUrl(job);

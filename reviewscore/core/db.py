@@ -1,18 +1,20 @@
-"""The SQLAlchemy engine and sessions, tuned per backend (SQLite WAL with immediate writes, or PostgreSQL)."""
+"""The SQLAlchemy engine and sessions, tuned per backend (SQLite WAL with immediate writes, or
+PostgreSQL with timeouts that cut a vanished host loose), and the database's own clock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from reviewscore.core.settings import get_settings
+from reviewscore.core.settings import Settings, get_settings
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -36,7 +38,32 @@ def _sqlite_begin_deferred(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN")
 
 
-def make_engine(url: str, *, for_writes: bool = True) -> Engine:
+def postgres_connect_args(settings: Settings) -> dict[str, Any]:
+    """libpq options so that no host can hold others up for long: a lock waited on too long
+    fails the statement, a transaction left idle (its host cut off mid-way) is ended by the
+    server, and a peer that stops answering is dropped by TCP within seconds on both ends."""
+    tcp_ms = int(settings.db_tcp_timeout_s * 1000)
+    server = {
+        "lock_timeout": int(settings.db_lock_timeout_s * 1000),
+        "idle_in_transaction_session_timeout": int(settings.db_idle_transaction_timeout_s * 1000),
+        # The server's side of the same connection: it notices a silent client too.
+        "tcp_keepalives_idle": 5,
+        "tcp_keepalives_interval": 2,
+        "tcp_keepalives_count": 3,
+        "tcp_user_timeout": tcp_ms,
+    }
+    return {
+        "connect_timeout": max(1, int(settings.db_tcp_timeout_s)),
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": tcp_ms,
+        "options": " ".join(f"-c {name}={value}" for name, value in server.items()),
+    }
+
+
+def make_engine(url: str, *, for_writes: bool = True, settings: Settings | None = None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -48,7 +75,13 @@ def make_engine(url: str, *, for_writes: bool = True) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args=postgres_connect_args(settings or get_settings()),
+    )
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -94,3 +127,33 @@ def reset_engine_after_fork() -> None:
     for cached in (get_engine, get_read_engine):
         if cached.cache_info().currsize:
             cached().dispose(close=False)
+
+
+def insert_ignoring_conflicts(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING on both backends: re-runs write nothing twice."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        stmt = insert(table)
+    session.execute(stmt, list(rows))
+
+
+@contextmanager
+def single_statement(engine: Engine | None = None) -> Iterator[Connection]:
+    """A connection whose statements commit by themselves. On PostgreSQL it runs in autocommit
+    mode, so the row locks a statement takes last only while it runs, never across a network
+    round trip to the host that sent it; SQLite (one host) gets an ordinary short transaction."""
+    engine = engine or get_engine()
+    if is_sqlite(engine):
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from reviewscore.core.errors import BadUploadError, UploadTooLargeError
 
@@ -40,63 +41,45 @@ class ParsedRow:
     error: str | None
 
 
-class CountingGzipReader(io.RawIOBase):
-    """Decompresses gzip lazily, refusing input that expands far beyond any real CSV (a gzip bomb)."""
+class GzipGuard(io.RawIOBase):
+    """The stdlib's GzipFile (multi-member, detects a truncated stream) over the upload, refusing
+    a stream that expands beyond the upload limit or far beyond any real CSV (a gzip bomb)."""
 
-    def __init__(self, raw: BinaryIO, limits: IngestLimits) -> None:
-        self._raw = raw
+    def __init__(
+        self, compressed: io.BufferedReader, received: LimitedReader, limits: IngestLimits
+    ):
+        self._gzip = gzip.GzipFile(fileobj=compressed, mode="rb")
+        self._received = received
         self._limits = limits
-        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending = b""
-        self._compressed = 0
         self._expanded = 0
-        self._eof = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self._pending and not self._eof:
-            data = self._inflate.unconsumed_tail or self._raw.read(READ_SIZE)
-            if not data:
-                if not self._inflate.eof:
-                    # Without this a cut-off .gz would pass for a shorter file, its last row torn.
-                    raise BadUploadError(
-                        "the gzip file ends early (truncated?): its end marker never came"
-                    )
-                self._eof = True
-                break
-            if not self._inflate.unconsumed_tail:
-                self._compressed += len(data)
-            try:
-                self._pending = self._inflate.decompress(data, READ_SIZE)
-            except zlib.error as exc:
-                raise BadUploadError(f"the gzip data is corrupt: {exc}") from exc
-            if self._inflate.eof and self._inflate.unused_data:
-                # A second gzip member: keep reading it like `gzip -dc` would.
-                rest = self._inflate.unused_data
-                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._pending += self._inflate.decompress(rest, READ_SIZE)
-            self._expanded += len(self._pending)
-            self._check()
-        n = min(len(buffer), len(self._pending))
-        buffer[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
-
-    def _check(self) -> None:
+        try:
+            n = self._gzip.readinto(buffer)
+        except EOFError as exc:
+            # Without this a cut-off .gz would pass for a shorter file, its last row torn.
+            raise BadUploadError(
+                "the gzip file ends early (truncated?): its end marker never came"
+            ) from exc
+        except (OSError, zlib.error) as exc:
+            raise BadUploadError(f"the gzip data is corrupt: {exc}") from exc
+        self._expanded += n
         if self._expanded > self._limits.max_upload_bytes:
             raise UploadTooLargeError(
                 f"the gzip file expands to more than {self._limits.max_upload_bytes:,} bytes, "
                 "the upload limit"
             )
         if self._expanded > 10 * 1024 * 1024 and (
-            self._expanded > self._limits.max_gzip_ratio * max(self._compressed, 1)
+            self._expanded > self._limits.max_gzip_ratio * max(self._received.received, 1)
         ):
             raise UploadTooLargeError(
                 f"the gzip file expands more than {self._limits.max_gzip_ratio}x "
                 "(a gzip bomb?); refused"
             )
+        return n
 
 
 class LimitedReader(io.RawIOBase):
@@ -120,36 +103,6 @@ class LimitedReader(io.RawIOBase):
                 f"the upload is larger than {self._max:,} bytes, the limit "
                 "(REVIEWSCORE_MAX_UPLOAD_BYTES)"
             )
-        n = len(data)
-        buffer[:n] = data
-        return n
-
-
-class PeekableReader(io.RawIOBase):
-    """Lets the parser look at the first bytes (gzip magic, binary signatures) without losing them."""
-
-    def __init__(self, raw: BinaryIO | io.RawIOBase) -> None:
-        self._raw = raw
-        self._head = b""
-
-    def peek_head(self, size: int = 8) -> bytes:
-        while len(self._head) < size:
-            data = self._raw.read(size - len(self._head)) or b""
-            if not data:
-                break
-            self._head += data
-        return self._head
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._raw.read(len(buffer)) or b""
         n = len(data)
         buffer[:n] = data
         return n
@@ -202,18 +155,21 @@ class CsvReviews:
     ) -> None:
         self.limits = limits
         self._limited = LimitedReader(raw, limits.max_upload_bytes)
-        peekable = PeekableReader(self._limited)
-        head = peekable.peek_head(8)
+        buffered: io.BufferedReader[Any] = io.BufferedReader(self._limited, READ_SIZE)
+        # The first bytes tell gzip and binary files apart, and stay in the buffer for the parser.
+        head = buffered.peek(8)[:8]
         if not head:
             raise BadUploadError("the file is empty")
-        stream: io.RawIOBase = peekable
+        stream: io.BufferedReader[Any] = buffered
         if head[:2] == b"\x1f\x8b":
-            stream = CountingGzipReader(io.BufferedReader(peekable), limits)  # type: ignore[arg-type]
+            stream = io.BufferedReader(GzipGuard(buffered, self._limited, limits), READ_SIZE)
         elif not encoding or not encoding.lower().startswith("utf-16"):
             self._refuse_binary(head)
         self.encoding = self._check_encoding(encoding)
         text_stream = io.TextIOWrapper(
-            io.BufferedReader(stream, READ_SIZE),
+            stream
+            if isinstance(stream, io.BufferedReader)
+            else io.BufferedReader(stream, READ_SIZE),  # type: ignore[arg-type]
             encoding=self.encoding,
             errors="strict",
             newline="",

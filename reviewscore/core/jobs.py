@@ -1,76 +1,39 @@
-"""Job state: creating jobs and chunks, claiming and completing chunks, counters, the sweeper's queries."""
+"""Job lifecycle: create a job, close its upload, mark it started, complete, cancel or delete it.
+
+The server owns a job's state. Its status moves uploading -> queued -> running -> one of
+succeeded, failed or cancelled, and those three are final: nothing about the job changes any
+more (`JobStatus.is_final`, shown to clients as `finished`). Counts are summed from the chunks'
+ledger (see schema.Job), so the job's own row is written only at these few transitions, each
+one short statement, never by a worker counting its chunk.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import case, delete, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
-from reviewscore.core.db import session_scope
+from reviewscore.core.clock import db_now
+from reviewscore.core.db import get_engine
 from reviewscore.core.errors import JobNotFoundError, JobStateError
-from reviewscore.core.ingest import ParsedRow
 from reviewscore.core.schema import (
+    FINAL_STATUSES,
     Chunk,
     ChunkStatus,
     InputRow,
     Job,
     JobStatus,
     Result,
-    ScoreCache,
-    utcnow,
 )
 
 UPLOAD_INTERRUPTED = "upload interrupted"
+UNFINISHED = [s for s in JobStatus if s not in FINAL_STATUSES]
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
-
-
-@dataclass(frozen=True)
-class ChunkRow:
-    row_num: int
-    text: str
-    error: str | None
-
-
-@dataclass(frozen=True)
-class ChunkWork:
-    job_id: str
-    seq: int
-    model_name: str
-    model_version: str
-    attempt: int
-    rows: list[ChunkRow]
-
-
-@dataclass(frozen=True)
-class RowResult:
-    row_num: int
-    p_positive: float | None
-    truncated: bool
-    error: str | None
-
-
-def insert_ignoring_conflicts(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING on both backends: re-runs write nothing twice."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        stmt = insert(table)
-    session.execute(stmt, list(rows))
 
 
 def _label(value: str | None, size: int = 255) -> str | None:
@@ -88,7 +51,7 @@ def create_job(
     text_column: str,
     id_column: str | None,
     owner_key_id: int | None = None,
-) -> Job:
+) -> str:
     job = Job(
         id=new_job_id(),
         status=JobStatus.uploading,
@@ -98,186 +61,99 @@ def create_job(
         text_column=_label(text_column),
         id_column=_label(id_column),
         owner_key_id=owner_key_id,
-        received_rows=0,
-        scored_rows=0,
-        failed_rows=0,
-        chunks_total=0,
     )
     session.add(job)
-    return job
+    session.flush()
+    return job.id
 
 
-def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]) -> None:
-    """Stores one chunk's input rows and its chunk record; the caller commits, then enqueues."""
-    session.execute(
-        insert(InputRow),
-        [
-            {
-                "job_id": job_id,
-                "row_num": r.row_num,
-                "ext_id": r.ext_id,
-                "text": r.text,
-                "error": r.error,
-            }
-            for r in rows
-        ],
-    )
-    session.add(
-        Chunk(
-            job_id=job_id,
-            seq=seq,
-            first_row=rows[0].row_num,
-            row_count=len(rows),
-            status=ChunkStatus.queued,
-            attempts=0,
-            queued_at=utcnow(),
-        )
+def accepts_rows(session: Session, job_id: str) -> bool:
+    """Whether an upload may still add rows: the job exists and was not cancelled meanwhile."""
+    status = session.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
+    return status is not None and status is not JobStatus.cancelled
+
+
+def finish_upload(session: Session, job_id: str, error: str | None = None) -> None:
+    """Closes the upload: the total is what was received, and from now on the job completes
+    when every received row has its result. An `error` makes the job end `failed` (its rows
+    are still scored). A job cancelled meanwhile keeps its status."""
+    received = (
+        select(func.coalesce(func.sum(Chunk.row_count), 0))
+        .where(Chunk.job_id == job_id)
+        .scalar_subquery()
     )
     session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        .where(Job.id == job_id, Job.upload_finished_at.is_(None))
         .values(
-            received_rows=Job.received_rows + len(rows),
-            chunks_total=Job.chunks_total + 1,
-            updated_at=utcnow(),
+            total_rows=received,
+            upload_finished_at=db_now(),
+            updated_at=db_now(),
+            error=func.coalesce(Job.error, error),
+            status=case(
+                (
+                    Job.status == JobStatus.uploading,
+                    case((Job.started_at.is_(None), JobStatus.queued), else_=JobStatus.running),
+                ),
+                else_=Job.status,
+            ),
         )
     )
 
 
-def _lock_job(session: Session, job_id: str) -> Job | None:
-    return session.execute(
-        select(Job).where(Job.id == job_id).with_for_update()
-    ).scalar_one_or_none()
-
-
-def _maybe_complete(session: Session, job: Job) -> None:
-    if job.total_rows is None or job.scored_rows + job.failed_rows < job.total_rows:
-        return
-    if job.finished_at is None:
-        job.finished_at = utcnow()
-    if job.status in (JobStatus.uploading, JobStatus.queued, JobStatus.running):
-        job.status = JobStatus.succeeded
-
-
-def finish_upload(session: Session, job_id: str, error: str | None = None) -> Job:
-    """Closes the upload: from now on the job completes when every received row has a result."""
-    job = _lock_job(session, job_id)
-    if job is None:
-        raise JobNotFoundError(job_id)
-    job.total_rows = job.received_rows
-    job.upload_finished_at = utcnow()
-    job.updated_at = utcnow()
-    if error:
-        job.status = JobStatus.failed
-        job.error = error
-    elif job.status == JobStatus.uploading:
-        job.status = JobStatus.running if job.started_at else JobStatus.queued
-    _maybe_complete(session, job)
-    return job
-
-
-def claim_chunk(
-    session: Session, job_id: str, seq: int, *, lease_s: float, max_attempts: int
-) -> ChunkWork | None:
-    """Marks a chunk running for one attempt, or returns None when there is nothing to do."""
-    job = _lock_job(session, job_id)
-    chunk = session.get(Chunk, (job_id, seq), with_for_update=True)
-    if job is None or chunk is None or chunk.status == ChunkStatus.done:
-        return None
-    if job.status == JobStatus.cancelled:
-        return None
-    chunk.attempts += 1
-    if chunk.attempts > max_attempts:
-        reason = (
-            f"gave up after {max_attempts} attempts: {chunk.last_error or 'the worker was lost'}"
+def mark_started(job_id: str, device: str | None) -> None:
+    """The first claim of a job's chunk: queued -> running, the start time and the device.
+    One autocommit statement, so the job's row is locked only while it runs."""
+    with get_engine().begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(
+                    Job.started_at.is_(None),
+                    Job.status == JobStatus.queued,
+                    Job.device.is_(None),
+                ),
+            )
+            .values(
+                started_at=func.coalesce(Job.started_at, db_now()),
+                device=func.coalesce(Job.device, device),
+                status=case((Job.status == JobStatus.queued, JobStatus.running), else_=Job.status),
+            )
         )
-        rows = _chunk_rows(session, chunk)
-        _write_results(
-            session, job, chunk, [RowResult(r.row_num, None, False, reason) for r in rows]
-        )
-        return None
-    now = utcnow()
-    chunk.status = ChunkStatus.running
-    chunk.lease_until = now + timedelta(seconds=lease_s)
-    if job.started_at is None:
-        job.started_at = now
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.running
-    return ChunkWork(
-        job_id=job_id,
-        seq=seq,
-        model_name=job.model_name,
-        model_version=job.model_version,
-        attempt=chunk.attempts,
-        rows=_chunk_rows(session, chunk),
-    )
 
 
-def _chunk_rows(session: Session, chunk: Chunk) -> list[ChunkRow]:
-    found = session.execute(
-        select(InputRow.row_num, InputRow.text, InputRow.error)
+def completion(job_id: str) -> Update:
+    """The statement that completes a job once its upload is closed and no chunk is open:
+    the decision and the write are one statement, so two workers finishing the last chunks at
+    once cannot both miss it (each runs it after its own commit) nor both make it."""
+    open_chunk = exists().where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.done)
+    return (
+        update(Job)
         .where(
-            InputRow.job_id == chunk.job_id,
-            InputRow.row_num >= chunk.first_row,
-            InputRow.row_num < chunk.first_row + chunk.row_count,
+            Job.id == job_id,
+            Job.status.in_(UNFINISHED),
+            Job.upload_finished_at.is_not(None),
+            not_(open_chunk),
         )
-        .order_by(InputRow.row_num)
-    ).all()
-    return [ChunkRow(row_num, text, error) for row_num, text, error in found]
-
-
-def complete_chunk(
-    session: Session, job_id: str, seq: int, results: Sequence[RowResult], device: str | None = None
-) -> bool:
-    """Writes a chunk's results and the job's counters in one transaction; False if already done."""
-    job = _lock_job(session, job_id)
-    chunk = session.get(Chunk, (job_id, seq), with_for_update=True)
-    if job is None or chunk is None or chunk.status == ChunkStatus.done:
-        return False
-    if device and job.device is None:
-        job.device = device
-    _write_results(session, job, chunk, results)
-    return True
-
-
-def _write_results(session: Session, job: Job, chunk: Chunk, results: Sequence[RowResult]) -> None:
-    insert_ignoring_conflicts(
-        session,
-        Result,
-        [
-            {
-                "job_id": job.id,
-                "row_num": r.row_num,
-                "p_positive": r.p_positive,
-                "truncated": r.truncated,
-                "model_version": job.model_version,
-                "error": r.error,
-            }
-            for r in results
-        ],
+        .values(
+            status=case((Job.error.is_(None), JobStatus.succeeded), else_=JobStatus.failed),
+            finished_at=db_now(),
+            updated_at=db_now(),
+        )
     )
-    failed = sum(1 for r in results if r.error is not None)
-    chunk.status = ChunkStatus.done
-    chunk.lease_until = None
-    job.scored_rows += len(results) - failed
-    job.failed_rows += failed
-    job.updated_at = utcnow()
-    _maybe_complete(session, job)
 
 
-def record_chunk_error(session: Session, job_id: str, seq: int, error: str) -> None:
-    """Hands a chunk back after a failed attempt: the sweeper or a retry picks it up again."""
-    chunk = session.get(Chunk, (job_id, seq), with_for_update=True)
-    if chunk is None or chunk.status == ChunkStatus.done:
-        return
-    chunk.status = ChunkStatus.queued
-    chunk.lease_until = None
-    chunk.queued_at = utcnow()
-    chunk.last_error = error[:2000]
+def try_complete(job_id: str, session: Session | None = None) -> bool:
+    """Completes the job if it is done; True if this call completed it."""
+    if session is not None:
+        return bool(session.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+    with get_engine().begin() as conn:
+        return bool(conn.execute(completion(job_id)).rowcount)
 
 
 def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> Job:
-    job = session.get(Job, job_id)
+    job = session.get(Job, job_id, populate_existing=True)
     if job is None or (owner_key_id is not None and job.owner_key_id != owner_key_id):
         raise JobNotFoundError(job_id)
     return job
@@ -298,172 +174,33 @@ def list_jobs(
 
 
 def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -> Job:
+    """Cancelled is final at once: no chunk is handed out or written after this, and an upload
+    still streaming stops at its next chunk."""
     get_job(session, job_id, owner_key_id)
-    job = _lock_job(session, job_id)
-    assert job is not None
-    if JobStatus(job.status).is_final:
+    changed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(UNFINISHED))
+        .values(status=JobStatus.cancelled, finished_at=db_now(), updated_at=db_now())
+    ).rowcount  # type: ignore[attr-defined]
+    job = get_job(session, job_id, owner_key_id)
+    if not changed:
         raise JobStateError(
             f"job {job_id} is already {job.status}; only unfinished jobs can be cancelled"
         )
-    job.status = JobStatus.cancelled
-    job.finished_at = job.updated_at = utcnow()
     return job
 
 
 def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -> None:
     job = get_job(session, job_id, owner_key_id)
-    if job.upload_finished_at is None:
-        # The upload would go on storing rows of a job that is gone (and fail on the foreign key).
-        raise JobStateError(f"job {job_id} is still uploading; delete it once the upload has ended")
+    if job.status is JobStatus.uploading:
+        # The upload would go on storing rows of a job that is gone. A cancelled job can go:
+        # its upload stops at the next chunk (see accepts_rows).
+        raise JobStateError(
+            f"job {job_id} is still uploading; cancel it first, or delete it once the upload "
+            "has ended"
+        )
     # Children first: bulk deletes do not rely on the backend's ON DELETE CASCADE.
     session.execute(delete(Result).where(Result.job_id == job_id))
     session.execute(delete(InputRow).where(InputRow.job_id == job_id))
     session.execute(delete(Chunk).where(Chunk.job_id == job_id))
     session.execute(delete(Job).where(Job.id == job_id))
-
-
-@dataclass(frozen=True)
-class ResultLine:
-    id: str
-    p_positive: float | None
-    label: str | None
-    model_version: str | None
-    truncated: bool | None
-    error: str | None
-
-
-def iter_results(job_id: str, page_size: int = 5000) -> Iterator[ResultLine]:
-    """Results in input order, read page by page in short transactions (keyset pagination)."""
-    last = 0
-    while True:
-        with session_scope(readonly=True) as session:
-            page = session.execute(
-                select(
-                    InputRow.row_num,
-                    InputRow.ext_id,
-                    InputRow.error,
-                    Result.p_positive,
-                    Result.truncated,
-                    Result.model_version,
-                    Result.error,
-                )
-                .outerjoin(
-                    Result,
-                    (Result.job_id == InputRow.job_id) & (Result.row_num == InputRow.row_num),
-                )
-                .where(InputRow.job_id == job_id, InputRow.row_num > last)
-                .order_by(InputRow.row_num)
-                .limit(page_size)
-            ).all()
-        if not page:
-            return
-        for row_num, ext_id, in_error, p, truncated, version, error in page:
-            has_result = version is not None
-            yield ResultLine(
-                id=ext_id if ext_id is not None else str(row_num),
-                p_positive=p,
-                label=None if p is None else ("positive" if p >= 0.5 else "negative"),
-                model_version=version,
-                truncated=truncated if has_result else None,
-                error=error if has_result else (in_error or "not scored yet"),
-            )
-        last = page[-1][0]
-
-
-# --- the sweeper's queries -------------------------------------------------------------------
-
-
-def expired_running_chunks(session: Session, now: datetime) -> list[tuple[str, int]]:
-    found = session.execute(
-        select(Chunk.job_id, Chunk.seq).where(
-            Chunk.status == ChunkStatus.running, Chunk.lease_until < now
-        )
-    ).all()
-    if found:
-        session.execute(
-            update(Chunk)
-            .where(Chunk.status == ChunkStatus.running, Chunk.lease_until < now)
-            .values(status=ChunkStatus.queued, lease_until=None, queued_at=now)
-        )
-    return [(job_id, seq) for job_id, seq in found]
-
-
-def stale_queued_chunks(session: Session, older_than: datetime) -> list[tuple[str, int]]:
-    found = session.execute(
-        select(Chunk.job_id, Chunk.seq)
-        .join(Job, Job.id == Chunk.job_id)
-        .where(
-            Chunk.status == ChunkStatus.queued,
-            Chunk.queued_at < older_than,
-            Job.status != JobStatus.cancelled,
-        )
-    ).all()
-    keys = [(job_id, seq) for job_id, seq in found]
-    for job_id, seq in keys:
-        session.execute(
-            update(Chunk).where(Chunk.job_id == job_id, Chunk.seq == seq).values(queued_at=utcnow())
-        )
-    return keys
-
-
-def fail_stalled_uploads(session: Session, older_than: datetime) -> list[str]:
-    stalled = (
-        session.execute(
-            select(Job.id).where(Job.status == JobStatus.uploading, Job.updated_at < older_than)
-        )
-        .scalars()
-        .all()
-    )
-    for job_id in stalled:
-        job = finish_upload(session, job_id)
-        job.status = JobStatus.failed
-        job.error = (
-            f"{UPLOAD_INTERRUPTED}: no data arrived for a while; the {job.received_rows:,} rows "
-            "received before the cut were kept and scored"
-        )
-    return list(stalled)
-
-
-def purge_old_jobs(session: Session, older_than: datetime) -> list[str]:
-    old = (
-        session.execute(
-            select(Job.id).where(Job.finished_at.is_not(None), Job.finished_at < older_than)
-        )
-        .scalars()
-        .all()
-    )
-    for job_id in old:
-        delete_job(session, job_id)
-    return list(old)
-
-
-# --- dedup cache -----------------------------------------------------------------------------
-
-
-def cached_scores(
-    session: Session, model_version: str, hashes: Sequence[bytes]
-) -> dict[bytes, tuple[float, bool]]:
-    found: dict[bytes, tuple[float, bool]] = {}
-    unique = list(set(hashes))
-    for start in range(0, len(unique), 500):
-        part = unique[start : start + 500]
-        for text_hash, p, truncated in session.execute(
-            select(ScoreCache.text_hash, ScoreCache.p_positive, ScoreCache.truncated).where(
-                ScoreCache.model_version == model_version, ScoreCache.text_hash.in_(part)
-            )
-        ):
-            found[text_hash] = (p, truncated)
-    return found
-
-
-def remember_scores(
-    session: Session, model_version: str, scores: dict[bytes, tuple[float, bool]]
-) -> None:
-    insert_ignoring_conflicts(
-        session,
-        ScoreCache,
-        [
-            {"model_version": model_version, "text_hash": h, "p_positive": p, "truncated": t}
-            for h, (p, t) in scores.items()
-        ],
-    )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     ForeignKeyConstraint,
@@ -17,8 +19,13 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    func,
+    select,
+    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+
+from reviewscore.core.clock import db_now
 
 
 def utcnow() -> datetime:
@@ -47,13 +54,30 @@ class JobStatus(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+        """Nothing about the job changes any more: no row will be scored, no count will move.
+        This is the one rule for "is the job finished?"; clients read it as `finished`."""
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
 class ChunkStatus(StrEnum):
     queued = "queued"
     running = "running"
     done = "done"
+
+
+def _stored_as_text(enum: type[StrEnum], length: int = 16) -> Enum:
+    # The value as a plain string column (no database enum type, no CHECK): new statuses need
+    # no migration, and the mapped attribute is still typed.
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+    )
 
 
 class ApiKey(Base):
@@ -68,11 +92,59 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Chunk(Base):
+    """A slice of a job's rows, scored as one task; also the job's ledger: a done chunk holds
+    how many of its rows were scored and failed, and a job's counts are their sums."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        Index("ix_chunks_status_lease", "status", "lease_until"),
+        # The chunks of a job still to be done: "is the job complete?" is one index probe.
+        Index(
+            "ix_chunks_open",
+            "job_id",
+            postgresql_where=text("status <> 'done'"),
+            sqlite_where=text("status <> 'done'"),
+        ),
+    )
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_row: Mapped[int] = mapped_column(Integer)
+    row_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[ChunkStatus] = mapped_column(
+        _stored_as_text(ChunkStatus), default=ChunkStatus.queued
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Stamped with the database's clock (see clock.db_now), so every host judges it alike.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    # Which worker process holds the chunk ("node name:pid"); for logs and for a restarted
+    # node to hand back what its previous run held.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scored_rows: Mapped[int] = mapped_column(Integer, default=0)
+    failed_rows: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def _chunk_total(column: Any, job_id: Any) -> Any:
+    return (
+        select(func.coalesce(func.sum(column), 0))
+        .where(Chunk.job_id == job_id)
+        .correlate_except(Chunk)
+        .scalar_subquery()
+    )
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.uploading, index=True)
+    status: Mapped[JobStatus] = mapped_column(
+        _stored_as_text(JobStatus), default=JobStatus.uploading, index=True
+    )
     owner_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
     )
@@ -81,36 +153,41 @@ class Job(Base):
     filename: Mapped[str | None] = mapped_column(String(255))
     text_column: Mapped[str] = mapped_column(String(255))
     id_column: Mapped[str | None] = mapped_column(String(255))
-    # Known once the upload has finished; until then the job cannot complete.
+    # Known once the upload has finished; until then the job cannot complete. The counts of
+    # rows received, scored and failed are not kept here: they are summed from the chunks, so
+    # no worker ever writes (and locks) the job's row to count its chunk.
     total_rows: Mapped[int | None] = mapped_column(Integer)
-    received_rows: Mapped[int] = mapped_column(Integer, default=0)
-    scored_rows: Mapped[int] = mapped_column(Integer, default=0)
-    failed_rows: Mapped[int] = mapped_column(Integer, default=0)
-    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    # Why the job will end `failed` (an upload cut short, say). The rows received before it
+    # are still scored; the status turns `failed` once they all have their results.
     error: Mapped[str | None] = mapped_column(Text)
     device: Mapped[str | None] = mapped_column(String(64))
+    # Every job and chunk time is the database's (clock.db_now): hosts' clocks may disagree.
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, index=True
+        DateTime(timezone=True), default=db_now(), index=True
     )
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
     upload_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    # The counts, summed from the chunks' ledger each time a job is read (an index range scan
+    # of the job's chunks): there is nothing to keep in step, and nothing for workers to lock.
+    received_rows: Mapped[int] = column_property(_chunk_total(Chunk.row_count, id))
+    scored_rows: Mapped[int] = column_property(_chunk_total(Chunk.scored_rows, id))
+    failed_rows: Mapped[int] = column_property(_chunk_total(Chunk.failed_rows, id))
+    chunks_total: Mapped[int] = column_property(
+        select(func.count()).where(Chunk.job_id == id).correlate_except(Chunk).scalar_subquery()
+    )
+    last_done_at: Mapped[datetime | None] = column_property(
+        select(func.max(Chunk.done_at))
+        .where(Chunk.job_id == id)
+        .correlate_except(Chunk)
+        .scalar_subquery()
+    )
 
-class Chunk(Base):
-    __tablename__ = "chunks"
-    __table_args__ = (Index("ix_chunks_status_lease", "status", "lease_until"),)
-
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    first_row: Mapped[int] = mapped_column(Integer)
-    row_count: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.queued)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    @property
+    def finished(self) -> bool:
+        return JobStatus(self.status).is_final
 
 
 class InputRow(Base):

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     sweep_interval_s: float = 30.0
     job_retention_days: float = 30.0
 
+    # PostgreSQL: how long a statement waits for a lock, how long the server keeps a transaction
+    # whose client went silent, and how soon TCP gives up on a peer that stopped answering.
+    db_lock_timeout_s: float = 5.0
+    db_idle_transaction_timeout_s: float = 10.0
+    db_tcp_timeout_s: float = 10.0
+
     # Pool processes per worker node; 0 = one per CPU core (measured fastest on 2 cores).
     worker_concurrency: int = 0
     # TensorFlow threads per worker process; 0 = cores / worker processes.

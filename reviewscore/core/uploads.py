@@ -7,9 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from reviewscore.core import jobs
+from reviewscore.core import chunks, jobs
 from reviewscore.core.db import session_scope
-from reviewscore.core.errors import BadUploadError, ReviewscoreError, UploadInterruptedError
+from reviewscore.core.errors import (
+    BadUploadError,
+    JobStateError,
+    ReviewscoreError,
+    UploadInterruptedError,
+)
 from reviewscore.core.ingest import CsvReviews, IngestLimits, ParsedRow
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.settings import Settings
@@ -46,6 +51,59 @@ def limits_from(settings: Settings) -> IngestLimits:
     )
 
 
+class ChunkWriter:
+    """Buffers parsed rows and stores them chunk by chunk: each chunk is committed, then queued,
+    so scoring starts while the upload still streams."""
+
+    def __init__(self, job_id: str, chunk_size: int, enqueue: Callable[[str, int], None]) -> None:
+        self.job_id = job_id
+        self.chunk_size = chunk_size
+        self.enqueue = enqueue
+        self.seq = 0
+        self.stored = 0
+        self.buffer: list[ParsedRow] = []
+
+    def add(self, row: ParsedRow) -> None:
+        self.buffer.append(row)
+        if len(self.buffer) >= self.chunk_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        with session_scope() as session:
+            if not jobs.accepts_rows(session, self.job_id):
+                raise UploadStoppedError(self.job_id)
+            chunks.add_chunk(session, self.job_id, self.seq, self.buffer)
+        try:
+            self.enqueue(self.job_id, self.seq)
+        except Exception:  # noqa: BLE001 - the sweeper re-sends chunks whose message never left
+            log.exception("could not queue chunk %s/%s; the sweeper will", self.job_id, self.seq)
+        self.seq += 1
+        self.stored += len(self.buffer)
+        self.buffer = []
+
+
+class UploadStoppedError(JobStateError):
+    """The job was cancelled (or deleted) while its upload was still streaming."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"job {job_id} was cancelled or deleted during its upload; the rows sent after "
+            "that were not stored"
+        )
+        self.job_id = job_id
+
+
+def _close(job_id: str, error: str | None = None) -> int:
+    """Closes the upload (see jobs.finish_upload) and returns the rows kept."""
+    with session_scope() as session:
+        jobs.finish_upload(session, job_id, error=error)
+        kept = jobs.get_job(session, job_id).received_rows
+    jobs.try_complete(job_id)
+    return kept
+
+
 def store_upload(
     raw: BinaryIO,
     options: UploadOptions,
@@ -54,12 +112,11 @@ def store_upload(
     settings: Settings,
     enqueue: Callable[[str, int], None],
     owner_key_id: int | None = None,
-    on_job_created: Callable[[str], None] | None = None,
 ) -> str:
     """Streams a CSV into the database and queues its chunks as they are stored.
 
-    Errors in the header raise before any job exists. Errors later fail the job but keep, and
-    score, every row received before them.
+    Errors in the header raise before any job exists. Errors later end the job `failed` but
+    keep, and score, every row received before them.
     """
     reviews = CsvReviews(
         raw,
@@ -68,58 +125,38 @@ def store_upload(
         id_column=options.id_column,
         encoding=options.encoding,
     )
-    job_id: str | None = None
-    seq = 0
-    buffer: list[ParsedRow] = []
-
-    def flush() -> None:
-        nonlocal seq, buffer
-        if not buffer or job_id is None:
-            return
-        with session_scope() as session:
-            jobs.add_chunk(session, job_id, seq, buffer)
-        try:
-            enqueue(job_id, seq)
-        except Exception:  # noqa: BLE001 - the sweeper re-sends chunks whose message never left
-            log.exception("could not queue chunk %s/%s; the sweeper will", job_id, seq)
-        seq += 1
-        buffer = []
-
+    rows = iter(reviews)
+    first = next(rows, None)
+    if first is None:
+        raise BadUploadError("the file has a header but no data rows")
+    with session_scope() as session:
+        job_id = jobs.create_job(
+            session,
+            model_name=model.name,
+            model_version=model.version,
+            filename=options.filename,
+            text_column=reviews.text_column,
+            id_column=reviews.id_column,
+            owner_key_id=owner_key_id,
+        )
+    writer = ChunkWriter(job_id, settings.chunk_size, enqueue)
     try:
-        for row in reviews:
-            if job_id is None:
-                with session_scope() as session:
-                    job = jobs.create_job(
-                        session,
-                        model_name=model.name,
-                        model_version=model.version,
-                        filename=options.filename,
-                        text_column=reviews.text_column,
-                        id_column=reviews.id_column,
-                        owner_key_id=owner_key_id,
-                    )
-                    job_id = job.id
-                if on_job_created:
-                    on_job_created(job_id)
-            buffer.append(row)
-            if len(buffer) >= settings.chunk_size:
-                flush()
-        if job_id is None:
-            raise BadUploadError("the file has a header but no data rows")
-        flush()
-        with session_scope() as session:
-            jobs.finish_upload(session, job_id)
-        return job_id
-    except (ReviewscoreError, UploadInterruptedError) as exc:
-        if job_id is None:
-            raise
-        flush()
-        with session_scope() as session:
-            job = jobs.finish_upload(session, job_id, error=exc.message)
-            kept = job.received_rows
-            if isinstance(exc, UploadInterruptedError):
-                job.error = (
-                    f"{jobs.UPLOAD_INTERRUPTED} after {kept:,} rows received "
-                    "(they were kept and are scored)"
-                )
+        writer.add(first)
+        for row in rows:
+            writer.add(row)
+        writer.flush()
+    except UploadStoppedError:
+        _close(job_id)
+        raise
+    except ReviewscoreError as exc:
+        writer.flush()
+        error = exc.message
+        if isinstance(exc, UploadInterruptedError):
+            error = (
+                f"{jobs.UPLOAD_INTERRUPTED} after {writer.stored:,} rows received "
+                "(they were kept and are scored)"
+            )
+        kept = _close(job_id, error)
         raise UploadFailedError(exc, job_id, kept) from exc
+    _close(job_id)
+    return job_id

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from reviewscore.client import ApiError, ReviewscoreClient
+from reviewscore.client import ApiError, Client
 from reviewscore.core.settings import get_settings
 
 app = typer.Typer(
@@ -24,7 +24,6 @@ db_app = typer.Typer(help="The database schema.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
-FINAL = {"succeeded", "failed", "cancelled"}
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", envvar="REVIEWSCORE_API_URL", help="the API's address")
@@ -37,8 +36,8 @@ KeyOption = Annotated[
 ]
 
 
-def _client(url: str | None, api_key: str | None) -> ReviewscoreClient:
-    return ReviewscoreClient(url or get_settings().api_url, api_key)
+def _client(url: str | None, api_key: str | None) -> Client:
+    return Client(url or get_settings().api_url, api_key)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -46,8 +45,8 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _wait(client: ReviewscoreClient, job_id: str, poll: float = 0.5) -> dict[str, Any]:
-    job = client.job(job_id)
+def _wait(client: Client, job_id: str, poll: float = 0.5) -> dict[str, Any]:
+    """Follows a job with a progress bar until the server says it is finished."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -56,25 +55,18 @@ def _wait(client: ReviewscoreClient, job_id: str, poll: float = 0.5) -> dict[str
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(
-            f"job {job_id[:8]}", total=job["total"] or job["received"] or 1, rate=""
-        )
-        while True:
-            total = job["total"] or max(job["received"], 1)
-            rate = f"{job['rate']:,.0f} rows/s" if job.get("rate") else ""
+        task = progress.add_task(f"job {job_id[:8]}", total=1, rate="")
+
+        def show(job: dict[str, Any]) -> None:
             progress.update(
                 task,
                 completed=job["done"],
-                total=total,
-                rate=rate,
+                total=job["total"] or max(job["received"], 1),
+                rate=f"{job['rate']:,.0f} rows/s" if job.get("rate") else "",
                 description=f"job {job_id[:8]} {job['status']}",
             )
-            if job["status"] in FINAL and (
-                job["total"] is None or job["done"] >= job["total"] or job["status"] == "cancelled"
-            ):
-                return job
-            time.sleep(poll)
-            job = client.job(job_id)
+
+        return client.wait(job_id, poll=poll, on_progress=show)
 
 
 def _print_job(job: dict[str, Any]) -> None:

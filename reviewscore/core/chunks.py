@@ -1,0 +1,271 @@
+"""The chunk protocol: a job's rows are stored in chunks; a worker claims a chunk (one attempt,
+a lease on the database's clock), scores it, renews the lease as it goes, and completes it:
+its results and the chunk's counts are written together, once.
+
+A chunk can reach a worker more than once, in three ways:
+1. Celery redelivers it (`task_acks_late`): the message is acknowledged only when the task
+   returns, so a worker process that dies mid-chunk (`task_reject_on_worker_lost`) or a node
+   whose Redis connection drops puts the message back, and another worker takes it.
+2. The task retries itself (`self.retry(countdown=...)`) after scoring raised (the chunk was
+   handed back first) or after the database could not be reached to claim it.
+3. The sweeper sends it again: a running chunk whose lease ran out (its worker went silent:
+   dead, hung or cut off) and a queued chunk whose message was lost (Redis lost it).
+Each path is safe for the same two reasons: every claim counts an attempt in SQL (capped, so a
+chunk that keeps failing ends with its rows failed instead of looping), and `complete_chunk`
+writes only while the chunk is not done, in the transaction that marks it done, so a second
+delivery can at worst score the chunk again; it never writes or counts a row twice.
+
+No function here locks a job's row: claims, renewals and completions touch only their chunk,
+so a host cut off mid-transaction holds up that one chunk, never other jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Exists
+
+from reviewscore.core.clock import db_now, db_now_plus
+from reviewscore.core.db import insert_ignoring_conflicts, session_scope, single_statement
+from reviewscore.core.ingest import ParsedRow
+from reviewscore.core.jobs import try_complete
+from reviewscore.core.schema import Chunk, ChunkStatus, InputRow, Job, JobStatus, Result
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    row_num: int
+    text: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What a worker got by claiming a chunk: attempt `attempt` of it, and its rows."""
+
+    job_id: str
+    seq: int
+    model_name: str
+    model_version: str
+    attempt: int
+    rows: list[ChunkRow]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row_num: int
+    p_positive: float | None
+    truncated: bool
+    error: str | None
+
+
+def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]) -> None:
+    """Stores one chunk's input rows and its chunk record; the caller commits, then enqueues."""
+    session.execute(
+        insert(InputRow),
+        [
+            {
+                "job_id": job_id,
+                "row_num": r.row_num,
+                "ext_id": r.ext_id,
+                "text": r.text,
+                "error": r.error,
+            }
+            for r in rows
+        ],
+    )
+    session.execute(
+        insert(Chunk).values(
+            job_id=job_id,
+            seq=seq,
+            first_row=rows[0].row_num,
+            row_count=len(rows),
+            status=ChunkStatus.queued,
+            attempts=0,
+            scored_rows=0,
+            failed_rows=0,
+        )
+    )
+
+
+def _not_cancelled(job_id: str) -> Exists:
+    return exists().where(Job.id == job_id, Job.status != JobStatus.cancelled)
+
+
+def claim_chunk(
+    job_id: str, seq: int, *, lease_s: float, max_attempts: int, worker: str
+) -> ChunkWork | None:
+    """Takes a chunk for one attempt, or returns None when there is nothing to do (done,
+    cancelled, deleted, or given up because its attempts ran out)."""
+    with single_statement() as conn:
+        claimed = conn.execute(
+            update(Chunk)
+            .where(
+                Chunk.job_id == job_id,
+                Chunk.seq == seq,
+                Chunk.status != ChunkStatus.done,
+                _not_cancelled(job_id),
+            )
+            .values(
+                status=ChunkStatus.running,
+                attempts=Chunk.attempts + 1,
+                lease_until=db_now_plus(lease_s),
+                claimed_by=worker[:200],
+            )
+            .returning(Chunk.attempts, Chunk.first_row, Chunk.row_count, Chunk.last_error)
+        ).one_or_none()
+    if claimed is None:
+        return None
+    attempt, first_row, row_count, last_error = claimed
+    if attempt > max_attempts:
+        give_up(
+            job_id,
+            seq,
+            f"gave up after {max_attempts} attempts: {last_error or 'the worker was lost'}",
+        )
+        return None
+    with single_statement() as conn:
+        model_name, model_version = conn.execute(
+            select(Job.model_name, Job.model_version).where(Job.id == job_id)
+        ).one()
+        rows = _rows(conn, job_id, first_row, row_count)
+    return ChunkWork(job_id, seq, model_name, model_version, attempt, rows)
+
+
+def _rows(
+    conn: Connection | Session, job_id: str, first_row: int, row_count: int
+) -> list[ChunkRow]:
+    found = conn.execute(
+        select(InputRow.row_num, InputRow.text, InputRow.error)
+        .where(
+            InputRow.job_id == job_id,
+            InputRow.row_num >= first_row,
+            InputRow.row_num < first_row + row_count,
+        )
+        .order_by(InputRow.row_num)
+    ).all()
+    return [ChunkRow(row_num, text, error) for row_num, text, error in found]
+
+
+def _mark_done(
+    session: Session, job_id: str, seq: int, scored: int, failed: int
+) -> tuple[int, int] | None:
+    """The fence every write goes through: the chunk turns done once, with its counts; None if
+    it was done already (or its job cancelled or deleted). Taking the chunk's row lock first
+    makes a concurrent second completion wait here and then find the chunk done."""
+    return session.execute(
+        update(Chunk)
+        .where(
+            Chunk.job_id == job_id,
+            Chunk.seq == seq,
+            Chunk.status != ChunkStatus.done,
+            _not_cancelled(job_id),
+        )
+        .values(
+            status=ChunkStatus.done,
+            lease_until=None,
+            done_at=db_now(),
+            scored_rows=scored,
+            failed_rows=failed,
+        )
+        .returning(Chunk.first_row, Chunk.row_count)
+    ).one_or_none()  # type: ignore[return-value]
+
+
+def complete_chunk(session: Session, work: ChunkWork, results: Sequence[RowResult]) -> bool:
+    """Writes a chunk's results with its counts in the caller's transaction; False (and no
+    write) if the chunk was done already. Afterwards, the caller commits, then `try_complete`s."""
+    failed = sum(1 for r in results if r.error is not None)
+    if _mark_done(session, work.job_id, work.seq, len(results) - failed, failed) is None:
+        return False
+    insert_ignoring_conflicts(
+        session,
+        Result,
+        [
+            {
+                "job_id": work.job_id,
+                "row_num": r.row_num,
+                "p_positive": r.p_positive,
+                "truncated": r.truncated,
+                "model_version": work.model_version,
+                "error": r.error,
+            }
+            for r in results
+        ],
+    )
+    return True
+
+
+def give_up(job_id: str, seq: int, reason: str) -> None:
+    """Ends a chunk whose attempts ran out: each of its rows fails with `reason` (or the error
+    ingest already gave it), so the job can still finish."""
+    with session_scope() as session:
+        model_version = session.execute(
+            select(Job.model_version).where(Job.id == job_id)
+        ).scalar_one_or_none()
+        span = session.execute(
+            select(Chunk.first_row, Chunk.row_count).where(Chunk.job_id == job_id, Chunk.seq == seq)
+        ).one_or_none()
+        if model_version is None or span is None:
+            return
+        rows = _rows(session, job_id, *span)
+        if _mark_done(session, job_id, seq, 0, len(rows)) is None:
+            return
+        insert_ignoring_conflicts(
+            session,
+            Result,
+            [
+                {
+                    "job_id": job_id,
+                    "row_num": r.row_num,
+                    "p_positive": None,
+                    "truncated": False,
+                    "model_version": model_version,
+                    "error": r.error or reason[:2000],
+                }
+                for r in rows
+            ],
+        )
+    try_complete(job_id)
+
+
+def renew_lease(work: ChunkWork, lease_s: float) -> bool:
+    """Extends the lease while the chunk is scored; False once this attempt no longer holds
+    the chunk (another claim took it, it was done, or its job was cancelled): stop then."""
+    with single_statement() as conn:
+        renewed = conn.execute(
+            update(Chunk)
+            .where(
+                Chunk.job_id == work.job_id,
+                Chunk.seq == work.seq,
+                Chunk.status == ChunkStatus.running,
+                Chunk.attempts == work.attempt,
+                _not_cancelled(work.job_id),
+            )
+            .values(lease_until=db_now_plus(lease_s))
+        )
+    return bool(renewed.rowcount)
+
+
+def hand_back(work: ChunkWork, error: str) -> None:
+    """Returns a chunk to the queue after a failed attempt (unless another attempt took it
+    meanwhile); the caller sends it again."""
+    with single_statement() as conn:
+        conn.execute(
+            update(Chunk)
+            .where(
+                Chunk.job_id == work.job_id,
+                Chunk.seq == work.seq,
+                Chunk.status == ChunkStatus.running,
+                Chunk.attempts == work.attempt,
+            )
+            .values(
+                status=ChunkStatus.queued,
+                lease_until=None,
+                queued_at=db_now(),
+                last_error=error[:2000],
+            )
+        )
