@@ -34,6 +34,9 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Pool processes per worker node, so a plain `celery -A worker.tasks worker` (compose,
+        # another host) follows REVIEWSCORE_WORKER_CONCURRENCY as `make run` does; -c still wins.
+        worker_concurrency=settings.worker_processes,
         # Each pool process loads TensorFlow and the model before it reports up; Celery's 4 s
         # default killed slow starters, so a replacement for a crashed process could loop forever.
         worker_proc_alive_timeout=180,
