@@ -226,8 +226,12 @@ def db_upgrade() -> None:
     """Apply the Alembic migrations to REVIEWSCORE_DATABASE_URL."""
     from reviewscore.core.migrate import upgrade
 
+    from sqlalchemy.engine import make_url
+
     upgrade()
-    console.print(f"database at head: {get_settings().database_url}")
+    # Never print the password (it lands in deploy logs).
+    shown = make_url(get_settings().database_url).render_as_string(hide_password=True)
+    console.print(f"database at head: {shown}")
 
 
 @keys_app.command("create")
