@@ -69,7 +69,7 @@ def temporary_service(models_dir: Path) -> Iterator[str]:
         var_dir = Path(tmp)
         settings = Settings(
             var_dir=var_dir,
-            database_url=f"sqlite:///{var_dir / 'reviewscore.core.db'}",
+            database_url=f"sqlite:///{var_dir / 'reviewscore.db'}",
             models_dir=models_dir,
             api_port=port,
             redis_url="",

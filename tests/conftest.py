@@ -233,7 +233,7 @@ def sqlite_stack(
 ) -> Iterator[RunningStack]:
     """A stack of its own on a fresh SQLite file, for tests that need other settings."""
     running = start_stack(
-        var_dir, f"sqlite:///{var_dir / 'reviewscore.core.db'}", models_dir, extra_env
+        var_dir, f"sqlite:///{var_dir / 'reviewscore.db'}", models_dir, extra_env
     )
     try:
         yield running
@@ -257,7 +257,7 @@ def service(
     """The whole service on real servers, once with SQLite and once with PostgreSQL."""
     var_dir = tmp_path_factory.mktemp(f"var-{request.param}")
     if request.param == "sqlite":
-        database_url = f"sqlite:///{var_dir / 'reviewscore.core.db'}"
+        database_url = f"sqlite:///{var_dir / 'reviewscore.db'}"
     else:
         database_url = request.getfixturevalue("postgres_url")
     running = start_stack(var_dir, database_url, models_dir)

@@ -73,7 +73,7 @@ def launch(
 
     def start(**env: str) -> RunningStack:
         var_dir = tmp_path / "var"
-        url = f"sqlite:///{var_dir / 'reviewscore.core.db'}"
+        url = f"sqlite:///{var_dir / 'reviewscore.db'}"
         if backend == "postgres":
             url = request.getfixturevalue("postgres_url")
         running = start_stack(var_dir, url, models_dir, {**FAULT_ENV, **env})

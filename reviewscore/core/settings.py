@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
-            self.database_url = f"sqlite:///{self.var_dir / 'reviewscore.core.db'}"
+            self.database_url = f"sqlite:///{self.var_dir / 'reviewscore.db'}"
         if self.env is Environment.production and self.flower_password in UNSAFE_SECRETS:
             raise ValueError(
                 "REVIEWSCORE_FLOWER_PASSWORD must be set to a real secret when "
