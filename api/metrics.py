@@ -37,12 +37,12 @@ def render() -> tuple[bytes, str]:
         ).one()
         rows.labels("scored").set(scored)
         rows.labels("failed").set(failed)
+        installed = list_models(session)
     for queue in (BULK_QUEUE, SINGLES_QUEUE):
         # Redis down: leave the gauge out rather than fail the scrape.
         with contextlib.suppress(Exception):
             depth.labels(queue).set(queue_depth(queue))
     settings = get_settings()
-    installed = list_models(settings.models_dir)
     default = default_model_name(installed, settings.default_model)
     for m in installed:
         model.labels(m.name, m.version, str(m.name == default).lower()).set(1)

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from api.multipart import BodyReader, MultipartFileReader
 from reviewscore.core.celery_app import enqueue_chunk
+from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, UnsupportedMediaError, UploadInterruptedError
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
@@ -115,7 +116,8 @@ def receive_upload(
     """Stores an upload as a job and returns its id (blocking: run it in a worker thread)."""
     settings = get_settings()
     source = open_upload(body, content_type, query)
-    model = get_model(settings.models_dir, source.model, settings.default_model)
+    with session_scope(readonly=True) as session:
+        model = get_model(session, source.model, settings.default_model)
     return store_upload(
         source.reader,  # type: ignore[arg-type]
         source.options,

@@ -38,7 +38,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 from reviewscore.client import Client  # noqa: E402
-from reviewscore.core.model_registry import ModelInfo, get_model, list_models  # noqa: E402
+from reviewscore.core.model_registry import ModelInfo, local_model, local_models  # noqa: E402
 from reviewscore.core.settings import Settings  # noqa: E402
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
@@ -272,7 +272,7 @@ def scorer_rate(info: ModelInfo, texts: list[str], batch_size: int, passes: int)
 def measure_limit(cfg: Config, texts: Texts, default: ModelInfo) -> dict[str, Any]:
     sample = texts.any[: cfg.limit_reviews]
     out: dict[str, Any] = {"default_model": default.name, "models": {}}
-    for info in list_models(cfg.models_dir):
+    for info in local_models(cfg.models_dir):
         log(f"limit: {info.name}")
         model, call = load_model_call(info)
         by_batch = {
@@ -834,14 +834,14 @@ def run_main_stack(cfg: Config, model: str, texts: Texts, tmp: Path, results: Re
 
 
 def run(cfg: Config) -> Results:
-    default = get_model(cfg.models_dir, cfg.model)
+    default = local_model(cfg.models_dir, cfg.model)
     results = Results(
         meta={
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": machine_info(),
             "model": default.name,
             "model_version": default.version,
-            "default_model": get_model(cfg.models_dir, None).name,
+            "default_model": local_model(cfg.models_dir, None).name,
             "models_dir": str(cfg.models_dir),
             "quick": cfg.quick,
             "bulk_rows": cfg.bulk_rows,

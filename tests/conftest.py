@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from reviewscore.client import Client
+from reviewscore.core.db import session_scope
 from reviewscore.core.settings import REPO_ROOT, Settings
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
@@ -108,7 +109,26 @@ def database_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
 
     path = tmp_path_factory.mktemp("template") / "template.db"
     upgrade(f"sqlite:///{path}")
+    publish_models(f"sqlite:///{path}", stub_model_folder(tmp_path_factory))
     return {"sqlite": str(path)}
+
+
+STUB_MODEL_FILE = b"a stand-in for a .keras file: fast tests score with tests.factories.StubScorer"
+
+
+def stub_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with one tiny "stub" model, published into the fast layer's databases
+    (the API resolves models from the registry; the stub scorer stands in for loading it)."""
+    import json
+
+    root = tmp_path_factory.getbasetemp() / "stub-models"
+    folder = root / "stub"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(STUB_MODEL_FILE)
+        meta = {"name": "stub", "architecture": "stub", "test_accuracy": 0.5, "max_tokens": None}
+        (folder / "metadata.json").write_text(json.dumps(meta))
+    return root
 
 
 def _with_database(url: str, name: str) -> str:
@@ -117,7 +137,11 @@ def _with_database(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def _postgres_template(request: pytest.FixtureRequest, templates: dict[str, str]) -> str:
+def _postgres_template(
+    request: pytest.FixtureRequest,
+    templates: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> str:
     from sqlalchemy import create_engine, text
 
     from reviewscore.core.migrate import upgrade
@@ -129,6 +153,7 @@ def _postgres_template(request: pytest.FixtureRequest, templates: dict[str, str]
             conn.execute(text("CREATE DATABASE rs_template"))
         admin.dispose()
         upgrade(_with_database(server, "rs_template"))
+        publish_models(_with_database(server, "rs_template"), stub_model_folder(tmp_path_factory))
         templates["postgres"] = server
     return templates["postgres"]
 
@@ -137,6 +162,7 @@ def _postgres_template(request: pytest.FixtureRequest, templates: dict[str, str]
 def database(
     request: pytest.FixtureRequest,
     tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     database_templates: dict[str, str],
 ) -> Iterator[str]:
@@ -152,7 +178,7 @@ def database(
         shutil.copy(database_templates["sqlite"], path)
         url = f"sqlite:///{path}"
     else:
-        server = _postgres_template(request, database_templates)
+        server = _postgres_template(request, database_templates, tmp_path_factory)
         name = "t_" + uuid.uuid4().hex[:12]
         admin = create_engine(server, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
@@ -185,6 +211,23 @@ class RunningStack:
         return self.client.wait(job_id, poll=0.25, timeout=timeout)
 
 
+def publish_models(database_url: str, models_dir: Path) -> list[Any]:
+    """What `make run` does after migrating: the folder's models go to the shared registry.
+    Returns (ModelInfo, new) per model."""
+    from reviewscore.core.db import make_engine
+    from reviewscore.core.model_registry import publish, read_folder
+
+    engine = make_engine(database_url)
+    published = []
+    try:
+        for model in read_folder(models_dir):
+            with session_scope(engine) as session:
+                published.append(publish(session, model))
+    finally:
+        engine.dispose()
+    return published
+
+
 def start_stack(
     var_dir: Path, database_url: str, models_dir: Path, extra_env: dict[str, str] | None = None
 ) -> RunningStack:
@@ -210,6 +253,7 @@ def start_stack(
         redis_url="",
     )
     upgrade(database_url)
+    publish_models(database_url, models_dir)
     stack = Stack(settings, extra_env=env)
     try:
         stack.start(flower=False, beat=True)
@@ -232,9 +276,7 @@ def sqlite_stack(
     var_dir: Path, models_dir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[RunningStack]:
     """A stack of its own on a fresh SQLite file, for tests that need other settings."""
-    running = start_stack(
-        var_dir, f"sqlite:///{var_dir / 'reviewscore.db'}", models_dir, extra_env
-    )
+    running = start_stack(var_dir, f"sqlite:///{var_dir / 'reviewscore.db'}", models_dir, extra_env)
     try:
         yield running
     finally:

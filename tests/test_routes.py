@@ -41,13 +41,14 @@ def api(sent: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> Iterato
 
 @pytest.fixture
 def stub_model(monkeypatch: pytest.MonkeyPatch) -> f.StubScorer:
-    """The worker's model replaced by the stub; jobs are pinned to the installed version."""
+    """The worker's model replaced by the stub; jobs are pinned to the published stub version."""
+    from reviewscore.core.db import session_scope
     from reviewscore.core.model_registry import get_model
-    from reviewscore.core.settings import get_settings
 
-    installed = get_model(get_settings().models_dir, None, get_settings().default_model)
-    scorer = f.StubScorer(version=installed.version)
-    monkeypatch.setattr(tasks, "get_scorer", lambda _name: scorer)
+    with session_scope(readonly=True) as session:
+        published = get_model(session, "stub")
+    scorer = f.StubScorer(version=published.version)
+    monkeypatch.setattr(tasks, "get_scorer", lambda _name, _version=None: scorer)
     return scorer
 
 

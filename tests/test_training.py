@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from reviewscore.core.model_registry import get_model, list_models
+from reviewscore.core.model_registry import local_model, local_models
 from reviewscore.model.scorer import load_scorer
 from training import architectures
 from training.data import load_dataset, stratified_sample, stratified_split
@@ -106,14 +106,14 @@ def test_run_training_installs_a_loadable_model_with_metadata_and_report(tmp_pat
     for figure in ("confusion_matrix.png", "roc_curve.png", "reliability.png"):
         assert 0 < (folder / "report" / figure).stat().st_size < 500_000
     assert (folder / "report" / "report.md").is_file()
-    scores = load_scorer(get_model(tmp_path, arch)).score(["Bad movie.", "Great film!"])
+    scores = load_scorer(local_model(tmp_path, arch)).score(["Bad movie.", "Great film!"])
     assert scores.p_positive.shape == (2,) and scores.p_positive.dtype == np.float32
 
 
 def _shipped(name: str):
     if not (SHIPPED / name / "metadata.json").is_file():
         pytest.skip(f"model {name} is not shipped")
-    return load_scorer(get_model(SHIPPED, name))
+    return load_scorer(local_model(SHIPPED, name))
 
 
 @pytest.mark.parametrize("name", ["cnn", "nbsvm"])
@@ -125,7 +125,7 @@ def test_shipped_model_outputs_p_positive(name):
 
 @pytest.mark.parametrize("name", ["cnn", "nbsvm"])
 def test_shipped_model_file_is_small_and_named_by_its_content(name):
-    info = next((m for m in list_models(SHIPPED) if m.name == name), None)
+    info = next((m for m in local_models(SHIPPED) if m.name == name), None)
     if info is None:
         pytest.skip(f"model {name} is not shipped")
     import hashlib
@@ -225,10 +225,10 @@ def test_shipped_model_loads_in_a_fresh_process_importing_only_the_scorer(name):
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from reviewscore.core.model_registry import get_model\n"
+        "from reviewscore.core.model_registry import local_model\n"
         "from reviewscore.model.scorer import configure_threads, load_scorer\n"
         "configure_threads(1, 1)\n"
-        "scorer = load_scorer(get_model(Path(sys.argv[1]), sys.argv[2]))\n"
+        "scorer = load_scorer(local_model(Path(sys.argv[1]), sys.argv[2]))\n"
         "scores = scorer.score(['I love this movie! It is amazing.', 'Bad movie.'])\n"
         "print(json.dumps([scorer.device, scores.p_positive.tolist()]))\n"
         "assert 'training' not in sys.modules\n"

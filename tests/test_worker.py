@@ -49,7 +49,9 @@ def test_a_worker_that_lost_its_chunk_stops_and_writes_nothing(
     stale = f.claim(job_id, 0)
     assert stale is not None
     assert f.claim(job_id, 0) is not None  # the sweeper gave it to another worker meanwhile
-    monkeypatch.setattr(tasks, "get_scorer", lambda _name: f.StubScorer(batch_size=4))
+    monkeypatch.setattr(
+        tasks, "get_scorer", lambda _name, _version=None: f.StubScorer(batch_size=4)
+    )
     monkeypatch.setattr(tasks.get_settings(), "chunk_lease_s", 0.0)
     with pytest.raises(tasks.ChunkLostError):
         tasks._score_and_write(stale, 0.0)

@@ -11,13 +11,13 @@ import statistics
 import time
 from pathlib import Path
 
-from reviewscore.core.model_registry import list_models
+from reviewscore.core.model_registry import local_models
 from reviewscore.model.scorer import load_scorer
 from training.data import load_dataset
 
 
 def measure(models_dir: Path, texts: list[str], rounds: int, batch_size: int) -> dict[str, float]:
-    scorers = {info.name: load_scorer(info, batch_size) for info in list_models(models_dir)}
+    scorers = {info.name: load_scorer(info, batch_size) for info in local_models(models_dir)}
     for scorer in scorers.values():
         scorer.score(texts[:batch_size])
     rates: dict[str, list[float]] = {name: [] for name in scorers}

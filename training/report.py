@@ -131,7 +131,7 @@ def main() -> None:
     import argparse
     import json
 
-    from reviewscore.core.model_registry import get_model
+    from reviewscore.core.model_registry import local_model
     from reviewscore.model.scorer import load_scorer
     from training.data import load_dataset
 
@@ -140,7 +140,8 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--name", required=True)
     args = parser.parse_args()
-    info = get_model(args.models_dir, args.name)
+    info = local_model(args.models_dir, args.name)
+    assert info.path is not None
     dataset = load_dataset(args.data)
     if dataset.fingerprint() != info.metadata["data"]["fingerprint"]:
         raise SystemExit(f"{args.data} is not the data {info.name} was trained and tested on")

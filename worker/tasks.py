@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.exceptions import Reject
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import DBAPIError
 
 from reviewscore.core import chunks, jobs, sweeper
@@ -24,18 +26,23 @@ from reviewscore.core.celery_app import (
     SWEEP,
     celery_app,
     enqueue_chunk,
-    forget_device,
+    forget_worker,
     queue_depth,
-    report_device,
+    report_worker,
 )
 from reviewscore.core.db import reset_engine_after_fork, session_scope
-from reviewscore.core.model_registry import get_model
+from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
 from reviewscore.core.settings import get_settings
 from worker import cache
 from worker.scoring import row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
+# Scorers loaded in this process, by model version; the current version of each model name.
 _scorers: dict[str, Any] = {}
+_current: dict[str, tuple[float, ModelInfo]] = {}
+REGISTRY_REFRESH_S = 10.0
+# Set when this pool process could not load its model: it then takes no work.
+_unusable: str | None = None
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
 
@@ -51,30 +58,57 @@ def _tf_threads() -> int:
     return max(1, (os.cpu_count() or 1) // settings.worker_processes)
 
 
-def get_scorer(name: str | None) -> Any:
-    """The scorer for a model, loaded once per process."""
+def resolve_model(name: str | None, version: str | None = None) -> ModelInfo:
+    """A pinned version as published, or the current version of a model (re-read at most every
+    REGISTRY_REFRESH_S, so a newly published version reaches singles without a restart)."""
     settings = get_settings()
-    key = name or settings.default_model or ""
-    if key not in _scorers:
+    with session_scope(readonly=True) as session:
+        if version is not None:
+            return get_version(session, name or "", version)
+        key = name or ""
+        known = _current.get(key)
+        if known is not None and time.monotonic() - known[0] < REGISTRY_REFRESH_S:
+            return known[1]
+        info = get_model(session, name, settings.default_model)
+    _current[key] = (time.monotonic(), info)
+    return info
+
+
+def get_scorer(name: str | None, version: str | None = None) -> Any:
+    """The scorer for a model version, loaded once per process from the shared registry (the
+    artifact is fetched and cached on this host by its sha256)."""
+    if version is not None and version in _scorers:
+        return _scorers[version]
+    info = resolve_model(name, version)
+    if info.version not in _scorers:
         from reviewscore.model.scorer import load_scorer
 
-        info = get_model(settings.models_dir, name, settings.default_model)
-        if info.name in _scorers:
-            # The default model, asked for by its name (or the other way round): load it once.
-            _scorers[key] = _scorers[info.name]
-            return _scorers[key]
+        settings = get_settings()
         started = time.perf_counter()
-        _scorers[key] = _scorers[info.name] = load_scorer(
-            info, batch_size=settings.score_batch_size
-        )
+        path = artifact_path(info, settings.var_dir / "model-cache")
+        scorer = load_scorer(info.model_copy(update={"path": path}), settings.score_batch_size)
+        _scorers[info.version] = scorer
         log.info(
-            "loaded model %s (%s) on %s in %.1fs",
-            info.name,
+            "loaded model %s on %s in %.1fs",
             info.version,
-            _scorers[key].device,
+            scorer.device,
             time.perf_counter() - started,
         )
-    return _scorers[key]
+    return _scorers[info.version]
+
+
+@worker_init.connect
+def _check_registry(**_: Any) -> None:
+    """In the worker's main process, before any pool process starts: the default model must be
+    obtainable from the registry (published, artifact intact). Otherwise the node refuses to
+    start (a non-zero exit) instead of taking chunks it cannot score. No TensorFlow here."""
+    try:
+        info = resolve_model(None)
+        artifact_path(info, get_settings().var_dir / "model-cache")
+    except Exception as exc:  # noqa: BLE001 - any reason is fatal, and said in one line
+        log.critical("this worker cannot get its model, so it takes no work: %s", exc)
+        # SystemExit passes through Celery's signal dispatch (which logs and swallows Exception).
+        raise SystemExit(f"reviewscore worker: cannot get the default model: {exc}") from exc
 
 
 @worker_process_init.connect
@@ -86,11 +120,35 @@ def _init_process(**_: Any) -> None:
 
     threads = _tf_threads()
     configure_threads(threads, min(2, threads))
-    scorer = get_scorer(None)
     try:
-        report_device(_process_name(), scorer.device)
+        scorer = get_scorer(None)
+    except Exception as exc:  # noqa: BLE001 - refuse work below, whatever the reason
+        _refuse_work(f"{type(exc).__name__}: {exc}")
+        return
+    _report({"device": scorer.device, "models": {scorer.info.name: scorer.info.version}})
+
+
+def _refuse_work(reason: str) -> None:
+    """The model did not load in this pool process: hand every task back (see _usable) and stop
+    the worker node, loudly, so no chunk is given to a process that cannot score it."""
+    global _unusable
+    _unusable = reason
+    log.critical("model load failed in %s: %s; stopping this worker", _process_name(), reason)
+    _report({"device": None, "models": {}, "error": reason})
+    os.kill(os.getppid(), signal.SIGTERM)
+
+
+def _usable() -> None:
+    if _unusable is not None:
+        # Back to the queue (not acknowledged as done): another worker takes it.
+        raise Reject(f"this worker cannot score: {_unusable}", requeue=True)
+
+
+def _report(state: dict[str, Any]) -> None:
+    try:
+        report_worker(_process_name(), state)
     except Exception:  # noqa: BLE001 - Redis briefly away: /readyz just shows no device yet
-        log.warning("could not report the scoring device to Redis", exc_info=True)
+        log.warning("could not report this worker's state to Redis", exc_info=True)
 
 
 def _process_name() -> str:
@@ -100,7 +158,7 @@ def _process_name() -> str:
 @worker_process_shutdown.connect
 def _forget_process(**_: Any) -> None:
     try:
-        forget_device(_process_name())
+        forget_worker(_process_name())
     except Exception:  # noqa: BLE001 - the key expires by itself
         pass
 
@@ -128,6 +186,7 @@ class LeaseKeeper:
 
 @celery_app.task(name=SCORE_CHUNK, bind=True, ignore_result=True, max_retries=None)
 def score_chunk(self: Task, job_id: str, seq: int) -> None:
+    _usable()
     settings = get_settings()
     started = time.perf_counter()
     try:
@@ -163,18 +222,8 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
 
 def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     settings = get_settings()
-    scorer = get_scorer(work.model_name)
-    if scorer.info.version != work.model_version:
-        reason = (
-            f"model version {work.model_version} is no longer installed "
-            f"(installed: {scorer.info.version})"
-        )
-        with session_scope() as session:
-            chunks.complete_chunk(
-                session, work, [chunks.RowResult(r.row_num, None, False, reason) for r in work.rows]
-            )
-        jobs.try_complete(work.job_id)
-        return
+    # The version the job is pinned to, whatever this host had installed: the registry has it.
+    scorer = get_scorer(work.model_name, work.model_version)
     jobs.mark_started(work.job_id, scorer.device)
     claimed = time.perf_counter()
     hashes = row_hashes(work)
@@ -214,6 +263,7 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
 
 @celery_app.task(name=SCORE_TEXTS, ignore_result=False)
 def score_texts(texts: list[str], model: str | None = None) -> dict[str, Any]:
+    _usable()
     scorer = get_scorer(model)
     scores = scorer.score(texts)
     return {

@@ -12,12 +12,19 @@ from api.auth import current_key_id
 from api.batcher import MicroBatcher
 from api.schemas import ScoreRequest, ScoreResponse, ScoreResult, error_responses
 from reviewscore.core.celery_app import SCORE_TEXTS, SINGLES_QUEUE, celery_app
+from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadRequestError, ScoringTimeoutError
 from reviewscore.core.ingest import is_valid_unicode
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
 
 router = APIRouter(prefix="/v1", tags=["score"])
+
+
+def check_model(name: str) -> None:
+    """Raises UnknownModelError (422) unless the model is published."""
+    with session_scope(readonly=True) as session:
+        get_model(session, name, get_settings().default_model)
 
 
 async def send_to_workers(texts: list[str], model: str | None) -> dict[str, Any]:
@@ -77,7 +84,7 @@ async def score(
                 f"review {i} is over the limit of {settings.max_text_bytes:,} bytes"
             )
     if body.model:
-        get_model(settings.models_dir, body.model, settings.default_model)
+        await anyio.to_thread.run_sync(check_model, body.model)
     texts = [t.replace("\x00", "") for t in body.reviews]
     answer = await batcher_of(request).score(texts, body.model)
     return ScoreResponse(

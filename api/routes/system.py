@@ -86,7 +86,8 @@ def readyz() -> Response:
 )
 def models() -> ModelList:
     settings = get_settings()
-    installed = list_models(settings.models_dir)
+    with session_scope(readonly=True) as session:
+        installed = list_models(session)
     default = default_model_name(installed, settings.default_model)
     return ModelList(
         models=[

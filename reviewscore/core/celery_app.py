@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -92,29 +94,43 @@ def queue_depth(queue: str) -> int:
         return sum(int(client.llen(name)) for name in names)
 
 
-DEVICE_KEY_PREFIX = "reviewscore:device:"
+WORKER_KEY_PREFIX = "reviewscore:worker:"
 
 
-def report_device(process: str, device: str, ttl_s: int = 24 * 3600) -> None:
-    """Called by each worker process once its model is loaded, for /readyz to show."""
+def report_worker(process: str, state: dict[str, Any], ttl_s: int = 24 * 3600) -> None:
+    """Called by each worker process once it has loaded its model (or failed to), for /readyz:
+    {"device": "CPU:0", "models": {"nbsvm": "nbsvm-a51c0e948bd9"}, "error": null}."""
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.client.set(DEVICE_KEY_PREFIX + process, device, ex=ttl_s)
+        conn.default_channel.client.set(WORKER_KEY_PREFIX + process, json.dumps(state), ex=ttl_s)
 
 
-def forget_device(process: str) -> None:
+def forget_worker(process: str) -> None:
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.client.delete(DEVICE_KEY_PREFIX + process)
+        conn.default_channel.client.delete(WORKER_KEY_PREFIX + process)
+
+
+def reported_workers() -> dict[str, dict[str, Any]]:
+    """Worker process ("host:pid") -> its last reported state."""
+    with celery_app.connection_for_read() as conn:
+        client = conn.default_channel.client
+        keys = list(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100))
+        values = client.mget(keys) if keys else []
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in zip(keys, values, strict=True):
+        if value is None:
+            continue
+        name = (key.decode() if isinstance(key, bytes) else key)[len(WORKER_KEY_PREFIX) :]
+        try:
+            found[name] = json.loads(value)
+        except ValueError:
+            continue
+    return found
 
 
 def reported_devices() -> dict[str, str]:
-    with celery_app.connection_for_read() as conn:
-        client = conn.default_channel.client
-        keys = list(client.scan_iter(match=DEVICE_KEY_PREFIX + "*", count=100))
-        values = client.mget(keys) if keys else []
+    """Worker process -> scoring device, for the processes whose model loaded."""
     return {
-        (k.decode() if isinstance(k, bytes) else k)[len(DEVICE_KEY_PREFIX) :]: (
-            v.decode() if isinstance(v, bytes) else str(v)
-        )
-        for k, v in zip(keys, values, strict=True)
-        if v is not None
+        name: str(state["device"])
+        for name, state in reported_workers().items()
+        if state.get("device") and not state.get("error")
     }

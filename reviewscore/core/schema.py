@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     DateTime,
     Enum,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
     func,
     select,
     text,
@@ -230,3 +232,26 @@ class ScoreCache(Base):
     text_hash: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
     p_positive: Mapped[float] = mapped_column(Float)
     truncated: Mapped[bool] = mapped_column(Boolean)
+
+
+class ModelVersion(Base):
+    """A published model file: the registry every host shares (see core/model_registry.py)."""
+
+    __tablename__ = "model_versions"
+    # Two hosts publishing the same name at once cannot both take the same generation.
+    __table_args__ = (UniqueConstraint("name", "generation"),)
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # "<name>-<first 12 hex digits of the sha256>": names the exact file.
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    architecture: Mapped[str] = mapped_column(String(255))
+    file_name: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    # metadata.json as training wrote it (figures, max_tokens, data fingerprint).
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Loaded only when a worker fetches it (deferred): listing models never reads megabytes.
+    artifact: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    # 1, 2, 3... per name in publishing order: the highest is the current version.
+    generation: Mapped[int] = mapped_column(Integer)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())

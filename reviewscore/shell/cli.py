@@ -206,13 +206,21 @@ def jobs(limit: int = 20, url: UrlOption = None, api_key: KeyOption = None) -> N
     Console().print(table)
 
 
-@app.command()
-def models() -> None:
-    """List the models installed in the models folder."""
+models_app = typer.Typer(help="The model registry every host shares (in the database).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
+    """List the published models (the current version of each)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from reviewscore.core.db import session_scope
     from reviewscore.core.model_registry import default_model_name, list_models
 
     settings = get_settings()
-    installed = list_models(settings.models_dir)
+    with session_scope(readonly=True) as session:
+        installed = list_models(session)
     default = default_model_name(installed, settings.default_model)
     table = Table("name", "version", "architecture", "test accuracy", "default")
     for m in installed:
@@ -221,12 +229,29 @@ def models() -> None:
     Console().print(table)
 
 
+@models_app.command("publish")
+def models_publish(
+    folder: Annotated[
+        Path | None, typer.Argument(help="a models folder (default: REVIEWSCORE_MODELS_DIR)")
+    ] = None,
+) -> None:
+    """Publish the models of a folder to the registry: new jobs use the new versions at once,
+    on every worker host, with no restart; running jobs finish on the version they began with."""
+    from reviewscore.core.model_registry import publish_folder
+
+    published = publish_folder(folder or get_settings().models_dir)
+    if not published:
+        _fail(f"no model folder (with a metadata.json) in {folder or get_settings().models_dir}")
+    for info, new in published:
+        console.print(f"{info.version}: {'published' if new else 'already published'}")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the Alembic migrations to REVIEWSCORE_DATABASE_URL."""
-    from reviewscore.core.migrate import upgrade
-
     from sqlalchemy.engine import make_url
+
+    from reviewscore.core.migrate import upgrade
 
     upgrade()
     # Never print the password (it lands in deploy logs).
@@ -280,10 +305,12 @@ def run(
 ) -> None:
     """Start the whole service locally: embedded Redis, API, worker, beat and Flower."""
     from reviewscore.core.migrate import upgrade
+    from reviewscore.core.model_registry import publish_folder
     from reviewscore.shell.runner import Stack
 
     settings = get_settings()
     upgrade()
+    publish_folder(settings.models_dir)
     stack = Stack(settings)
     stopping = False
 
