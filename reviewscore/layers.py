@@ -113,3 +113,28 @@ class NgramVocabularyLogit(keras.layers.Layer):
             "vocabulary_size": self.vocabulary_size,
             "ngram_max": self.ngram_max,
         }
+
+
+@keras.saving.register_keras_serializable(package="reviewscore")
+class TrimPadding(keras.layers.Layer):
+    """Token ids [n, L], padded with 0 after each text -> [n, min(L, longest text + margin)]:
+    the CNN's convolutions then skip padding that no text of the batch reaches. With `margin`
+    at least the last convolution's receptive field plus its stride in tokens minus one,
+    every text keeps all windows it had at L, including one window of padding only (which the
+    global max pooling also saw at L), so the scores do not change."""
+
+    def __init__(self, margin: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.margin = margin
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        # Vectorized text holds no 0 (that is padding; unknown tokens are 1).
+        lengths = tf.reduce_sum(tf.cast(ids > 0, tf.int32), axis=1)
+        longest = tf.reduce_max(tf.concat([lengths, [0]], axis=0))  # 0 for an empty batch
+        return ids[:, : tf.minimum(tf.shape(ids)[1], longest + self.margin)]
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, None]:
+        return (input_shape[0], None)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "margin": self.margin}

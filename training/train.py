@@ -75,6 +75,15 @@ def _history(fit_result: keras.callbacks.History) -> dict[str, list[float]]:
     return {key: [float(v) for v in values] for key, values in fit_result.history.items()}
 
 
+CNN_ARCHITECTURE = (
+    f"cnn: TextVectorization({arch.CNN_VOCABULARY}, {arch.CNN_SEQUENCE_LENGTH} tokens) -> "
+    f"padding cut to the batch's longest text + {arch.CNN_PADDING_MARGIN} -> "
+    f"Embedding({arch.CNN_EMBEDDING_DIM}) -> Dropout -> "
+    f"2x Conv1D(128, {arch.CNN_KERNEL}, stride {arch.CNN_STRIDE}) -> "
+    "GlobalMaxPool -> Dense(128) -> Dropout -> Dense(1, sigmoid)"
+)
+
+
 def train_cnn(fit: Reviews, val: Reviews, epochs: int | None, seed: int) -> TrainedModel:
     vectorizer = arch.cnn_vectorizer()
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(fit.texts).batch(1024))
@@ -106,11 +115,7 @@ def train_cnn(fit: Reviews, val: Reviews, epochs: int | None, seed: int) -> Trai
     exported.set_weights(network.get_weights())
     return TrainedModel(
         model=arch.cnn_end_to_end(vectorizer, exported),
-        architecture=(
-            f"cnn: TextVectorization({arch.CNN_VOCABULARY}, {arch.CNN_SEQUENCE_LENGTH} tokens) -> "
-            f"Embedding({arch.CNN_EMBEDDING_DIM}) -> Dropout -> 2x Conv1D(128, 7, stride 3) -> "
-            "GlobalMaxPool -> Dense(128) -> Dropout -> Dense(1, sigmoid)"
-        ),
+        architecture=CNN_ARCHITECTURE,
         max_tokens=arch.CNN_SEQUENCE_LENGTH,
         epochs_run=len(history["loss"]),
         best_epoch=keep_best.best_epoch,
