@@ -7,7 +7,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reviewscore.layers import HashedNgramLogit, NgramVocabularyLogit, TrimPadding
+from reviewscore.layers import (
+    HashedNgramLogit,
+    NgramTableLogit,
+    NgramVocabularyLogit,
+    TrimPadding,
+)
 from reviewscore.text import standardize
 
 # The seed CNN (keras-io "text classification from scratch").
@@ -133,7 +138,8 @@ def nbsvm_end_to_end(
 def nbsvm_vocabulary_end_to_end(
     vocabulary: np.ndarray, ngram_weights: np.ndarray, bias: float, ngram_max: int
 ) -> keras.Model:
-    """Raw strings [n] -> P(positive) [n, 1] over a stored (fingerprinted) n-gram vocabulary."""
+    """Raw strings [n] -> P(positive) [n, 1] over a stored (fingerprinted) n-gram vocabulary.
+    Training's own key space; the shipped export is nbsvm_table_end_to_end."""
     inputs = keras.Input(shape=(), dtype="string", name="text")
     layer = NgramVocabularyLogit(len(vocabulary), ngram_max, name="ngram_vocabulary_logit")
     outputs = keras.layers.Activation("sigmoid", name="p_positive")(layer(inputs))
@@ -141,4 +147,17 @@ def nbsvm_vocabulary_end_to_end(
     layer.keys.assign(vocabulary.astype(np.int64))
     layer.ngram_weights.assign(ngram_weights)
     layer.bias.assign(bias)
+    return model
+
+
+def nbsvm_table_end_to_end(
+    keys: np.ndarray, ngram_weights: np.ndarray, bias: float, ngram_max: int
+) -> keras.Model:
+    """Raw strings [n] -> P(positive) [n, 1] over an n-gram vocabulary keyed by token hashes
+    (entries most frequent first, see training.ngram_vocabulary.table_vocabulary)."""
+    inputs = keras.Input(shape=(), dtype="string", name="text")
+    layer = NgramTableLogit(len(keys), ngram_max, name="ngram_table_logit")
+    outputs = keras.layers.Activation("sigmoid", name="p_positive")(layer(inputs))
+    model = keras.Model(inputs, outputs, name="nbsvm")
+    layer.set_vocabulary(keys, ngram_weights, bias)
     return model
