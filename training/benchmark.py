@@ -1,10 +1,11 @@
 """Scoring throughput and batch-1 latency of installed models measured side by side on the same
 machine: the worker's scorer, in-process, rounds alternating between models.
 Usage: python -m training.benchmark --data PATH [--models-dir models] [--reviews 5000]
-  [--baseline-nbsvm] [--threads N]
---baseline-nbsvm also loads the installed nbsvm's weights in the n-gram-fingerprint graph it
-had before the token-hash table (NgramVocabularyLogit, rebuilt from the train reviews into a
-temporary .keras file), as `nbsvm-fingerprints`."""
+  [--baselines] [--threads N]
+--baselines also loads the installed models' weights in the graphs they had before
+(into temporary .keras files): `nbsvm-fingerprints`, the n-gram-fingerprint layer
+NgramVocabularyLogit (its vocabulary rebuilt from the train reviews), and `cnn-500`, the CNN
+without TrimPadding (every text padded to 500 tokens)."""
 
 from __future__ import annotations
 
@@ -21,20 +22,29 @@ from reviewscore.model_registry import ModelInfo, get_model, list_models
 from reviewscore.scorer import Scorer, configure_threads, load_scorer
 from training.data import load_dataset
 
-BASELINE = "nbsvm-fingerprints"
+BASELINES = {"nbsvm": "nbsvm-fingerprints", "cnn": "cnn-500"}
 
 
-def save_fingerprint_baseline(models_dir: Path, train_texts: list[str], folder: Path) -> ModelInfo:
-    """The installed nbsvm as the fingerprint graph, saved in `folder`, ready for load_scorer."""
+def save_baselines(models_dir: Path, train_texts: list[str], folder: Path) -> list[ModelInfo]:
+    """The installed models in their previous graphs, saved in `folder`, ready for load_scorer."""
     import keras
 
     from training.reexport import to_fingerprint_model
 
-    installed = get_model(models_dir, "nbsvm")
-    table_model = keras.saving.load_model(installed.path, compile=False)
-    path = folder / "model.keras"
-    to_fingerprint_model(table_model, train_texts).save(path)
-    return installed.model_copy(update={"name": BASELINE, "version": BASELINE, "path": path})
+    infos = []
+    for name, baseline in BASELINES.items():
+        installed = get_model(models_dir, name)
+        model = keras.saving.load_model(installed.path, compile=False)
+        if name == "nbsvm":
+            old = to_fingerprint_model(model, train_texts)
+        else:
+            vectorizer = model.get_layer("text_vectorization")
+            inputs = keras.Input(shape=(), dtype="string", name="text")
+            old = keras.Model(inputs, model.get_layer("cnn_network")(vectorizer(inputs)))
+        path = folder / f"{baseline}.keras"
+        old.save(path)
+        infos.append(installed.model_copy(update={"name": baseline, "path": path}))
+    return infos
 
 
 def throughput(scorers: dict[str, Scorer], texts: list[str], rounds: int) -> dict[str, float]:
@@ -80,7 +90,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--singles", type=int, default=300, help="reviews for batch-1 latency")
-    parser.add_argument("--baseline-nbsvm", action="store_true")
+    parser.add_argument("--baselines", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="TensorFlow threads (0: default)")
     args = parser.parse_args()
     if args.threads:
@@ -90,14 +100,15 @@ def main() -> None:
     texts = test[:: max(1, len(test) // args.reviews)][: args.reviews]  # both labels
     infos = list_models(args.models_dir)
     with tempfile.TemporaryDirectory() as scratch:
-        if args.baseline_nbsvm:
-            infos.append(
-                save_fingerprint_baseline(args.models_dir, dataset.train.texts, Path(scratch))
-            )
+        if args.baselines:
+            infos += save_baselines(args.models_dir, dataset.train.texts, Path(scratch))
         figures = measure(infos, texts, args.rounds, args.batch_size, args.singles)
     rates = figures["reviews_per_second"]
-    if BASELINE in rates:
-        figures["nbsvm_speedup"] = rates["nbsvm"] / rates[BASELINE]
+    figures["speedup_over_baseline"] = {
+        name: rates[name] / rates[baseline]
+        for name, baseline in BASELINES.items()
+        if baseline in rates
+    }
     print(
         json.dumps(
             {
