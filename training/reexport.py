@@ -9,7 +9,8 @@ The shipped files came from the files of commit fecad63:
   git show fecad63:models/nbsvm/model.keras > /tmp/nbsvm-fingerprints.keras
   python -m training.reexport --arch nbsvm --source /tmp/nbsvm-fingerprints.keras \\
       --data ../shared/data/imdb --check-collisions
-  python -m training.reexport --arch cnn --data ../shared/data/imdb  # source: models/cnn
+  git show fecad63:models/cnn/model.keras > /tmp/cnn-500.keras
+  python -m training.reexport --arch cnn --source /tmp/cnn-500.keras --data ../shared/data/imdb
 """
 
 from __future__ import annotations
