@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from reviewscore.model.layers import ngram_keys, token_hashes
 from reviewscore.model.text import LINE_BREAKS, standardize, token_counts
 from training.data import load_dataset
 
@@ -29,6 +30,18 @@ def test_standardize_lowercases_and_replaces_html_breaks_punctuation_and_line_br
 def test_token_counts_count_whitespace_tokens_after_standardization():
     assert token_counts(["It's a <br />film.", "", "one\x85two"]).tolist() == [4, 0, 2]
     assert token_counts([]).shape == (0,)
+
+
+def test_token_hashes_see_the_tokens_standardization_makes():
+    # The n-gram layer hashes tokens of the standardized text: U+0085, <br /> and punctuation
+    # split words exactly as they do for the CNN's vectorizer.
+    def keys(text: str) -> np.ndarray:
+        return ngram_keys(token_hashes(tf.constant([text])).flat_values, 3).numpy()
+
+    raw = keys("Good\x85fun<br />REALLY.")
+    np.testing.assert_array_equal(raw, keys("good fun really"))
+    assert len(np.unique(raw[:, 0])) == 3  # three different tokens, three different keys
+    assert raw[0, 2] != keys("really fun good")[0, 2]  # the same tokens in another order
 
 
 _LOAD_IN_FRESH_PROCESS = textwrap.dedent(

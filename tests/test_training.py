@@ -15,9 +15,12 @@ import pytest
 import tensorflow as tf
 
 from reviewscore.core.model_registry import local_model, local_models
+from reviewscore.model.layers import NGRAM_KEY_MULTIPLIER, TOKEN_HASH_BUCKETS, NgramTableLogit
 from reviewscore.model.scorer import load_scorer
+from reviewscore.model.text import standardize
 from training import architectures
 from training.data import load_dataset, stratified_sample, stratified_split
+from training.reexport import table_weights, to_fingerprint_model, to_table_model
 from training.train import predict, run_training, train_cnn, train_nbsvm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +144,9 @@ def test_scorer_flags_texts_longer_than_the_cnn_reads_and_scores_any_batch_size(
     scores = scorer.score(texts)
     assert scores.truncated.tolist() == [False, True, False] * 3 + [False]
     assert scores.p_positive.shape == (10,)
+    # Batched by length, answered in input order.
+    alone = [scorer.score([text]).p_positive[0] for text in texts]
+    np.testing.assert_allclose(scores.p_positive, alone, atol=1e-6)
     empty = scorer.score([])
     assert empty.p_positive.shape == (0,) and empty.truncated.shape == (0,)
 
@@ -244,3 +250,100 @@ def test_shipped_model_loads_in_a_fresh_process_importing_only_the_scorer(name):
     device, (positive, negative) = json.loads(run.stdout.strip().splitlines()[-1])
     assert device in ("CPU:0", "GPU:0")
     assert positive > 0.5 > negative
+
+
+def _string_key(tokens: list[bytes]) -> int:
+    """An n-gram's key computed from its token strings with Python integers: the reference
+    for NgramTableLogit's in-graph fold."""
+    hashes = tf.strings.to_hash_bucket_fast(tokens, TOKEN_HASH_BUCKETS).numpy().tolist()
+    key = 0
+    for position, token_hash in enumerate(hashes):
+        key = token_hash if position == 0 else (key * NGRAM_KEY_MULTIPLIER + token_hash) % 2**64
+    return key - 2**64 if key >= 2**63 else key
+
+
+def _reference_logits(model: keras.Model, texts: list[str]) -> np.ndarray:
+    """bias + sum of the weights of each text's distinct n-gram strings, built in Python."""
+    table = table_weights(model)
+    weight_of = dict(zip(table.entries.tolist(), table.weights.tolist(), strict=True))
+    logits = []
+    for tokens in tf.strings.split(standardize(tf.constant(texts))).to_list():
+        grams = {
+            tuple(tokens[i : i + width])
+            for width in range(1, table.ngram_max + 1)
+            for i in range(len(tokens) - width + 1)
+        }
+        logits.append(table.bias + sum(weight_of.get(_string_key(list(g)), 0.0) for g in grams))
+    return np.array(logits)
+
+
+EDGE_TEXTS = ["", "the", "of the", "the movie", "movie", "great", "!!!", "a\x85b  c<br />d"]
+
+
+@needs_imdb
+def test_shipped_table_model_matches_an_ngram_string_reference_on_real_reviews():
+    if not (SHIPPED / "nbsvm" / "metadata.json").is_file():
+        pytest.skip("model nbsvm is not shipped")
+    model = keras.saving.load_model(local_model(SHIPPED, "nbsvm").path, compile=False)
+    # Short texts between real ones: an n-gram that ran across two texts would show.
+    reviews = load_dataset(IMDB).test.texts[::83][:300]
+    texts = [t for pair in zip(reviews, (EDGE_TEXTS * 40)[:300], strict=True) for t in pair]
+    logits = _reference_logits(model, texts)
+    p_positive = predict(model, texts, batch_size=64)
+    np.testing.assert_allclose(p_positive, 1 / (1 + np.exp(-logits)), atol=1e-5)
+    assert ((p_positive >= 0.5) == (logits >= 0)).all()
+
+
+@needs_imdb
+def test_table_export_scores_like_the_fingerprint_export_of_the_same_weights(small_imdb):
+    val, fit = small_imdb
+    trained = train_nbsvm(fit, val, 1, 7)  # refitted on fit + val: its vocabulary's reviews
+    reviews = fit.texts + val.texts
+    fingerprint_model = to_fingerprint_model(trained.model, reviews)
+    texts = load_dataset(IMDB).test.texts[:300]
+    table_scores = predict(trained.model, texts)
+    np.testing.assert_allclose(table_scores, predict(fingerprint_model, texts), atol=1e-5)
+    # And back again: the re-export path gives the entries training exported.
+    again = table_weights(to_table_model(fingerprint_model, reviews))
+    exported = table_weights(trained.model)
+    np.testing.assert_array_equal(again.entries, exported.entries)
+    np.testing.assert_array_equal(again.weights, exported.weights)
+
+
+def _table_model(keys: np.ndarray, weights: np.ndarray, bias: float, dense: int) -> keras.Model:
+    inputs = keras.Input(shape=(), dtype="string")
+    layer = NgramTableLogit(len(keys), 3, dense_ngrams=dense, name="ngram_table_logit")
+    model = keras.Model(inputs, keras.layers.Activation("sigmoid")(layer(inputs)))
+    layer.set_vocabulary(keys, weights, bias)
+    return model
+
+
+@pytest.mark.parametrize("dense", [0, 2, 4], ids=["all-unique", "mixed", "all-dense"])
+def test_table_layer_round_trips_through_a_keras_file_and_rebuilds_its_table(tmp_path, dense):
+    grams = [[b"great"], [b"bad"], [b"not", b"bad"], [b"waste", b"of", b"time"]]
+    keys = np.array([_string_key(g) for g in grams], dtype=np.int64)
+    weights = np.array([1.0, -1.0, 1.5, -2.0], dtype=np.float32)
+    model = _table_model(keys, weights, 0.25, dense)
+    texts = ["Great! great.", "Not bad.", "bad", "A waste of time, not great", "", "of time"]
+    expected_logits = np.array([1.25, 0.75, -0.75, -0.75, 0.25, 0.25])
+    np.testing.assert_allclose(predict(model, texts), 1 / (1 + np.exp(-expected_logits)), rtol=1e-6)
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    assert isinstance(reloaded.get_layer("ngram_table_logit"), NgramTableLogit)
+    np.testing.assert_array_equal(predict(reloaded, texts), predict(model, texts))
+
+
+def test_trimmed_padding_leaves_the_cnn_scores_as_at_500_tokens():
+    if not (SHIPPED / "cnn" / "metadata.json").is_file():
+        pytest.skip("model cnn is not shipped")
+    shipped = keras.saving.load_model(local_model(SHIPPED, "cnn").path, compile=False)
+    vectorizer = shipped.get_layer("text_vectorization")
+    network = shipped.get_layer("cnn_network")
+    trimmed = architectures.cnn_end_to_end(vectorizer, network)
+    lengths = [0, 1, 6, 7, 8, 9, 10, 24, 25, 26, 33, 34, 100, 440, 466, 467, 468, 499, 500, 600]
+    texts = [" ".join(["film", "bad", "great"][i % 3] for i in range(n)) for n in lengths]
+    full = keras.ops.convert_to_numpy(network(vectorizer(tf.constant(texts)))).ravel()
+    batched = predict(trimmed, texts)
+    alone = np.concatenate([predict(trimmed, [text]) for text in texts])
+    np.testing.assert_allclose(batched, full, atol=1e-6)
+    np.testing.assert_allclose(alone, full, atol=1e-6)

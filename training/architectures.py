@@ -7,13 +7,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from reviewscore.model.layers import HashedNgramLogit, NgramVocabularyLogit
+from reviewscore.model.layers import (
+    HashedNgramLogit,
+    NgramTableLogit,
+    NgramVocabularyLogit,
+    TrimPadding,
+)
 from reviewscore.model.text import standardize
 
 # The seed CNN (keras-io "text classification from scratch").
 CNN_VOCABULARY = 20_000
 CNN_SEQUENCE_LENGTH = 500
 CNN_EMBEDDING_DIM = 128
+CNN_KERNEL = 7
+CNN_STRIDE = 3
+# Padding the exported CNN keeps past the longest text of a batch (see TrimPadding): the
+# receptive field of the second convolution (7 + 6 * 3 = 25 tokens) plus its stride in tokens
+# (3 * 3 = 9) minus one.
+CNN_PADDING_MARGIN = CNN_KERNEL + (CNN_KERNEL - 1) * CNN_STRIDE + CNN_STRIDE * CNN_STRIDE - 1
 
 # NBSVM-style model: binarized hashed 1..3-grams, logit = sum (w + A) * r / B over present ones.
 NBSVM_BUCKETS = 2**22
@@ -36,8 +47,10 @@ def cnn_network() -> keras.Model:
     inputs = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     x = keras.layers.Embedding(CNN_VOCABULARY, CNN_EMBEDDING_DIM)(inputs)
     x = keras.layers.Dropout(0.5)(x)
-    x = keras.layers.Conv1D(128, 7, padding="valid", activation="relu", strides=3)(x)
-    x = keras.layers.Conv1D(128, 7, padding="valid", activation="relu", strides=3)(x)
+    for _ in range(2):
+        x = keras.layers.Conv1D(
+            128, CNN_KERNEL, padding="valid", activation="relu", strides=CNN_STRIDE
+        )(x)
     x = keras.layers.GlobalMaxPooling1D()(x)
     x = keras.layers.Dense(128, activation="relu")(x)
     x = keras.layers.Dropout(0.5)(x)
@@ -46,9 +59,11 @@ def cnn_network() -> keras.Model:
 
 
 def cnn_end_to_end(vectorizer: keras.layers.TextVectorization, network: keras.Model) -> keras.Model:
-    """Raw strings [n] -> P(positive) [n, 1], in one model that saves as one .keras file."""
+    """Raw strings [n] -> P(positive) [n, 1], in one model that saves as one .keras file.
+    Texts are vectorized to 500 tokens, then padding beyond what changes a score is cut."""
     inputs = keras.Input(shape=(), dtype="string", name="text")
-    outputs = network(vectorizer(inputs))
+    ids = TrimPadding(CNN_PADDING_MARGIN, name="trim_padding")(vectorizer(inputs))
+    outputs = network(ids)
     return keras.Model(inputs, outputs, name="cnn")
 
 
@@ -123,7 +138,8 @@ def nbsvm_end_to_end(
 def nbsvm_vocabulary_end_to_end(
     vocabulary: np.ndarray, ngram_weights: np.ndarray, bias: float, ngram_max: int
 ) -> keras.Model:
-    """Raw strings [n] -> P(positive) [n, 1] over a stored (fingerprinted) n-gram vocabulary."""
+    """Raw strings [n] -> P(positive) [n, 1] over a stored (fingerprinted) n-gram vocabulary.
+    Training's own key space; the shipped export is nbsvm_table_end_to_end."""
     inputs = keras.Input(shape=(), dtype="string", name="text")
     layer = NgramVocabularyLogit(len(vocabulary), ngram_max, name="ngram_vocabulary_logit")
     outputs = keras.layers.Activation("sigmoid", name="p_positive")(layer(inputs))
@@ -131,4 +147,17 @@ def nbsvm_vocabulary_end_to_end(
     layer.keys.assign(vocabulary.astype(np.int64))
     layer.ngram_weights.assign(ngram_weights)
     layer.bias.assign(bias)
+    return model
+
+
+def nbsvm_table_end_to_end(
+    keys: np.ndarray, ngram_weights: np.ndarray, bias: float, ngram_max: int
+) -> keras.Model:
+    """Raw strings [n] -> P(positive) [n, 1] over an n-gram vocabulary keyed by token hashes
+    (entries most frequent first, see training.ngram_vocabulary.table_vocabulary)."""
+    inputs = keras.Input(shape=(), dtype="string", name="text")
+    layer = NgramTableLogit(len(keys), ngram_max, name="ngram_table_logit")
+    outputs = keras.layers.Activation("sigmoid", name="p_positive")(layer(inputs))
+    model = keras.Model(inputs, outputs, name="nbsvm")
+    layer.set_vocabulary(keys, ngram_weights, bias)
     return model

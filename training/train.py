@@ -24,6 +24,7 @@ from reviewscore.model.scorer import compile_model_call, default_device, load_sc
 from training import architectures as arch
 from training.data import Reviews, concat_reviews, load_dataset, stratified_sample, stratified_split
 from training.metrics import classification_metrics
+from training.ngram_vocabulary import TableVocabulary, table_vocabulary
 
 VALIDATION_FRACTION = 0.2
 MODEL_FILE = "model.keras"
@@ -75,6 +76,15 @@ def _history(fit_result: keras.callbacks.History) -> dict[str, list[float]]:
     return {key: [float(v) for v in values] for key, values in fit_result.history.items()}
 
 
+CNN_ARCHITECTURE = (
+    f"cnn: TextVectorization({arch.CNN_VOCABULARY}, {arch.CNN_SEQUENCE_LENGTH} tokens) -> "
+    f"padding cut to the batch's longest text + {arch.CNN_PADDING_MARGIN} -> "
+    f"Embedding({arch.CNN_EMBEDDING_DIM}) -> Dropout -> "
+    f"2x Conv1D(128, {arch.CNN_KERNEL}, stride {arch.CNN_STRIDE}) -> "
+    "GlobalMaxPool -> Dense(128) -> Dropout -> Dense(1, sigmoid)"
+)
+
+
 def train_cnn(fit: Reviews, val: Reviews, epochs: int | None, seed: int) -> TrainedModel:
     vectorizer = arch.cnn_vectorizer()
     vectorizer.adapt(tf.data.Dataset.from_tensor_slices(fit.texts).batch(1024))
@@ -106,11 +116,7 @@ def train_cnn(fit: Reviews, val: Reviews, epochs: int | None, seed: int) -> Trai
     exported.set_weights(network.get_weights())
     return TrainedModel(
         model=arch.cnn_end_to_end(vectorizer, exported),
-        architecture=(
-            f"cnn: TextVectorization({arch.CNN_VOCABULARY}, {arch.CNN_SEQUENCE_LENGTH} tokens) -> "
-            f"Embedding({arch.CNN_EMBEDDING_DIM}) -> Dropout -> 2x Conv1D(128, 7, stride 3) -> "
-            "GlobalMaxPool -> Dense(128) -> Dropout -> Dense(1, sigmoid)"
-        ),
+        architecture=CNN_ARCHITECTURE,
         max_tokens=arch.CNN_SEQUENCE_LENGTH,
         epochs_run=len(history["loss"]),
         best_epoch=keep_best.best_epoch,
@@ -164,6 +170,8 @@ class NBSVMFeatures:
     val_labels: np.ndarray | None
     ratios: np.ndarray
     vocabulary: np.ndarray | None  # sorted n-gram keys; None when n-grams are hashed
+    # The vocabulary keyed by token hashes, for the export; None when n-grams are hashed.
+    table: TableVocabulary | None = None
 
 
 def select_vocabulary(keys: tf.RaggedTensor, size: int, min_df: int) -> np.ndarray:
@@ -185,9 +193,15 @@ def vocabulary_ids(keys: tf.RaggedTensor, vocabulary: np.ndarray) -> tf.RaggedTe
     )
 
 
+def document_frequencies(ids: tf.RaggedTensor, size: int) -> np.ndarray:
+    """In how many reviews each vocabulary entry occurs (ids are distinct within a review)."""
+    return np.bincount(ids.flat_values.numpy(), minlength=size)
+
+
 def nbsvm_features(fit: Reviews, val: Reviews | None, settings: dict[str, Any]) -> NBSVMFeatures:
     ngram_max = settings["ngram_max"]
     vocabulary = None
+    table = None
     val_ids = None
     if settings["vocabulary_size"]:
         fit_keys = bucket_ids(fit.texts, NGRAM_KEY_SPACE, ngram_max)
@@ -196,6 +210,11 @@ def nbsvm_features(fit: Reviews, val: Reviews | None, settings: dict[str, Any]) 
         if val is not None:
             val_ids = vocabulary_ids(bucket_ids(val.texts, NGRAM_KEY_SPACE, ngram_max), vocabulary)
         size = len(vocabulary)
+        # Training keeps the fingerprints (they chose the vocabulary); the export looks the
+        # same n-grams up by token-hash keys, found in the same reviews.
+        table = table_vocabulary(
+            fit.texts, vocabulary, document_frequencies(fit_ids, size), ngram_max
+        )
     else:
         size = settings["num_buckets"]
         fit_ids = bucket_ids(fit.texts, size, ngram_max)
@@ -209,7 +228,14 @@ def nbsvm_features(fit: Reviews, val: Reviews | None, settings: dict[str, Any]) 
         alpha=settings["nb_alpha"],
     )
     val_labels = None if val is None else val.labels
-    return NBSVMFeatures(fit_ids, fit.labels, val_ids, val_labels, ratios, vocabulary)
+    return NBSVMFeatures(fit_ids, fit.labels, val_ids, val_labels, ratios, vocabulary, table)
+
+
+def vocabulary_text(size: int, ngram_max: int, min_df: int) -> str:
+    return (
+        f"the {size:,} most frequent 1..{ngram_max}-grams (df >= {min_df}), "
+        "looked up by 64-bit keys folded from token hashes"
+    )
 
 
 def fit_nbsvm(
@@ -250,14 +276,11 @@ def fit_nbsvm(
     layer = network.get_layer("nb_weighted")
     ngram_max = settings["ngram_max"]
     bias = float(keras.ops.convert_to_numpy(layer.bias))
-    if features.vocabulary is not None:
-        model = arch.nbsvm_vocabulary_end_to_end(
-            features.vocabulary, layer.bucket_weights(), bias, ngram_max
+    if features.vocabulary is not None and features.table is not None:
+        model = arch.nbsvm_table_end_to_end(
+            features.table.keys, layer.bucket_weights()[features.table.source], bias, ngram_max
         )
-        features_text = (
-            f"the {len(features.vocabulary):,} most frequent 1..{ngram_max}-grams (df >= "
-            f"{settings['min_df']}), stored as sorted 40-bit fingerprints"
-        )
+        features_text = vocabulary_text(len(features.vocabulary), ngram_max, settings["min_df"])
     else:
         model = arch.nbsvm_end_to_end(
             layer.bucket_weights(), bias, settings["num_buckets"], ngram_max
@@ -321,6 +344,18 @@ def file_version(name: str, path: Path) -> str:
     return f"{name}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 
+def test_figures(test_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metadata.json fields that report the test split."""
+    return {
+        "test_accuracy": test_metrics["accuracy"],
+        **{
+            key: test_metrics[key]
+            for key in ("precision", "recall", "f1", "roc_auc", "ece", "log_loss")
+        },
+        "confusion_matrix": test_metrics["confusion_matrix"],
+    }
+
+
 def measure_throughput(info: ModelInfo, texts: list[str]) -> float:
     """Reviews per second through the worker's scorer, batched, in-process, after warm-up."""
     scorer = load_scorer(info, batch_size=THROUGHPUT_BATCH)
@@ -328,6 +363,21 @@ def measure_throughput(info: ModelInfo, texts: list[str]) -> float:
     started = time.perf_counter()
     scorer.score(texts)
     return len(texts) / (time.perf_counter() - started)
+
+
+def throughput_figures(info: ModelInfo, test_texts: list[str]) -> dict[str, Any]:
+    """The metadata.json fields that report scoring speed (a rough, single-model figure;
+    training.benchmark compares models side by side)."""
+    sample = test_texts[:THROUGHPUT_REVIEWS]
+    return {
+        "reviews_per_second": round(measure_throughput(info, sample), 1),
+        "throughput": {
+            "reviews": len(sample),
+            "batch_size": THROUGHPUT_BATCH,
+            "device": default_device(),
+            "cpu_count": os.cpu_count(),
+        },
+    }
 
 
 def run_training(
@@ -379,14 +429,7 @@ def run_training(
         "architecture": trained.architecture,
         "model_file": MODEL_FILE,
         "max_tokens": trained.max_tokens,
-        "test_accuracy": test_metrics["accuracy"],
-        "precision": test_metrics["precision"],
-        "recall": test_metrics["recall"],
-        "f1": test_metrics["f1"],
-        "roc_auc": test_metrics["roc_auc"],
-        "ece": test_metrics["ece"],
-        "log_loss": test_metrics["log_loss"],
-        "confusion_matrix": test_metrics["confusion_matrix"],
+        **test_figures(test_metrics),
         # Of the model that chose the epoch count (before any refit on all train reviews).
         "validation": {k: v for k, v in val_metrics.items() if k != "confusion_matrix"},
         "data": {
@@ -419,14 +462,7 @@ def run_training(
         path=model_path,
         metadata=metadata,
     )
-    sample = test.texts[:THROUGHPUT_REVIEWS]
-    metadata["reviews_per_second"] = round(measure_throughput(info, sample), 1)
-    metadata["throughput"] = {
-        "reviews": len(sample),
-        "batch_size": THROUGHPUT_BATCH,
-        "device": default_device(),
-        "cpu_count": os.cpu_count(),
-    }
+    metadata.update(throughput_figures(info, test.texts))
     (folder / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     if report:
         from training.report import write_report
