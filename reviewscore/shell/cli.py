@@ -378,12 +378,12 @@ def jobs(
 @app.command()
 def models(url: UrlOption = None, api_key: KeyOption = None) -> None:
     """List the models the API has installed."""
-    table = Table("name", "version", "architecture", "test accuracy", "reads", "default")
+    table = Table("name", "version", "test accuracy", "reads", "default")
     for m in _client(url, api_key).models()["models"]:
         acc = f"{m['test_accuracy']:.2%}" if m.get("test_accuracy") is not None else ""
         reads = "every token" if m.get("max_tokens") is None else f"{m['max_tokens']} tokens"
         table.add_row(
-            m["name"], m["version"], m["architecture"], acc, reads, "yes" if m["default"] else ""
+            m["name"], m["version"], acc, reads, "yes" if m["default"] else ""
         )
     stdout_console().print(table)
 
