@@ -1,6 +1,6 @@
-"""The interactive API docs (/docs with Swagger UI, /redoc) served entirely by this server: the
-Swagger UI and ReDoc files ship in the `fastapi-offline` package, so the docs render on a
-machine without internet (FastAPI's defaults load them from a CDN)."""
+"""The interactive API docs (/docs, Swagger UI) served entirely by this server: Swagger UI's
+files ship in the `fastapi-offline` package, so the docs render on a machine without internet
+(FastAPI's default loads them from a CDN). ReDoc is left out: it loads its logo from its CDN."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import importlib.util
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.openapi.docs import (
-    get_redoc_html,
-    get_swagger_ui_html,
-    get_swagger_ui_oauth2_redirect_html,
-)
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from reviewscore.core.errors import ReviewscoreError
@@ -31,7 +27,6 @@ ASSETS_DIR = _assets_dir()
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
     "swagger-ui.css": "text/css; charset=utf-8",
-    "redoc.standalone.js": "text/javascript; charset=utf-8",
     "favicon.png": "image/png",
 }
 OPENAPI_URL = "/openapi.json"
@@ -63,18 +58,6 @@ def swagger_ui(request: Request) -> HTMLResponse:
 @router.get("/docs/oauth2-redirect")
 def swagger_ui_redirect() -> HTMLResponse:
     return get_swagger_ui_oauth2_redirect_html()
-
-
-@router.get("/redoc")
-def redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
-    return get_redoc_html(
-        openapi_url=f"{root}{OPENAPI_URL}",
-        title=f"{TITLE} - API reference",
-        redoc_js_url=f"{root}{STATIC}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{STATIC}/favicon.png",
-        with_google_fonts=False,
-    )
 
 
 @router.get(STATIC + "/{name}")

@@ -840,6 +840,16 @@ async function deleteJob(job) {
 function jobActions(job) {
   const actions = cell("", undefined, "row-actions");
   if (job.finished) {
+    const details = document.createElement("button");
+    details.type = "button";
+    details.className = "link";
+    details.textContent = "details";
+    details.setAttribute("aria-label", `details of job ${job.id}`);
+    details.addEventListener("click", () => {
+      followJob(job);
+      $("job-panel").scrollIntoView({ block: "nearest" });
+    });
+    actions.append(details);
     const link = document.createElement("a");
     link.className = "results-link";
     link.href = resultsUrl(job);
