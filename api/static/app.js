@@ -729,7 +729,7 @@ function renderJob(job) {
     const took = (parseUtc(job.finished_at) - parseUtc(job.started_at)) / 1000;
     if (took >= 0) parts.push(`took ${formatDuration(took)}`);
   }
-  parts.push(`model ${job.model || ""} ${job.model_version}`.replace("  ", " "));
+  parts.push(`model ${job.model_version}`);
   $("job-progress").textContent = parts.join(" · ");
   const times = [`created ${localTime(job.created_at)}`];
   if (job.finished_at) times.push(`finished ${localTime(job.finished_at)}`);
