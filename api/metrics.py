@@ -20,13 +20,16 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import anyio
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import func, select
 
-from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, celery_app, queue_depth
+from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, queue_depth
 from reviewscore.core.db import session_scope
 from reviewscore.core.model_registry import default_model_name, list_models
 from reviewscore.core.schema import Chunk, Job
@@ -123,8 +126,18 @@ class RequestMetrics:
 # ---------------------------------------------------------------- rows ----
 
 
-def _redis() -> Any:
-    return celery_app.connection_for_write()
+def _redis() -> redis.Redis:
+    # Its own client with short timeouts, not Celery's connection (which retries for seconds):
+    # a Redis that is down must not hold up a scrape or a DELETE.
+    settings = get_settings()
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 1,
+        "socket_timeout": 2,
+        "retry": Retry(NoBackoff(), 0),  # redis-py would back off for seconds between tries
+    }
+    if settings.redis_url:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    return redis.Redis(unix_socket_path=str(settings.redis_socket), **options)
 
 
 def _ledgers(job_id: str | None = None) -> list[tuple[str, int, int]]:
@@ -143,10 +156,8 @@ def _ledgers(job_id: str | None = None) -> list[tuple[str, int, int]]:
 def add_growth(ledgers: list[tuple[str, int, int]]) -> tuple[int, int]:
     """Adds each job's growth since it was last counted; returns the totals (scored, failed)."""
     args = [str(value) for ledger in ledgers for value in ledger]
-    with _redis() as conn:
-        scored, failed = conn.default_channel.client.eval(
-            ADD_GROWTH, 2, TOTALS_KEY, COUNTED_KEY, *args
-        )
+    with _redis() as client:
+        scored, failed = client.eval(ADD_GROWTH, 2, TOTALS_KEY, COUNTED_KEY, *args)
     return int(scored or 0), int(failed or 0)
 
 
@@ -155,8 +166,7 @@ def prune_marks() -> None:
     ledger just before its delete may still be on its way to Redis, and without the mark it
     would count the job again. A job that is gone never comes back (ids are random)."""
     now = time.time()
-    with _redis() as conn:
-        client = conn.default_channel.client
+    with _redis() as client:
         marked = [k.decode() if isinstance(k, bytes) else str(k) for k in client.hkeys(COUNTED_KEY)]
         for start in range(0, len(marked), PRUNE_BATCH):
             batch = marked[start : start + PRUNE_BATCH]
