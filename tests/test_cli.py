@@ -289,3 +289,34 @@ def test_cli_score_sends_the_file_name_and_the_options(
     assert len(out.read_text().splitlines()) == 20  # JSON Lines, from the suffix
     newest = service.client.jobs(limit=1)["jobs"][0]
     assert newest["filename"] == "semi.csv"
+
+
+def test_status_prints_a_summary_of_any_shape_as_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from reviewscore.shell.cli import print_job
+
+    job = {
+        "id": "516b4c84" + "0" * 24,
+        "status": "succeeded",
+        "finished": True,
+        "filename": "reviews.csv",
+        "total": 5,
+        "done": 5,
+        "scored": 4,
+        "failed": 1,
+        "created_at": "2026-11-26T18:32:39.296239Z",
+        "summary": {
+            "labels": {"positive": 3, "negative": 1},
+            "share_positive": 0.75,
+            "p_positive_histogram": [{"from": 0.0, "to": 0.5, "count": 1}, {"count": 3}],
+            "failed_by_reason": {"empty text": 1},
+        },
+    }
+    print_job(job)
+    out = capsys.readouterr().out
+    assert "summary labels" in out and "positive 3, negative 1" in out
+    assert "summary share_positive" in out and "0.75" in out
+    assert "summary p_positive_histogram" in out and "1 3" in out
+    assert "empty text 1" in out
+    assert "4 scored, 1 failed" in out
+    print_job({**job, "summary": None})  # a server without summaries: no summary lines
+    assert "summary" not in capsys.readouterr().out
