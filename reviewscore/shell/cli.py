@@ -382,9 +382,7 @@ def models(url: UrlOption = None, api_key: KeyOption = None) -> None:
     for m in _client(url, api_key).models()["models"]:
         acc = f"{m['test_accuracy']:.2%}" if m.get("test_accuracy") is not None else ""
         reads = "every token" if m.get("max_tokens") is None else f"{m['max_tokens']} tokens"
-        table.add_row(
-            m["name"], m["version"], acc, reads, "yes" if m["default"] else ""
-        )
+        table.add_row(m["name"], m["version"], acc, reads, "yes" if m["default"] else "")
     stdout_console().print(table)
 
 
