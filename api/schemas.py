@@ -128,10 +128,10 @@ class Readiness(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error answer: `detail` says what is wrong (for a malformed request, FastAPI's list
-    of field errors)."""
+    """Every error answer: `detail` is one sentence saying what is wrong (for a malformed
+    request: the field and the problem)."""
 
-    detail: str | list[dict[str, Any]]
+    detail: str
 
 
 ERROR_MEANINGS = {

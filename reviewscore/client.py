@@ -1,19 +1,59 @@
 """The Python client of the API (HTTP only: it imports no server code), used by the CLI, the tests
-and the benchmark. The server says whether a job is finished; `wait()` asks it."""
+and the benchmark. The server says whether a job is finished; `wait()` asks it.
+
+    from reviewscore import Client
+    client = Client("http://127.0.0.1:8000")
+    job = client.wait(client.submit("reviews.csv")["id"])
+    rows = client.results(job["id"])          # or results(..., as_dataframe=True)
+"""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 
+if TYPE_CHECKING:  # pandas is optional: imported only where a DataFrame is asked for
+    import pandas as pd
 
-class ApiError(Exception):
-    """The API answered with an error; the message is its `detail`."""
+DEFAULT_URL = "http://127.0.0.1:8000"
+# POST /v1/score takes this many reviews at most (the server's default limit); score() splits.
+SCORE_BATCH = 256
+UPLOAD_PIECE = 1024 * 1024
+DATAFRAME_SLICE_ROWS = 20_000
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+# Names a shell user can type for a separator ("\t" arrives as backslash-t from a shell).
+DELIMITER_NAMES = {
+    "comma": ",",
+    "semicolon": ";",
+    "tab": "\t",
+    "\\t": "\t",
+    "pipe": "|",
+}
+UPLOAD_TYPES = {
+    ".gz": "application/gzip",
+    ".parquet": "application/vnd.apache.parquet",
+    ".jsonl": "application/x-ndjson",
+    ".ndjson": "application/x-ndjson",
+    ".tsv": "text/tab-separated-values",
+}
+RESULT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+
+
+class ClientError(Exception):
+    """Anything the client reports to its caller; the message is one sentence with a next step."""
+
+
+class ApiError(ClientError):
+    """The API answered with an error; `detail` is its message, `status_code` its HTTP status."""
 
     def __init__(self, status_code: int, detail: str) -> None:
         super().__init__(f"HTTP {status_code}: {detail}")
@@ -21,68 +61,359 @@ class ApiError(Exception):
         self.detail = detail
 
 
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text or response.reason_phrase
-    raise ApiError(response.status_code, detail if isinstance(detail, str) else str(detail))
+class NotReviewscoreError(ClientError):
+    """Something answered at the address, but not the reviewscore API (another web server)."""
 
 
-class WaitTimeoutError(TimeoutError):
+class ServiceUnreachableError(ClientError, ConnectionError):
+    """No answer from the address: not running, a wrong host or port, or the connection broke."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class WaitTimeoutError(ClientError, TimeoutError):
     """wait() gave up before the job finished; the job goes on."""
 
 
+def result_format_for(path: Path | str) -> str:
+    """The results format a file name asks for: .jsonl, .parquet, else CSV."""
+    return RESULT_SUFFIXES.get(Path(path).suffix.lower(), "csv")
+
+
+def normalise_url(url: str) -> str:
+    """The API address as httpx needs it; one without a scheme is refused with the fix."""
+    url = url.strip().rstrip("/")
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        if "://" in url:
+            raise ClientError(f"the API address {url!r} is not http:// or https://")
+        raise ClientError(
+            f"the API address {url!r} has no scheme: write http://{url} "
+            "(in --url or REVIEWSCORE_API_URL)"
+        )
+    return url
+
+
+def _unreachable(url: str, exc: httpx.TransportError) -> ServiceUnreachableError:
+    text = str(exc) or exc.__class__.__name__
+    where = f"the reviewscore API at {url}"
+    if isinstance(exc, httpx.TimeoutException):
+        message = f"{where} did not answer in time ({text}): is it overloaded or stuck?"
+    elif isinstance(exc, httpx.ConnectError) and re.search(
+        r"Name or service not known|nodename nor servname|getaddrinfo|Temporary failure in name",
+        text,
+    ):
+        message = (
+            f"cannot find the host of {url}: check the address in --url or REVIEWSCORE_API_URL"
+        )
+    elif isinstance(exc, httpx.ConnectError):
+        message = (
+            f"cannot connect to {where} ({text}): start it with `reviewscore run` "
+            "(or `make run`), or point --url / REVIEWSCORE_API_URL at it"
+        )
+    else:
+        message = f"the connection to {where} broke ({text}): is it still running?"
+    return ServiceUnreachableError(message, url)
+
+
+def _json_body(response: httpx.Response) -> Any:
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _not_reviewscore(response: httpx.Response, base: str) -> NotReviewscoreError:
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return NotReviewscoreError(
+        f"{base} is not a reviewscore API ({response.request.method} {response.url.path} "
+        f"answered {response.status_code} with {kind}): check --url or REVIEWSCORE_API_URL"
+    )
+
+
+def _check(response: httpx.Response, base: str) -> None:
+    """Raises ApiError with the API's `detail`, or NotReviewscoreError when the answer does not
+    come from this API (every error it sends is JSON with a `detail`)."""
+    if response.is_success:
+        return
+    body = _json_body(response)
+    if not isinstance(body, dict) or "detail" not in body:
+        raise _not_reviewscore(response, base)
+    detail = body["detail"]
+    if not isinstance(detail, str):  # an older server's validation list
+        detail = "; ".join(
+            str(item.get("msg", item)) if isinstance(item, dict) else str(item)
+            for item in (detail if isinstance(detail, list) else [detail])
+        )
+    raise ApiError(response.status_code, detail)
+
+
+def _options(**values: Any) -> dict[str, str]:
+    """Upload options as query parameters: unset ones left out, lists comma-joined."""
+    params: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None or value == "" or value == []:
+            continue
+        if name == "delimiter":
+            value = DELIMITER_NAMES.get(str(value).lower(), value)
+        elif isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        params[name] = str(value)
+    return params
+
+
+def _multipart(
+    filename: str, content_type: str, pieces: Iterable[bytes]
+) -> tuple[str, Iterator[bytes], int]:
+    """A multipart/form-data body with one `file` part, streamed piece by piece (the server
+    records the part's filename as the job's); returns its boundary, the body and the size of
+    everything but the pieces."""
+    boundary = uuid.uuid4().hex
+    safe_name = filename.replace('"', "%22").replace("\r", " ").replace("\n", " ")
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{safe_name}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+
+    def body() -> Iterator[bytes]:
+        yield head
+        yield from pieces
+        yield tail
+
+    return boundary, body(), len(head) + len(tail)
+
+
+def _file_pieces(f: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    while piece := f.read(UPLOAD_PIECE):
+        if progress is not None:
+            progress(len(piece))
+        yield piece
+
+
+def _require_pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as exc:
+        raise ClientError(
+            "pandas is not installed: `pip install pandas` to use DataFrames "
+            "(or call results() without as_dataframe=True for a list of dicts)"
+        ) from exc
+    return pandas
+
+
+def _dataframe_csv(frame: pd.DataFrame) -> Iterator[bytes]:
+    """The DataFrame as CSV, a slice at a time: memory stays bounded by one slice."""
+    for start in range(0, max(len(frame), 1), DATAFRAME_SLICE_ROWS):
+        piece = frame.iloc[start : start + DATAFRAME_SLICE_ROWS]
+        yield piece.to_csv(index=False, header=start == 0, lineterminator="\r\n").encode()
+
+
+class _Drain(io.RawIOBase):
+    """A write-only file whose bytes are taken out after each row group (Parquet streaming)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.buffer += bytes(data)
+        self.position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def take(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def _dataframe_parquet(frame: pd.DataFrame) -> Iterator[bytes]:
+    """The DataFrame as Parquet, one row group per slice, each sent as soon as it is written."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ClientError("pyarrow is not installed: `pip install pyarrow`, or send CSV") from exc
+    sink = _Drain()
+    schema = pa.Schema.from_pandas(frame, preserve_index=False)
+    with pq.ParquetWriter(sink, schema) as writer:
+        for start in range(0, len(frame), DATAFRAME_SLICE_ROWS):
+            piece = frame.iloc[start : start + DATAFRAME_SLICE_ROWS]
+            writer.write_table(pa.Table.from_pandas(piece, schema=schema, preserve_index=False))
+            yield sink.take()
+    yield sink.take()
+
+
 class Client:
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0) -> None:
+    """A reviewscore API at `url` (default REVIEWSCORE_API_URL, else http://127.0.0.1:8000).
+
+    Errors: ApiError (the API refused: `status_code`, `detail`), ServiceUnreachableError (no
+    answer; a ConnectionError), NotReviewscoreError (another server answered), WaitTimeoutError;
+    all are ClientError, whose message says what to do next."""
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0
+    ) -> None:
+        self.url = normalise_url(url or os.environ.get("REVIEWSCORE_API_URL") or DEFAULT_URL)
+        api_key = api_key or os.environ.get("REVIEWSCORE_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        headers["Accept"] = "application/json"
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing ----
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        _check(response, self.url)
+        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        _raise_for(response)
-        return response.json()
+        response = self._send(method, path, **kwargs)
+        body = _json_body(response)
+        if body is None:
+            raise _not_reviewscore(response, self.url)
+        return body
 
-    def score(self, reviews: list[str], model: str | None = None) -> dict[str, Any]:
-        return self._json("POST", "/v1/score", json={"reviews": reviews, "model": model})  # type: ignore[no-any-return]
+    # ------------------------------------------------------------------ scoring ----
 
-    def upload(
+    def score(self, texts: list[str], model: str | None = None) -> dict[str, Any]:
+        """Scores reviews right away: {"model", "model_version", "results": [{"p_positive",
+        "label", "truncated"}, ...]} in the order given (sent in requests of 256)."""
+        answer: dict[str, Any] = {}
+        results: list[dict[str, Any]] = []
+        for start in range(0, max(len(texts), 1), SCORE_BATCH):
+            answer = self._json(
+                "POST",
+                "/v1/score",
+                json={"reviews": texts[start : start + SCORE_BATCH], "model": model},
+            )
+            results.extend(answer["results"])
+        return {**answer, "results": results}
+
+    def submit(
         self,
-        path: Path,
+        source: str | Path | pd.DataFrame,
         *,
         text_column: str | None = None,
         id_column: str | None = None,
         model: str | None = None,
-        progress: Any = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        format: str | None = None,
+        keep_columns: list[str] | str | None = None,
+        filename: str | None = None,
+        send_as: str = "csv",
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        params = {
-            k: v
-            for k, v in {"text_column": text_column, "id_column": id_column, "model": model}.items()
-            if v
-        }
-        ctype = "application/gzip" if path.suffix == ".gz" else "text/csv"
+        """Uploads a file (CSV, TSV, JSON Lines, Parquet; gzip welcome) or a pandas DataFrame
+        (streamed as CSV, or Parquet with send_as="parquet") and returns the job (202).
+        Options left out are detected by the server; `delimiter` takes a character or one of
+        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores."""
+        params = _options(
+            text_column=text_column,
+            id_column=id_column,
+            model=model,
+            encoding=encoding,
+            delimiter=delimiter,
+            format=format,
+            keep_columns=keep_columns,
+        )
+        if isinstance(source, str | os.PathLike):
+            return self._submit_file(Path(source), params, filename, progress)
+        if send_as == "parquet":
+            pieces, ctype = _dataframe_parquet(source), UPLOAD_TYPES[".parquet"]
+            params.setdefault("format", "parquet")
+        else:
+            pieces, ctype = _dataframe_csv(source), "text/csv"
+        name = filename or f"dataframe.{'parquet' if send_as == 'parquet' else 'csv'}"
+        boundary, body, _ = _multipart(name, ctype, pieces)
+        return self._post_upload(params, body, boundary, None)
 
-        def body(f: BinaryIO) -> Iterator[bytes]:
-            while chunk := f.read(1024 * 1024):
-                if progress is not None:
-                    progress(len(chunk))
-                yield chunk
+    def upload(self, path: Path, **options: Any) -> dict[str, Any]:
+        """submit() for a file path (the older name)."""
+        return self.submit(path, **options)
 
+    def _submit_file(
+        self,
+        path: Path,
+        params: dict[str, str],
+        filename: str | None,
+        progress: Callable[[int], None] | None,
+    ) -> dict[str, Any]:
+        ctype = UPLOAD_TYPES.get(path.suffix.lower(), "text/csv")
         with path.open("rb") as f:
-            response = self.http.post(
-                "/v1/jobs",
-                params=params,
-                content=body(f),
-                headers={"Content-Type": ctype, "Content-Length": str(path.stat().st_size)},
-                timeout=httpx.Timeout(60.0, read=None),
+            boundary, body, overhead = _multipart(
+                filename or path.name, ctype, _file_pieces(f, progress)
             )
-        _raise_for(response)
-        return response.json()  # type: ignore[no-any-return]
+            return self._post_upload(params, body, boundary, overhead + path.stat().st_size)
+
+    def _post_upload(
+        self, params: dict[str, str], body: Iterator[bytes], boundary: str, length: int | None
+    ) -> dict[str, Any]:
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        # The answer comes once the whole file is stored: no read timeout.
+        return self._json(  # type: ignore[no-any-return]
+            "POST",
+            "/v1/jobs",
+            params=params,
+            content=body,
+            headers=headers,
+            timeout=httpx.Timeout(60.0, read=None),
+        )
+
+    # ------------------------------------------------------------------ jobs ----
 
     def job(self, job_id: str) -> dict[str, Any]:
+        """A job's state as the server reports it (`finished` says whether it is done)."""
         return self._json("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def resolve(self, prefix: str) -> str:
+        """The full id of the job whose id starts with `prefix` (as `jobs` lists them)."""
+        wanted = prefix.strip().lower()
+        if JOB_ID.match(wanted):
+            return wanted
+        if not wanted or not re.fullmatch(r"[0-9a-f]+", wanted):
+            raise ClientError(f"{prefix!r} is not a job id (32 hex digits, or their start)")
+        found: list[str] = []
+        offset = 0
+        while True:
+            page = self.jobs(limit=200, offset=offset)
+            found += [j["id"] for j in page["jobs"] if j["id"].startswith(wanted)]
+            offset += len(page["jobs"])
+            if not page["jobs"] or offset >= page["total"] or len(found) > 1:
+                break
+        if not found:
+            raise ClientError(f"no job id starts with {prefix!r}: `reviewscore jobs` lists them")
+        if len(found) > 1:
+            raise ClientError(
+                f"{prefix!r} is the start of several job ids ({found[0]}, {found[1]}, ...): "
+                "give more of the id"
+            )
+        return found[0]
 
     def wait(
         self,
@@ -101,35 +432,89 @@ class Client:
             if job["finished"]:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise WaitTimeoutError(f"job {job_id} is still {job['status']} after {timeout}s")
+                raise WaitTimeoutError(
+                    f"job {job_id} is still {job['status']} after {timeout}s; "
+                    "it goes on: wait again later"
+                )
             time.sleep(poll)
 
     def jobs(self, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        """Recent jobs, newest first: {"jobs": [...], "total", "limit", "offset"}."""
         return self._json("GET", "/v1/jobs", params={"limit": limit, "offset": offset})  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
 
+    def delete(self, job_id: str) -> None:
+        """Deletes a job with its rows and results."""
+        self._send("DELETE", f"/v1/jobs/{job_id}")
+
     def models(self) -> dict[str, Any]:
+        """Installed models: {"models": [{"name", "version", "default", "max_tokens", ...}]}."""
         return self._json("GET", "/v1/models")  # type: ignore[no-any-return]
 
-    def download(self, job_id: str, dest: Path, fmt: str = "csv", partial: bool = False) -> int:
-        params: dict[str, str] = {"format": fmt}
+    # ------------------------------------------------------------------ results ----
+
+    def results(
+        self, job_id: str, *, partial: bool = False, as_dataframe: bool = False
+    ) -> list[dict[str, Any]] | pd.DataFrame:
+        """A finished job's results in input order, ids exactly as sent: a list of dicts, or a
+        pandas DataFrame (ids kept as text). Read from the JSON Lines export."""
+        pandas = _require_pandas() if as_dataframe else None
+        params = {"format": "jsonl", **({"partial": "true"} if partial else {})}
+        rows: list[dict[str, Any]] = []
+        try:
+            with self.http.stream(
+                "GET",
+                f"/v1/jobs/{job_id}/results",
+                params=params,
+                timeout=httpx.Timeout(60.0, read=None),
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    _check(response, self.url)
+                for line in response.iter_lines():
+                    if line.strip():
+                        rows.append(json.loads(line))
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
+        except json.JSONDecodeError as exc:
+            raise NotReviewscoreError(
+                f"{self.url} sent results that are not JSON Lines: is it a reviewscore API?"
+            ) from exc
+        if pandas is None:
+            return rows
+        frame = pandas.DataFrame.from_records(rows)
+        if "id" in frame:
+            frame["id"] = frame["id"].astype("string")
+        return frame
+
+    def download(
+        self, job_id: str, dest: Path | str, format: str = "csv", partial: bool = False
+    ) -> int:
+        """Writes a job's results to `dest` (csv, jsonl or parquet) and returns the bytes
+        written; a half-written file never takes dest's name."""
+        dest = Path(dest)
+        params: dict[str, str] = {"format": format}
         if partial:
             params["partial"] = "true"
         tmp = dest.with_name(dest.name + ".part")
-        with self.http.stream(
-            "GET",
-            f"/v1/jobs/{job_id}/results",
-            params=params,
-            timeout=httpx.Timeout(60.0, read=None),
-        ) as response:
-            if not response.is_success:
-                response.read()
-                _raise_for(response)
-            written = 0
-            with tmp.open("wb") as out:
-                for chunk in response.iter_bytes():
-                    written += out.write(chunk)
+        try:
+            with self.http.stream(
+                "GET",
+                f"/v1/jobs/{job_id}/results",
+                params=params,
+                timeout=httpx.Timeout(60.0, read=None),
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    _check(response, self.url)
+                written = 0
+                with tmp.open("wb") as out:
+                    for piece in response.iter_bytes():
+                        written += out.write(piece)
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _unreachable(self.url, exc) from exc
         os.replace(tmp, dest)
         return written

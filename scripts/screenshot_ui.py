@@ -1,9 +1,10 @@
-"""Takes the README's picture of the /ui page: one review scored and one bulk job finished.
+"""Takes the README's pictures of the /ui page: one review scored and one bulk job finished, at
+desktop width (docs/ui.png) and at a 375 px phone's (docs/ui-phone.png).
 
     .venv/bin/python scripts/screenshot_ui.py                  # starts a temporary service
     .venv/bin/python scripts/screenshot_ui.py --url http://127.0.0.1:8000   # uses a running one
 
-Writes docs/ui.png. Needs Debian's chromium (make browser) and an installed model.
+Needs Debian's chromium (make browser) and an installed model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from reviewscore.core.settings import REPO_ROOT, Settings
 
@@ -84,7 +86,20 @@ def temporary_service(models_dir: Path) -> Iterator[str]:
             stack.stop()
 
 
-def take_screenshot(url: str, out: Path, rows: int) -> None:
+def check_size(out: Path) -> None:
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1024:.0f} KB)")
+    if size > MAX_PNG_BYTES:
+        sys.exit(f"{out} is over {MAX_PNG_BYTES // 1024} KB")
+
+
+def score_an_example(page: Any, expect: Any) -> None:
+    page.get_by_role("button", name="I love this movie! It is amazing.").click()
+    page.get_by_role("button", name="Score", exact=True).click()
+    expect(page.locator("#score-output")).to_be_visible(timeout=60_000)
+
+
+def take_screenshots(url: str, out: Path, phone_out: Path, rows: int) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     executable = shutil.which("chromium")
@@ -98,10 +113,7 @@ def take_screenshot(url: str, out: Path, rows: int) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 900}, color_scheme="light")
         page.goto(f"{url}/ui")
         expect(page.locator("#service-status")).to_contain_text("ready ·", timeout=30_000)
-
-        page.get_by_role("button", name="I love this movie! It is amazing.").click()
-        page.get_by_role("button", name="Score", exact=True).click()
-        expect(page.locator("#score-output")).to_be_visible(timeout=60_000)
+        score_an_example(page, expect)
 
         page.set_input_files("#csv-file", str(sample))
         expect(page.get_by_label("Text column")).to_have_value("text")
@@ -111,14 +123,25 @@ def take_screenshot(url: str, out: Path, rows: int) -> None:
         page.mouse.move(0, 0)
         # Let the bars finish their width transition before the picture.
         page.wait_for_timeout(500)
-
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=True)
+
+        phone = browser.new_page(
+            viewport={"width": 375, "height": 812},
+            device_scale_factor=1,
+            is_mobile=True,
+            has_touch=True,
+            color_scheme="light",
+        )
+        phone.goto(f"{url}/ui")
+        expect(phone.locator("#service-status")).to_contain_text("ready ·", timeout=30_000)
+        expect(phone.locator("#jobs-body tr").first).to_contain_text("succeeded", timeout=15_000)
+        score_an_example(phone, expect)
+        phone.wait_for_timeout(500)
+        phone.screenshot(path=str(phone_out), full_page=True)
         browser.close()
-    size = out.stat().st_size
-    print(f"wrote {out} ({size / 1024:.0f} KB)")
-    if size > MAX_PNG_BYTES:
-        sys.exit(f"{out} is over {MAX_PNG_BYTES // 1024} KB")
+    check_size(out)
+    check_size(phone_out)
 
 
 def main() -> None:
@@ -127,14 +150,15 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=Settings().models_dir)
     parser.add_argument("--rows", type=int, default=500, help="reviews in the bulk job")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "ui.png")
+    parser.add_argument("--phone-out", type=Path, default=REPO_ROOT / "docs" / "ui-phone.png")
     args = parser.parse_args()
     if args.url:
-        take_screenshot(args.url.rstrip("/"), args.out, args.rows)
+        take_screenshots(args.url.rstrip("/"), args.out, args.phone_out, args.rows)
         return
     if not any(args.models_dir.glob("*/metadata.json")):
         sys.exit(f"no model in {args.models_dir}: train one, or pass --models-dir or --url")
     with temporary_service(args.models_dir) as url:
-        take_screenshot(url, args.out, args.rows)
+        take_screenshots(url, args.out, args.phone_out, args.rows)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ const KEY_STORAGE = "reviewscore.apiKey";
 const HEAD_BYTES = 64 * 1024;
 const JOB_POLL_MS = 1000;
 const JOBS_REFRESH_MS = 5000;
-const READY_RECHECK_MS = 10000;
+// A dead service must not be shown as ready for long: ask often, and give up on a slow answer.
+const READY_RECHECK_MS = 5000;
+const READY_TIMEOUT_MS = 4000;
+const TEXT_COLUMNS = ["text", "review"];
+const SEPARATORS = [",", ";", "\t", "|"];
 
 const $ = (id) => document.getElementById(id);
 const numberFormat = new Intl.NumberFormat();
@@ -32,7 +36,7 @@ function authHeaders() {
   return key ? { Authorization: `Bearer ${key}` } : {};
 }
 
-// The API answers errors as {"detail": "..."}; validation errors as {"detail": [{loc, msg}]}.
+// The API answers errors as {"detail": "..."}; an older server sent validation errors as a list.
 function describeError(status, body, statusText) {
   const detail = body && typeof body === "object" ? body.detail : undefined;
   if (typeof detail === "string" && detail) return detail;
@@ -107,6 +111,7 @@ function setupKeyForm() {
     $("api-key").value = "";
     hide($("key-panel"));
     refreshKeyStatus();
+    loadModels();
     loadJobs();
   });
   $("forget-key").addEventListener("click", () => {
@@ -128,33 +133,84 @@ function notReadyReasons(state) {
   return reasons;
 }
 
+async function fetchReadiness() {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), READY_TIMEOUT_MS);
+  try {
+    const response = await fetch("/readyz", {
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+      signal: controller.signal,
+    });
+    return parseJson(await response.text());
+  } catch {
+    return null; // refused, cut, or no answer in time
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function checkReady() {
   const pill = $("service-status");
-  let state = null;
-  try {
-    const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
-    state = parseJson(await response.text());
-  } catch {
-    state = null;
-  }
-  let ready = false;
+  const state = await fetchReadiness();
   if (!state || typeof state.ready !== "boolean") {
     pill.className = "pill pill-bad";
-    pill.textContent = "not reachable";
-    show($("banner"), "service not ready: the API cannot be reached");
+    pill.textContent = "unreachable";
+    show($("banner"), "service unreachable: the API does not answer; is it running?");
   } else if (!state.ready) {
     const reasons = notReadyReasons(state);
     pill.className = "pill pill-bad";
     pill.textContent = "not ready";
     show($("banner"), `service not ready: ${reasons.join("; ") || "unknown reason"}`);
   } else {
-    ready = true;
     const workers = state.workers.length;
     pill.className = "pill pill-ok";
     pill.textContent = `ready · ${workers} worker${workers === 1 ? "" : "s"}`;
     hide($("banner"));
+    if (!models.length) loadModels();
   }
-  setTimeout(checkReady, ready ? READY_RECHECK_MS * 3 : READY_RECHECK_MS);
+  setTimeout(checkReady, READY_RECHECK_MS);
+}
+
+// ---------------------------------------------------------------- models ----
+
+let models = [];
+
+function modelByName(name) {
+  return models.find((m) => m.name === name) || models.find((m) => m.default) || null;
+}
+
+function readsText(model) {
+  if (!model) return "";
+  return model.max_tokens === null || model.max_tokens === undefined
+    ? "the model reads all of it"
+    : `the model reads its first ${numberFormat.format(model.max_tokens)} tokens`;
+}
+
+function updatePlaceholder() {
+  const model = modelByName($("single-model").value);
+  const reads = readsText(model);
+  $("input-text").placeholder = `Write a movie review${reads ? ` (${reads})` : ""}… Ctrl+Enter scores it.`;
+}
+
+async function loadModels() {
+  try {
+    const answer = await api("/v1/models");
+    models = (answer && answer.models) || [];
+  } catch {
+    return; // no key yet, or no service: the pill and the key panel say so
+  }
+  for (const select of document.querySelectorAll(".model-select")) {
+    const previous = select.value;
+    const choices = models.map((m) => {
+      const accuracy = typeof m.test_accuracy === "number" ? ` · ${(m.test_accuracy * 100).toFixed(1)} %` : "";
+      return [m.name, `${m.name}${m.default ? " (default)" : ""}${accuracy}`];
+    });
+    const fallback = (models.find((m) => m.default) || models[0] || { name: "" }).name;
+    fillSelect(select, choices.length ? choices : [["", "default"]], previous || fallback);
+    select.disabled = !choices.length;
+  }
+  updatePlaceholder();
 }
 
 // ---------------------------------------------------------------- single review ----
@@ -175,6 +231,9 @@ function renderScore(answer) {
   $("negative-bar").style.width = `${(negative * 100).toFixed(1)}%`;
   $("model-name").textContent = answer.model;
   $("model-version").textContent = answer.model_version;
+  const model = modelByName(answer.model);
+  $("truncated-note").textContent =
+    model && model.max_tokens ? ` · only the first ${numberFormat.format(model.max_tokens)} tokens were read` : " · only the first tokens were read";
   $("truncated-note").hidden = !result.truncated;
   $("score-output").hidden = false;
 }
@@ -193,6 +252,7 @@ function setupSingle() {
       $("score-form").requestSubmit();
     }
   });
+  $("single-model").addEventListener("change", updatePlaceholder);
   $("clear-text").addEventListener("click", () => {
     text.value = "";
     hide($("score-output"));
@@ -214,7 +274,7 @@ function setupSingle() {
       const answer = await api("/v1/score", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ reviews: [text.value] }),
+        body: JSON.stringify({ reviews: [text.value], model: $("single-model").value || null }),
       });
       renderScore(answer);
     } catch (error) {
@@ -258,9 +318,9 @@ async function readHeadBytes(file) {
   return bytes;
 }
 
-// The first record of a CSV (quoted fields may hold commas and line breaks), as the server
-// reads it; null when the header does not end within the bytes read.
-function parseHeader(text, wholeFile) {
+// The first record of a CSV (quoted fields may hold separators and line breaks), as the
+// server reads it; null when the header does not end within the bytes read.
+function parseHeader(text, wholeFile, separator) {
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   const fields = [];
   let field = "";
@@ -280,7 +340,7 @@ function parseHeader(text, wholeFile) {
       }
     } else if (c === '"') {
       quoted = true;
-    } else if (c === ",") {
+    } else if (c === separator) {
       fields.push(field);
       field = "";
     } else if (c === "\n" || c === "\r") {
@@ -295,6 +355,71 @@ function parseHeader(text, wholeFile) {
     return fields;
   }
   return null;
+}
+
+// The separator the header line uses most, outside quotes (a comma when none appears).
+function detectSeparator(text) {
+  const counts = new Map(SEPARATORS.map((s) => [s, 0]));
+  let quoted = false;
+  for (const c of text) {
+    if (c === '"') quoted = !quoted;
+    else if (!quoted && (c === "\n" || c === "\r")) break;
+    else if (!quoted && counts.has(c)) counts.set(c, counts.get(c) + 1);
+  }
+  let best = ",";
+  for (const [separator, count] of counts) if (count > counts.get(best)) best = separator;
+  return best;
+}
+
+// Text from the file's first bytes: the chosen encoding, else UTF-8 (BOMs honoured), else
+// Windows-1252, what most non-UTF-8 CSV files from spreadsheets are.
+function decodeHead(bytes, chosen) {
+  if (chosen) {
+    try {
+      return new TextDecoder(chosen).decode(bytes);
+    } catch {
+      /* an encoding this browser does not know: guess as below */
+    }
+  }
+  if (bytes[0] === 0xff && bytes[1] === 0xfe) return new TextDecoder("utf-16le").decode(bytes);
+  if (bytes[0] === 0xfe && bytes[1] === 0xff) return new TextDecoder("utf-16be").decode(bytes);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    // A multi-byte character cut at the end of the bytes read is still UTF-8.
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(bytes.slice(0, Math.max(bytes.length - 3, 0)));
+    } catch {
+      return new TextDecoder("windows-1252").decode(bytes);
+    }
+  }
+}
+
+// What a file is, from its name and first bytes: csv, jsonl, parquet, or a kind we refuse.
+function fileKind(name, bytes) {
+  const lower = name.toLowerCase().replace(/\.gz$/, "");
+  if (bytes && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 && bytes[3] === 0x04) return "zip";
+  if (lower.endsWith(".parquet") || (bytes && String.fromCharCode(...bytes.slice(0, 4)) === "PAR1")) return "parquet";
+  if (lower.endsWith(".jsonl") || lower.endsWith(".ndjson")) return "jsonl";
+  if (lower.endsWith(".tsv")) return "tsv";
+  return "csv";
+}
+
+// The field names of the first JSON Lines record; nested objects as dotted paths.
+function jsonlColumns(text) {
+  const first = text.split(/\r?\n/).find((line) => line.trim());
+  const record = first ? parseJson(first) : null;
+  if (!record || typeof record !== "object" || Array.isArray(record)) return null;
+  const names = [];
+  const walk = (value, prefix) => {
+    for (const [key, inner] of Object.entries(value)) {
+      const path = prefix ? `${prefix}.${key}` : key;
+      if (inner && typeof inner === "object" && !Array.isArray(inner)) walk(inner, path);
+      else names.push(path);
+    }
+  };
+  walk(record, "");
+  return names;
 }
 
 function fillSelect(select, choices, selected) {
@@ -315,6 +440,27 @@ function formatBytes(n) {
   return `${(n / 1024 ** 3).toFixed(2)} GB`;
 }
 
+// What the page knows of the chosen file: its kind, its columns (null: unknown), and whether
+// a text column must still be chosen before the upload.
+let chosen = { kind: null, columns: null, needsTextColumn: false };
+
+function updateUploadButton() {
+  const file = $("csv-file").files[0];
+  const waitingForColumn = chosen.needsTextColumn && !$("text-column").value;
+  $("upload-button").disabled = !file || chosen.kind === "zip" || waitingForColumn;
+}
+
+async function readColumns(file, kind) {
+  if (kind === "parquet") return null; // its schema sits at the end of the file: the server reads it
+  const bytes = await readHeadBytes(file);
+  if (!bytes) return null;
+  const text = decodeHead(bytes, $("encoding").value);
+  if (kind === "jsonl") return jsonlColumns(text);
+  const whole = file.size <= HEAD_BYTES && bytes.length < HEAD_BYTES;
+  const separator = $("delimiter").value || (kind === "tsv" ? "\t" : detectSeparator(text));
+  return parseHeader(text, whole, separator);
+}
+
 async function onFileChosen() {
   const file = $("csv-file").files[0];
   const textSelect = $("text-column");
@@ -322,40 +468,56 @@ async function onFileChosen() {
   hide($("upload-error"));
   hide($("upload-progress"));
   textSelect.disabled = idSelect.disabled = true;
-  $("upload-button").disabled = !file;
+  chosen = { kind: null, columns: null, needsTextColumn: false };
+  updateUploadButton();
   if (!file) {
     hide($("file-info"));
     textSelect.replaceChildren();
     idSelect.replaceChildren();
     return;
   }
+  let kind = "csv";
   let columns = null;
   try {
-    const bytes = await readHeadBytes(file);
-    if (bytes) {
-      const text = new TextDecoder("utf-8").decode(bytes);
-      columns = parseHeader(text, file.size <= HEAD_BYTES && bytes.length < HEAD_BYTES);
-    }
+    const start = new Uint8Array(await file.slice(0, 8).arrayBuffer());
+    kind = fileKind(file.name, start);
+    if (kind !== "zip") columns = await readColumns(file, kind);
   } catch {
     columns = null;
   }
+  chosen = { kind, columns, needsTextColumn: false };
+  const notCsv = kind === "jsonl" || kind === "parquet";
+  $("delimiter").disabled = notCsv;
+  $("encoding").disabled = kind === "parquet";
+  const about = `${file.name} · ${formatBytes(file.size)}`;
+  if (kind === "zip") {
+    fillSelect(textSelect, [], "");
+    fillSelect(idSelect, [], "");
+    show($("file-info"), `${about} · this looks like an Excel workbook or another ZIP archive: save it as CSV first`);
+    updateUploadButton();
+    return;
+  }
   if (!columns || !columns.length) {
     // The server still reads the header itself and says what is wrong.
-    show($("file-info"), `${file.name} · ${formatBytes(file.size)} · the header row could not be read here; the server picks 'text', else 'review'`);
+    const why = kind === "parquet" ? "the server reads a Parquet file's columns" : "the header could not be read here";
+    show($("file-info"), `${about} · ${why}; the server picks 'text', else 'review'`);
     fillSelect(textSelect, [["", "(server default)"]], "");
-    fillSelect(idSelect, [["", "(row number)"]], "");
+    fillSelect(idSelect, [["", "(automatic)"]], "");
+    updateUploadButton();
     return;
   }
   const lowered = columns.map((c) => c.toLowerCase());
-  const guess = ["text", "review"].map((name) => lowered.indexOf(name)).find((i) => i >= 0);
+  const guess = TEXT_COLUMNS.map((name) => lowered.indexOf(name)).find((i) => i >= 0);
   const textChoices = columns.map((c) => [c, c]);
-  let info = `${file.name} · ${formatBytes(file.size)} · ${columns.length} column${columns.length === 1 ? "" : "s"}`;
+  let info = `${about} · ${columns.length} column${columns.length === 1 ? "" : "s"}`;
   if (guess === undefined) {
     textChoices.unshift(["", "— choose the column with the reviews —"]);
     info += " · no 'text' or 'review' column: choose the one that holds the reviews";
+    chosen.needsTextColumn = true;
   }
   fillSelect(textSelect, textChoices, guess === undefined ? "" : columns[guess]);
-  const idGuess = lowered.indexOf("id");
+  // An id-like column (id, review_id, ...) is the id, as the server does by default.
+  const idGuess = lowered.findIndex((c) => c === "id" || c.endsWith("_id"));
   fillSelect(
     idSelect,
     [["", "(row number)"], ...columns.map((c) => [c, c])],
@@ -363,6 +525,7 @@ async function onFileChosen() {
   );
   textSelect.disabled = idSelect.disabled = false;
   show($("file-info"), info);
+  updateUploadButton();
 }
 
 // ---------------------------------------------------------------- upload ----
@@ -372,8 +535,15 @@ function upload(event) {
   const file = $("csv-file").files[0];
   if (!file) return;
   const params = new URLSearchParams();
-  if ($("text-column").value) params.set("text_column", $("text-column").value);
-  if ($("id-column").value) params.set("id_column", $("id-column").value);
+  const options = {
+    text_column: $("text-column").value,
+    id_column: $("id-column").value,
+    model: $("bulk-model").value,
+    encoding: $("encoding").disabled ? "" : $("encoding").value,
+    delimiter: $("delimiter").disabled ? "" : $("delimiter").value,
+  };
+  // Options go in the query: the server reads them before the file arrives.
+  for (const [name, value] of Object.entries(options)) if (value) params.set(name, value);
   const form = new FormData();
   form.append("file", file, file.name);
 
@@ -402,8 +572,8 @@ function upload(event) {
         : `Uploaded ${formatBytes(file.size)}; the server is storing the last rows…`;
   });
   const finish = () => {
-    button.disabled = false;
     button.textContent = "Upload and score";
+    updateUploadButton();
     hide($("upload-progress"));
   };
   xhr.addEventListener("load", () => {
@@ -442,6 +612,93 @@ function formatRate(rate) {
   return rate >= 100 ? numberFormat.format(Math.round(rate)) : rate.toFixed(1);
 }
 
+// The API's times are UTC ("...Z"); one without a zone is read as UTC too, never as local.
+function parseUtc(value) {
+  if (typeof value !== "string" || !value) return null;
+  const zoned = /(Z|[+-]\d\d:?\d\d)$/i.test(value) ? value : `${value}Z`;
+  const moment = new Date(zoned);
+  return Number.isNaN(moment.getTime()) ? null : moment;
+}
+
+// In the browser's time zone, as YYYY-MM-DD HH:MM.
+function localTime(value) {
+  const moment = parseUtc(value);
+  if (!moment) return value || "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return (
+    `${moment.getFullYear()}-${pad(moment.getMonth() + 1)}-${pad(moment.getDate())} ` +
+    `${pad(moment.getHours())}:${pad(moment.getMinutes())}`
+  );
+}
+
+function humanName(key) {
+  return String(key).replace(/_/g, " ");
+}
+
+function formatValue(key, value) {
+  if (typeof value !== "number") return String(value);
+  if (/share|fraction|ratio|rate/.test(key) && value >= 0 && value <= 1) return `${(value * 100).toFixed(1)} %`;
+  return Number.isInteger(value) ? numberFormat.format(value) : value.toFixed(3);
+}
+
+// A histogram: a list of counts, or of {count} bins (with from/to or lo/hi bounds).
+function histogram(values) {
+  const counts = values.map((v) => (v && typeof v === "object" ? Number(v.count ?? v.n ?? 0) : Number(v)));
+  if (!counts.length || counts.some((c) => !Number.isFinite(c))) return null;
+  const most = Math.max(...counts, 1);
+  const chart = document.createElement("div");
+  chart.className = "histogram";
+  chart.setAttribute("role", "img");
+  chart.setAttribute("aria-label", `histogram: ${counts.join(", ")}`);
+  counts.forEach((count, i) => {
+    const bar = document.createElement("span");
+    bar.style.height = `${Math.max((count / most) * 100, count ? 4 : 0)}%`;
+    const bin = values[i];
+    const low = bin && typeof bin === "object" ? bin.from ?? bin.lo ?? bin.low : undefined;
+    const high = bin && typeof bin === "object" ? bin.to ?? bin.hi ?? bin.high : undefined;
+    bar.title = low !== undefined ? `${low}–${high}: ${numberFormat.format(count)}` : numberFormat.format(count);
+    chart.append(bar);
+  });
+  return chart;
+}
+
+// The job's results summary, whatever its exact shape: numbers, counts by name, histograms.
+function renderSummary(summary) {
+  const box = $("job-summary");
+  box.replaceChildren();
+  if (!summary || typeof summary !== "object") {
+    box.hidden = true;
+    return;
+  }
+  const title = document.createElement("h3");
+  title.textContent = "Summary";
+  const list = document.createElement("dl");
+  const add = (key, content) => {
+    const dt = document.createElement("dt");
+    dt.textContent = humanName(key);
+    const dd = document.createElement("dd");
+    if (typeof content === "string") dd.textContent = content;
+    else dd.append(content);
+    list.append(dt, dd);
+  };
+  for (const [key, value] of Object.entries(summary)) {
+    if (value === null || value === undefined) continue;
+    if (Array.isArray(value)) {
+      const chart = histogram(value);
+      add(key, chart || value.map(String).join(", "));
+    } else if (typeof value === "object") {
+      const inner = Object.entries(value);
+      const nestedList = inner.find(([, v]) => Array.isArray(v));
+      if (nestedList && histogram(nestedList[1])) add(key, histogram(nestedList[1]));
+      else add(key, inner.map(([k, v]) => `${humanName(k)} ${typeof v === "object" ? JSON.stringify(v) : formatValue(k, v)}`).join(" · ") || "none");
+    } else {
+      add(key, formatValue(key, value));
+    }
+  }
+  box.append(title, list);
+  box.hidden = !list.children.length;
+}
+
 function resultsUrl(job) {
   return `${job.results_url}?format=csv`;
 }
@@ -469,11 +726,16 @@ function renderJob(job) {
     parts.push(`ETA ${formatDuration(job.eta_seconds)}`);
   }
   if (job.finished && job.started_at && job.finished_at) {
-    const took = (Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000;
+    const took = (parseUtc(job.finished_at) - parseUtc(job.started_at)) / 1000;
     if (took >= 0) parts.push(`took ${formatDuration(took)}`);
   }
-  parts.push(`model version ${job.model_version}`);
+  parts.push(`model ${job.model_version}`);
   $("job-progress").textContent = parts.join(" · ");
+  const times = [`created ${localTime(job.created_at)}`];
+  if (job.finished_at) times.push(`finished ${localTime(job.finished_at)}`);
+  $("job-times").textContent = times.join(" · ");
+  $("job-times").title = `created ${job.created_at} (UTC)`;
+  renderSummary(job.summary);
 
   if (job.error) show($("job-error"), job.error);
   else hide($("job-error"));
@@ -551,11 +813,64 @@ async function downloadWithKey(event) {
 
 // ---------------------------------------------------------------- recent jobs ----
 
-function cell(text, className) {
+function cell(label, text, className) {
   const td = document.createElement("td");
+  td.dataset.label = label;
   if (className) td.className = className;
   if (text !== undefined) td.textContent = text;
   return td;
+}
+
+async function deleteJob(job) {
+  const name = job.filename || `job ${job.id.slice(0, 8)}`;
+  if (!window.confirm(`Delete ${name} (job ${job.id}) with its results?`)) return;
+  try {
+    await api(`/v1/jobs/${job.id}`, { method: "DELETE" });
+    if (followed && followed.id === job.id) {
+      clearTimeout(followed.timer);
+      followed = null;
+      hide($("job-panel"));
+    }
+  } catch (error) {
+    show($("banner"), `delete failed: ${error.message}`);
+  }
+  loadJobs();
+}
+
+function jobActions(job) {
+  const actions = cell("", undefined, "row-actions");
+  if (job.finished) {
+    const details = document.createElement("button");
+    details.type = "button";
+    details.className = "link";
+    details.textContent = "details";
+    details.setAttribute("aria-label", `details of job ${job.id}`);
+    details.addEventListener("click", () => {
+      followJob(job);
+      $("job-panel").scrollIntoView({ block: "nearest" });
+    });
+    actions.append(details);
+    const link = document.createElement("a");
+    link.className = "results-link";
+    link.href = resultsUrl(job);
+    link.setAttribute("download", `${job.id}-results.csv`);
+    link.textContent = "results";
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "link danger";
+    remove.textContent = "delete";
+    remove.setAttribute("aria-label", `delete job ${job.id}`);
+    remove.addEventListener("click", () => deleteJob(job));
+    actions.append(link, remove);
+  } else {
+    const follow = document.createElement("button");
+    follow.type = "button";
+    follow.className = "link";
+    follow.textContent = "follow";
+    follow.addEventListener("click", () => followJob(job));
+    actions.append(follow);
+  }
+  return actions;
 }
 
 function renderJobs(list) {
@@ -564,37 +879,22 @@ function renderJobs(list) {
   for (const job of list.jobs) {
     const row = document.createElement("tr");
     row.dataset.jobId = job.id;
-    const created = new Date(job.created_at);
-    row.append(cell(Number.isNaN(created.getTime()) ? job.created_at : created.toLocaleString()));
-    const file = cell(job.filename || "—", "file");
+    const created = cell("Created", localTime(job.created_at), "created");
+    created.title = `${job.created_at} (UTC)`;
+    row.append(created);
+    const file = cell("File", job.filename || "—", "file");
     file.title = `job ${job.id}`;
     row.append(file);
-    const status = cell();
+    const status = cell("Status", undefined, "status");
     const badge = document.createElement("span");
     badge.className = `badge badge-${job.status}`;
     badge.textContent = job.status;
     status.append(badge);
     row.append(status);
     const total = job.total === null ? "?" : numberFormat.format(job.total);
-    row.append(cell(`${numberFormat.format(job.done)} / ${total}`, "num"));
-    row.append(cell(job.model_version, "model"));
-    const actions = cell(undefined, "row-actions");
-    if (job.finished) {
-      const link = document.createElement("a");
-      link.className = "results-link";
-      link.href = resultsUrl(job);
-      link.setAttribute("download", `${job.id}-results.csv`);
-      link.textContent = "results";
-      actions.append(link);
-    } else {
-      const follow = document.createElement("button");
-      follow.type = "button";
-      follow.className = "link";
-      follow.textContent = "follow";
-      follow.addEventListener("click", () => followJob(job));
-      actions.append(follow);
-    }
-    row.append(actions);
+    row.append(cell("Rows done", `${numberFormat.format(job.done)} / ${total}`, "num rows"));
+    row.append(cell("Model", job.model_version, "model"));
+    row.append(jobActions(job));
     body.append(row);
   }
   $("jobs-empty").textContent = "No jobs yet.";
@@ -627,10 +927,15 @@ document.addEventListener("DOMContentLoaded", () => {
   setupKeyForm();
   setupSingle();
   $("csv-file").addEventListener("change", onFileChosen);
+  $("text-column").addEventListener("change", updateUploadButton);
+  // A different encoding or separator changes how the header reads: read it again.
+  $("encoding").addEventListener("change", onFileChosen);
+  $("delimiter").addEventListener("change", onFileChosen);
   $("upload-form").addEventListener("submit", upload);
   $("cancel-job").addEventListener("click", cancelFollowed);
   $("refresh-jobs").addEventListener("click", loadJobs);
   document.addEventListener("click", downloadWithKey);
   checkReady();
+  loadModels();
   loadJobs();
 });

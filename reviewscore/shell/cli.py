@@ -1,29 +1,45 @@
-"""The `reviewscore` command: run the service, score CSV files through it, manage keys, train."""
+"""The `reviewscore` command: run the service, score files through it, manage keys, train.
+
+Every failure of a command that talks to the API is one line on stderr that says what to do
+next (no traceback unless --debug): `main()` renders the client's errors in one place."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from reviewscore.client import ApiError, Client
+from reviewscore.client import (
+    ApiError,
+    Client,
+    ClientError,
+    ServiceUnreachableError,
+    result_format_for,
+)
 from reviewscore.core.settings import get_settings
 
 app = typer.Typer(
-    help="reviewscore: batch scoring of movie-review sentiment.", no_args_is_help=True
+    help="reviewscore: batch scoring of movie-review sentiment.",
+    no_args_is_help=True,
+    # A traceback's locals could show an API key; --debug shows the traceback alone.
+    pretty_exceptions_show_locals=False,
 )
 keys_app = typer.Typer(help="API keys (needed when REVIEWSCORE_ENV=production).")
 db_app = typer.Typer(help="The database schema.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
+INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", envvar="REVIEWSCORE_API_URL", help="the API's address")
@@ -34,19 +50,114 @@ KeyOption = Annotated[
         "--api-key", envvar="REVIEWSCORE_API_KEY", help="an API key, when the server needs one"
     ),
 ]
+JobArg = Annotated[str, typer.Argument(help="a job id, or the start of one (as `jobs` lists)")]
+ResultsFormat = Annotated[
+    str | None,
+    typer.Option("--format", help="csv, jsonl or parquet (default: from the file's suffix)"),
+]
+
+
+@dataclass
+class CliState:
+    debug: bool = False
+
+
+state = CliState()
+
+
+@app.callback()
+def options(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False,
+) -> None:
+    state.debug = debug
+
+
+def say(message: str) -> None:
+    """One line on stderr, never wrapped or read as markup."""
+    console.print(escape(message), soft_wrap=True, highlight=False)
+
+
+def stdout_console() -> Console:
+    # Piped output gets room for full job ids instead of rich's 80 columns.
+    return Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _client(url: str | None, api_key: str | None) -> Client:
     return Client(url or get_settings().api_url, api_key)
 
 
-def _fail(message: str, code: int = 1) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+def local_time(value: Any) -> str:
+    """An API timestamp (UTC, ...Z) in this machine's time zone."""
+    if not isinstance(value, str):
+        return "" if value is None else str(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def _wait(client: Client, job_id: str, poll: float = 0.5) -> dict[str, Any]:
-    """Follows a job with a progress bar until the server says it is finished."""
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def summary_rows(summary: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """A job's results summary as (name, value) lines, whatever its nesting: counts per label,
+    the share positive, a histogram, failed rows by reason."""
+    if isinstance(summary, dict):
+        flat = all(not isinstance(v, dict | list) for v in summary.values())
+        if flat and prefix:
+            return [(prefix, ", ".join(f"{k} {_number(v)}" for k, v in summary.items()) or "-")]
+        rows: list[tuple[str, str]] = []
+        for key, value in summary.items():
+            rows += summary_rows(value, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    if isinstance(summary, list):
+        counts = [
+            item.get("count", item.get("n")) if isinstance(item, dict) else item for item in summary
+        ]
+        return [(prefix, " ".join(_number(c) for c in counts))]
+    return [(prefix or "summary", _number(summary))]
+
+
+JOB_FIELDS = ("id", "status", "filename", "model", "model_version", "device", "error")
+TIME_FIELDS = ("created_at", "started_at", "finished_at")
+
+
+def print_job(job: dict[str, Any]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key in JOB_FIELDS:
+        if job.get(key) not in (None, ""):
+            table.add_row(key, str(job[key]))
+    total = "?" if job.get("total") is None else _number(job["total"])
+    rows = f"{_number(job.get('done', 0))} of {total} done"
+    rows += f" ({_number(job.get('scored', 0))} scored, {_number(job.get('failed', 0))} failed)"
+    table.add_row("rows", rows)
+    if job.get("rate"):
+        table.add_row("rate", f"{job['rate']:,.0f} rows/s")
+    if job.get("eta_seconds") is not None:
+        table.add_row("eta", f"{job['eta_seconds']:,.0f} s")
+    for key in TIME_FIELDS:
+        if job.get(key):
+            table.add_row(key.removesuffix("_at"), local_time(job[key]))
+    if isinstance(job.get("summary"), dict | list):
+        for name, value in summary_rows(job["summary"]):
+            table.add_row(f"summary {name}", value)
+    stdout_console().print(table)
+
+
+def _follow(client: Client, job_id: str, output: Path | None) -> dict[str, Any]:
+    """Follows a job with a progress bar until the server says it is finished. Ctrl-C or a lost
+    service stops following (the job goes on) and says how to re-attach."""
+    again = f"reviewscore wait {job_id} -o {output or 'FILE'}"
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -54,60 +165,99 @@ def _wait(client: Client, job_id: str, poll: float = 0.5) -> dict[str, Any]:
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"job {job_id[:8]}", total=1, rate="")
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(f"job {job_id[:8]}", total=1, rate="")
 
-        def show(job: dict[str, Any]) -> None:
-            progress.update(
-                task,
-                completed=job["done"],
-                total=job["total"] or max(job["received"], 1),
-                rate=f"{job['rate']:,.0f} rows/s" if job.get("rate") else "",
-                description=f"job {job_id[:8]} {job['status']}",
-            )
+            def show(job: dict[str, Any]) -> None:
+                progress.update(
+                    task,
+                    completed=job["done"],
+                    total=job["total"] or max(job["received"], 1),
+                    rate=f"{job['rate']:,.0f} rows/s" if job.get("rate") else "",
+                    description=f"job {job_id[:8]} {job['status']}",
+                )
 
-        return client.wait(job_id, poll=poll, on_progress=show)
+            return client.wait(job_id, on_progress=show)
+    except KeyboardInterrupt:
+        say(f"stopped following job {job_id}; it goes on. Re-attach with: {again}")
+        raise typer.Exit(INTERRUPTED) from None
+    except ServiceUnreachableError as exc:
+        raise ServiceUnreachableError(
+            f"{exc} Job {job_id} goes on once the service is back; re-attach with: {again}",
+            exc.url,
+        ) from exc
 
 
-def _print_job(job: dict[str, Any]) -> None:
-    table = Table(show_header=False)
-    for key in (
-        "id",
-        "status",
-        "model_version",
-        "total",
-        "scored",
-        "failed",
-        "rate",
-        "eta_seconds",
-        "device",
-        "error",
-        "created_at",
-        "finished_at",
-    ):
-        value = job.get(key)
-        if isinstance(value, float):
-            value = f"{value:,.1f}"
-        table.add_row(key, "" if value is None else str(value))
-    Console().print(table)
+def _download(
+    client: Client, job_id: str, output: Path, fmt: str | None, partial: bool = False
+) -> None:
+    try:
+        written = client.download(job_id, output, fmt or result_format_for(output), partial)
+    except ApiError as exc:
+        if exc.status_code != 409:
+            raise
+        job = client.job(job_id)
+        if job.get("finished"):
+            raise
+        total = "?" if job.get("total") is None else f"{job['total']:,}"
+        raise ClientError(
+            f"job {job_id} is {job['status']} ({job['done']:,} of {total} rows done): "
+            f"wait for it with `reviewscore wait {job_id} -o {output}`, or pass --partial "
+            "for the rows done so far"
+        ) from exc
+    except KeyboardInterrupt:
+        say(f"download stopped; again with: reviewscore download {job_id} -o {output}")
+        raise typer.Exit(INTERRUPTED) from None
+    say(f"{written:,} bytes -> {output}")
+
+
+def _finish(job: dict[str, Any]) -> None:
+    say(
+        f"job {job['id']} {job['status']}: {job['scored']:,} scored, {job['failed']:,} failed"
+        + (f" ({job['error']})" if job.get("error") else "")
+    )
+    if job["status"] != "succeeded":
+        raise typer.Exit(2)
 
 
 @app.command()
 def score(
-    csv_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help=".csv or .csv.gz")],
+    input_file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="CSV, TSV, JSON Lines or Parquet (gzip welcome)"
+        ),
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the results")],
     text_column: Annotated[str | None, typer.Option(help="default: 'text', else 'review'")] = None,
-    id_column: Annotated[str | None, typer.Option(help="default: the row number")] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="default: an id column, else row number")
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="an installed model (default if omitted)")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    encoding: Annotated[
+        str | None, typer.Option(help="the file's encoding (default: detected)")
+    ] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="the CSV separator: , ; tab | (default: detected)")
+    ] = None,
+    input_format: Annotated[
+        str | None, typer.Option("--format", help="csv, tsv, jsonl or parquet (default: detected)")
+    ] = None,
+    keep_columns: Annotated[
+        str | None, typer.Option(help="input columns to return with the scores, comma-separated")
+    ] = None,
+    results_format: Annotated[
+        str | None,
+        typer.Option(help="csv, jsonl or parquet (default: from the output file's suffix)"),
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Upload a CSV, show progress while the workers score it, and write the results."""
+    """Upload a file, show progress while the workers score it, and write the results."""
     client = _client(url, api_key)
-    size = csv_file.stat().st_size
     try:
         with Progress(
             TextColumn("upload"),
@@ -116,117 +266,130 @@ def score(
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task("upload", total=size)
-            job = client.upload(
-                csv_file,
+            task = progress.add_task("upload", total=input_file.stat().st_size)
+            job = client.submit(
+                input_file,
                 text_column=text_column,
                 id_column=id_column,
                 model=model,
+                encoding=encoding,
+                delimiter=delimiter,
+                format=input_format,
+                keep_columns=keep_columns,
                 progress=lambda n: progress.advance(task, n),
             )
-        console.print(
-            f"job {job['id']} ({job['received']:,} rows); "
-            f"re-attach with: reviewscore wait {job['id']}"
+    except KeyboardInterrupt:
+        say(
+            "upload interrupted: the server keeps the rows it received in a job that ends "
+            "failed (`reviewscore jobs` lists it); run the same command again to score it all"
         )
-        job = _wait(client, job["id"])
-        client.download(job["id"], output, fmt)
-    except ApiError as exc:
-        _fail(exc.detail)
-    console.print(
-        f"{job['status']}: {job['scored']:,} scored, {job['failed']:,} failed -> {output}"
+        raise typer.Exit(INTERRUPTED) from None
+    say(
+        f"job {job['id']} ({job['received']:,} rows); "
+        f"re-attach with: reviewscore wait {job['id']} -o {output}"
     )
-    if job["status"] != "succeeded":
-        raise typer.Exit(2)
+    job = _follow(client, job["id"], output)
+    _download(client, job["id"], output, results_format)
+    _finish(job)
 
 
 @app.command()
-def status(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """Show a job's status and progress."""
-    try:
-        _print_job(_client(url, api_key).job(job_id))
-    except ApiError as exc:
-        _fail(exc.detail)
+def status(job_id: JobArg, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Show a job's status, progress and results summary."""
+    client = _client(url, api_key)
+    print_job(client.job(client.resolve(job_id)))
 
 
 @app.command()
-def wait(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """Follow a job until it finishes (exit 0 if it succeeded)."""
-    try:
-        job = _wait(_client(url, api_key), job_id)
-    except ApiError as exc:
-        _fail(exc.detail)
-    _print_job(job)
-    if job["status"] != "succeeded":
-        raise typer.Exit(2)
+def wait(
+    job_id: JobArg,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="write the results here once done")
+    ] = None,
+    fmt: ResultsFormat = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Follow a job until it finishes, then write its results with -o (exit 0 if it succeeded)."""
+    client = _client(url, api_key)
+    job_id = client.resolve(job_id)
+    job = _follow(client, job_id, output)
+    print_job(job)
+    if output is not None:
+        _download(client, job_id, output, fmt)
+    _finish(job)
 
 
 @app.command()
 def download(
-    job_id: str,
+    job_id: JobArg,
     output: Annotated[Path, typer.Option("-o", "--output")],
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl")] = "csv",
+    fmt: ResultsFormat = None,
     partial: Annotated[bool, typer.Option(help="allow an unfinished job's results")] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
     """Write a job's results to a file."""
-    try:
-        written = _client(url, api_key).download(job_id, output, fmt, partial)
-    except ApiError as exc:
-        _fail(exc.detail)
-    console.print(f"{written:,} bytes -> {output}")
+    client = _client(url, api_key)
+    _download(client, client.resolve(job_id), output, fmt, partial)
 
 
 @app.command()
-def cancel(job_id: str, url: UrlOption = None, api_key: KeyOption = None) -> None:
+def cancel(job_id: JobArg, url: UrlOption = None, api_key: KeyOption = None) -> None:
     """Cancel an unfinished job (rows already scored keep their results)."""
-    try:
-        _print_job(_client(url, api_key).cancel(job_id))
-    except ApiError as exc:
-        _fail(exc.detail)
+    client = _client(url, api_key)
+    print_job(client.cancel(client.resolve(job_id)))
 
 
 @app.command()
-def jobs(limit: int = 20, url: UrlOption = None, api_key: KeyOption = None) -> None:
-    """List recent jobs."""
-    try:
-        listing = _client(url, api_key).jobs(limit)
-    except ApiError as exc:
-        _fail(exc.detail)
-    table = Table("id", "status", "total", "scored", "failed", "created_at")
+def delete(job_id: JobArg, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """Delete a job with its rows and results."""
+    client = _client(url, api_key)
+    job_id = client.resolve(job_id)
+    client.delete(job_id)
+    say(f"deleted job {job_id}")
+
+
+@app.command()
+def jobs(
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """List recent jobs (full ids; any unique start of one works in the other commands)."""
+    listing = _client(url, api_key).jobs(limit)
+    table = Table("id", "status", "rows done", "file", "created")
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = 32
     for job in listing["jobs"]:
+        total = "?" if job["total"] is None else _number(job["total"])
         table.add_row(
             job["id"],
             job["status"],
-            str(job["total"]),
-            str(job["scored"]),
-            str(job["failed"]),
-            job["created_at"],
+            f"{_number(job['done'])} / {total}",
+            job.get("filename") or "",
+            local_time(job["created_at"]),
         )
-    Console().print(table)
+    stdout_console().print(table)
+    if listing["total"] > len(listing["jobs"]):
+        say(f"{len(listing['jobs'])} of {listing['total']:,} jobs; --limit shows more")
 
 
-models_app = typer.Typer(help="The model registry every host shares (in the database).")
+models_app = typer.Typer(help="The models: listed by the API, published to the shared registry.")
 app.add_typer(models_app, name="models")
 
 
 @models_app.callback(invoke_without_command=True)
-def models(ctx: typer.Context) -> None:
-    """List the published models (the current version of each)."""
+def models(ctx: typer.Context, url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """List the models the API serves (the current version of each)."""
     if ctx.invoked_subcommand is not None:
         return
-    from reviewscore.core.db import session_scope
-    from reviewscore.core.model_registry import default_model_name, list_models
-
-    settings = get_settings()
-    with session_scope(readonly=True) as session:
-        installed = list_models(session)
-    default = default_model_name(installed, settings.default_model)
-    table = Table("name", "version", "architecture", "test accuracy", "default")
-    for m in installed:
-        acc = f"{m.test_accuracy:.2%}" if m.test_accuracy is not None else ""
-        table.add_row(m.name, m.version, m.architecture, acc, "yes" if m.name == default else "")
-    Console().print(table)
+    table = Table("name", "version", "test accuracy", "reads", "default")
+    for m in _client(url, api_key).models()["models"]:
+        acc = f"{m['test_accuracy']:.2%}" if m.get("test_accuracy") is not None else ""
+        reads = "every token" if m.get("max_tokens") is None else f"{m['max_tokens']} tokens"
+        table.add_row(m["name"], m["version"], acc, reads, "yes" if m["default"] else "")
+    stdout_console().print(table)
 
 
 @models_app.command("publish")
@@ -241,7 +404,10 @@ def models_publish(
 
     published = publish_folder(folder or get_settings().models_dir)
     if not published:
-        _fail(f"no model folder (with a metadata.json) in {folder or get_settings().models_dir}")
+        say(
+            f"error: no model folder (with a metadata.json) in {folder or get_settings().models_dir}"
+        )
+        raise typer.Exit(1)
     for info, new in published:
         console.print(f"{info.version}: {'published' if new else 'already published'}")
 
@@ -281,7 +447,8 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="key id or key prefix")]
     with session_scope() as session:
         record = keys.revoke_key(session, key)
         if record is None:
-            _fail(f"no active key {key!r}")
+            say(f"error: no active key {key!r}")
+            raise typer.Exit(1)
     console.print(f"revoked key {key}")
 
 
@@ -347,7 +514,7 @@ def run(
     except KeyboardInterrupt:
         pass
     except (RuntimeError, TimeoutError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        say(f"error: {exc}")
         stack.stop()
         sys.exit(1)
     finally:
@@ -375,5 +542,22 @@ def train(
     console.print(f"model written to {folder}")
 
 
+def main() -> None:
+    """The `reviewscore` entry point: the client's errors, and any other, become one line."""
+    try:
+        app()
+    except ClientError as exc:
+        if state.debug:
+            raise
+        message = f"{exc.detail} (HTTP {exc.status_code})" if isinstance(exc, ApiError) else exc
+        say(f"error: {message}")
+        sys.exit(1)
+    except Exception as exc:
+        if state.debug:
+            raise
+        say(f"error: {exc.__class__.__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()
