@@ -73,6 +73,7 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
                 "ext_id": r.ext_id,
                 "text": r.text,
                 "error": r.error,
+                "extra": r.extra,
             }
             for r in rows
         ],
