@@ -17,8 +17,10 @@ FORMATS = ("csv", "tsv", "jsonl", "parquet")
 PARQUET_MAGIC = b"PAR1"
 DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
-# The delimiter is judged on this many records from the start of the file.
+# The delimiter is judged on this many records from the start of the file, within this many
+# characters (parsing a sample is bounded like the rows are).
 SNIFF_RECORDS = 100
+SNIFF_CHARS = 64 * 1024
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -199,14 +201,12 @@ def display_name(codec: str) -> str:
 
 
 def is_ascii_compatible(codec: str) -> bool:
-    """Whether the byte 0x0A is always a line break and ASCII bytes are ASCII characters, so the
+    """Whether ASCII bytes decode to the same characters (0x0A is always a line break), so the
     file can be split into lines before it is decoded."""
-    if codec.startswith(("utf-16", "utf-32", "utf_16", "utf_32", "utf-7")):
-        return False
-    probe = "\n\r,;\t|\"'{}[]:azAZ09 "
+    probe = b"\n\r,;\t|\"'{}[]:azAZ09 "
     try:
-        return probe.encode(codec) == probe.encode("ascii")
-    except UnicodeError:
+        return codecs.decode(probe, codec) == probe.decode("ascii")
+    except (UnicodeError, LookupError):
         return False
 
 
@@ -296,6 +296,9 @@ def detect_delimiter(sample: str) -> str:
     at least two columns and the most following records into as many fields (then the widest
     header); a comma when none splits the header (a one-column file)."""
     best: tuple[tuple[float, int], str] | None = None
+    if len(sample) > SNIFF_CHARS:
+        cut = sample.rfind("\n", 0, SNIFF_CHARS)
+        sample = sample[: cut + 1 if cut > 0 else SNIFF_CHARS]
     for candidate in DELIMITERS:
         if candidate not in sample.partition("\n")[0]:
             continue

@@ -44,7 +44,8 @@ def _kind(value: Any) -> str:
         return "a number"
     if isinstance(value, bool):
         return "true/false"
-    return {dict: "an object", list: "an array", type(None): "null"}.get(type(value), "a value")
+    kinds = {dict: "an object", list: "an array", str: "a string", type(None): "null"}
+    return kinds.get(type(value), "a value")
 
 
 def flatten(obj: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:

@@ -140,7 +140,9 @@ class Transcoder(io.RawIOBase):
         while not self._pending and not self._done:
             data = self._stream.read(READ_SIZE)
             self._done = not data
-            self._pending = self._decoder.decode(data, final=self._done).encode("utf-8")
+            text = self._decoder.decode(data, final=self._done)
+            # Lone surrogates (from an escape codec) pass through, to be refused row by row.
+            self._pending = text.encode("utf-8", "surrogatepass")
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]

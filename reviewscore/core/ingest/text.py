@@ -54,7 +54,9 @@ class TextLines:
             self.sample = self.sample.replace("\r", "\n")
         self._stream = stream
         self._line_codec = line_codec
-        self._decoder = codecs.getincrementaldecoder(line_codec)("strict")
+        self._decoder = codecs.getincrementaldecoder(line_codec)(
+            "strict" if self.exact_rows else "surrogatepass"
+        )
         self._max_record_bytes = max_record_bytes
         self._lines: CappedLines | None = None
 
@@ -64,7 +66,8 @@ class TextLines:
         self._lines = CappedLines(
             self._stream,
             self._max_record_bytes,
-            separator.encode(self._line_codec) if separator else b"",
+            # (utf-8-sig would put a BOM in front of the separator's bytes.)
+            separator.encode(self._line_codec.removesuffix("-sig")) if separator else b"",
             MAX_FIELDS,
         )
         return self._decoded(self._lines)
