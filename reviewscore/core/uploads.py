@@ -40,8 +40,9 @@ class UploadFailedError(ReviewscoreError):
 
     def __init__(self, cause: ReviewscoreError, job_id: str, rows_kept: int) -> None:
         super().__init__(
-            f"{cause.message}; job {job_id} kept the {rows_kept:,} rows received before "
-            "this point, and they are being scored"
+            f"{cause.message}; job {job_id} kept the {rows_kept:,} "
+            f"row{'' if rows_kept == 1 else 's'} received before this point, and they are "
+            "being scored"
         )
         self.status_code = cause.status_code
         self.job_id = job_id

@@ -95,16 +95,16 @@ class TextLines:
             yield text
 
     def decode_error(self, exc: UnicodeError, line: bytes) -> BadUploadError:
-        place = self.where() if self.exact_rows else f"near {self.where()}"
+        place = f"at {self.where()}" if self.exact_rows else f"near {self.where()}"
         if not isinstance(exc, UnicodeDecodeError):
             # Raised by some codecs instead (UTF-16 cut mid-character, punycode...).
             return BadUploadError(
-                f"the file cannot be read as {self.encoding} ({place}: {exc}): pass the "
+                f"the file cannot be read as {self.encoding} {place} ({exc}): pass the "
                 "encoding it was saved in (encoding=...)"
             )
         byte = exc.object[exc.start] if exc.start < len(exc.object) else 0
         return BadUploadError(
-            f"the file is not valid {self.encoding.upper()} at {place} (byte 0x{byte:02x}): "
+            f"the file is not valid {self.encoding.upper()} {place} (byte 0x{byte:02x}): "
             f"pass the encoding it was saved in (e.g. encoding={self._suggestion(line)})"
         )
 
