@@ -134,6 +134,30 @@ class JobView(BaseModel):
         return f"/v1/jobs/{self.id}/results"
 
 
+class PreviewRow(BaseModel):
+    id: str | None = Field(description="the row's id as read (null: it would be the row number)")
+    text: str = Field(description="the text as read, cut to 300 characters")
+    error: str | None
+
+
+class PreviewView(BaseModel):
+    """How an upload would be read: what a job would record, and its first rows."""
+
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    columns: list[str] = Field(
+        description="the file's columns (JSON Lines: the first object's fields)"
+    )
+    text_column: str
+    id_column: str | None
+    keep_columns: list[str]
+    rows: list[PreviewRow]
+    error: str | None = Field(
+        description="what stopped the sample short (a bad row, a file sent cut short), if anything"
+    )
+
+
 class JobList(BaseModel):
     jobs: list[JobView]
     total: int

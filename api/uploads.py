@@ -19,7 +19,13 @@ from reviewscore.core.errors import BadUploadError, UnsupportedMediaError, Uploa
 from reviewscore.core.ingest import parse_keep_columns
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
-from reviewscore.core.uploads import RequestRefusedError, UploadOptions, store_upload
+from reviewscore.core.uploads import (
+    Preview,
+    RequestRefusedError,
+    UploadOptions,
+    preview_upload,
+    store_upload,
+)
 
 # Raw (non-multipart) bodies accepted; the format is still decided by the content first.
 RAW_TYPES = {
@@ -198,3 +204,10 @@ def receive_upload(
         enqueue=enqueue_chunk,
         owner_key_id=owner,
     )
+
+
+def receive_preview(body: RequestBodyStream, content_type: str, query: UploadQuery) -> Preview:
+    """How an upload would be read (blocking: run it in a worker thread); nothing is stored,
+    and the body is read only as far as needed."""
+    source = open_upload(body, content_type, query)
+    return preview_upload(source.reader, source.options, settings=get_settings())  # type: ignore[arg-type]

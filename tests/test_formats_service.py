@@ -65,7 +65,8 @@ def download(service: RunningStack, job_id: str, export: str) -> list[dict[str, 
     fmt, guard = {"csv": ("csv", "true"), "raw-csv": ("csv", "false")}.get(export, (export, ""))
     with service.http() as http:
         response = http.get(
-            f"/v1/jobs/{job_id}/results", params={"format": fmt, **({"guard": guard} if guard else {})}
+            f"/v1/jobs/{job_id}/results",
+            params={"format": fmt, **({"guard": guard} if guard else {})},
         )
     assert response.status_code == 200, response.text
     if fmt == "parquet":

@@ -428,3 +428,37 @@ def test_a_raw_body_of_each_type_is_an_upload_and_json_points_at_score(api: Test
     )
     refused = api.post("/v1/jobs", json={"text": "hello"})
     assert refused.status_code == 415 and "POST /v1/score" in refused.json()["detail"]
+
+
+def test_a_preview_reads_the_first_mib_and_stores_nothing(api: TestClient) -> None:
+    rows = imdb_slice(2000, seed=9)
+    for row in rows:
+        row["text"] = row["text"] + " Très réussi."
+    whole = as_delimited(rows, ";", "cp1252")
+    cut = whole[: 1024 * 1024]  # what the page sends: the file's first MiB, its last row torn
+    response = api.post("/v1/jobs/preview", files={"file": ("r.csv", cut, "text/csv")})
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert (found["format"], found["encoding"], found["delimiter"]) == ("csv", "windows-1252", ";")
+    assert (found["columns"], found["text_column"], found["id_column"]) == (
+        ["id", "rating", "text"],
+        "text",
+        "id",
+    )
+    assert [r["id"] for r in found["rows"]] == [r["id"] for r in rows[:5]]
+    assert found["error"] is None
+    nested = b'{"meta": {"uid": "a"}, "review": {"text": "fine"}}\n'
+    found = api.post(
+        "/v1/jobs/preview", content=nested, headers={"Content-Type": "application/x-ndjson"}
+    ).json()
+    assert (found["format"], found["columns"], found["text_column"]) == (
+        "jsonl",
+        ["meta", "review"],
+        "review.text",
+    )
+    refused = api.post(
+        "/v1/jobs/preview",
+        files={"file": ("r.xlsx", b"PK\x03\x04" + bytes(26) + b"xl/", "application/octet-stream")},
+    )
+    assert refused.status_code == 422 and "Excel workbook" in refused.json()["detail"]
+    assert api.get("/v1/jobs").json()["total"] == 0

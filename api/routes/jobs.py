@@ -13,8 +13,22 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import current_key_id
 from api.exports import EXPORTS, ExportRequest
-from api.schemas import Histogram, JobList, JobView, SummaryView, error_responses
-from api.uploads import OPTION_NAMES, RequestBodyStream, UploadQuery, receive_upload
+from api.schemas import (
+    Histogram,
+    JobList,
+    JobView,
+    PreviewRow,
+    PreviewView,
+    SummaryView,
+    error_responses,
+)
+from api.uploads import (
+    OPTION_NAMES,
+    RequestBodyStream,
+    UploadQuery,
+    receive_preview,
+    receive_upload,
+)
 from reviewscore.core import jobs, results
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import JobStateError
@@ -73,6 +87,42 @@ async def create_job(
         partial(receive_upload, body, content_type, query, owner)
     )
     return await anyio.to_thread.run_sync(view, job_id, owner)
+
+
+# Preview answers list at most this many columns, each cut to this length.
+PREVIEW_COLUMNS = 200
+PREVIEW_CHARS = 300
+
+
+@router.post(
+    "/preview",
+    response_model=PreviewView,
+    responses=error_responses(400, 413, 415, 422),
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
+async def preview_job(
+    request: Request, _owner: Owner, query: Annotated[UploadQuery, Query()]
+) -> PreviewView:
+    """How a file would be read, without storing anything: its format, encoding, separator,
+    columns, the text and id columns chosen, and the first rows; or the same refusal an upload
+    would get. The first MiB of a text file is enough (a cut last row is fine); Parquet needs
+    the whole file."""
+    body = RequestBodyStream(request)
+    content_type = request.headers.get("content-type", "")
+    found = await anyio.to_thread.run_sync(partial(receive_preview, body, content_type, query))
+    return PreviewView(
+        format=found.format,
+        encoding=found.encoding,
+        delimiter=found.delimiter,
+        columns=[name[:PREVIEW_CHARS] for name in found.columns[:PREVIEW_COLUMNS]],
+        text_column=found.text_column,
+        id_column=found.id_column,
+        keep_columns=found.keep_columns,
+        rows=[
+            PreviewRow(id=r.ext_id, text=r.text[:PREVIEW_CHARS], error=r.error) for r in found.rows
+        ],
+        error=found.error,
+    )
 
 
 def view(job_id: str, owner: int | None = None) -> JobView:

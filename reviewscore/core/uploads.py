@@ -6,8 +6,10 @@ file was read (options sent after the file): its job is cancelled and deleted.""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from reviewscore.core import chunks, jobs
@@ -24,7 +26,14 @@ from reviewscore.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RequestRefusedError", "UploadFailedError", "UploadOptions", "store_upload"]
+__all__ = [
+    "Preview",
+    "RequestRefusedError",
+    "UploadFailedError",
+    "UploadOptions",
+    "preview_upload",
+    "store_upload",
+]
 
 
 class RequestRefusedError(BadUploadError):
@@ -195,3 +204,46 @@ def _store_rows(
         kept = _close(job_id, error)
         raise UploadFailedError(exc, job_id, kept) from exc
     _close(job_id)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """How an upload would be read, from its first bytes: nothing is stored."""
+
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    columns: list[str]
+    text_column: str
+    id_column: str | None
+    keep_columns: list[str]
+    rows: list[ParsedRow]
+    # What stopped the sample short (a bad row, or the end of a file sent cut), if anything.
+    error: str | None
+
+
+def preview_upload(
+    raw: BinaryIO, options: UploadOptions, *, settings: Settings, rows: int = 5
+) -> Preview:
+    """Reads the header and the first rows of an upload as store_upload would, and stops.
+    Refusals are the same errors; a file sent cut short (its first MiB, say) is fine."""
+    reviews = open_reviews(raw, limits_from(settings), options)
+    sample: list[ParsedRow] = []
+    error = None
+    try:
+        sample.extend(itertools.islice(reviews, rows))
+    except ReviewscoreError as exc:
+        error = exc.message
+    finally:
+        reviews.close()
+    return Preview(
+        format=reviews.format,
+        encoding=reviews.encoding,
+        delimiter=reviews.delimiter,
+        columns=reviews.columns,
+        text_column=reviews.text_column,
+        id_column=reviews.id_column,
+        keep_columns=reviews.keep_columns,
+        rows=sample,
+        error=error,
+    )

@@ -69,7 +69,7 @@ def is_valid_unicode(text: str) -> bool:
 
 def _clean(value: Any) -> Any:
     # PostgreSQL text cannot hold NUL characters, and they carry no meaning in a review.
-    return value.replace("\x00", "") if isinstance(value, str) else value
+    return value.replace("\x00", "") if isinstance(value, str) and "\x00" in value else value
 
 
 @dataclass
