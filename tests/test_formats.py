@@ -269,3 +269,20 @@ def test_a_format_that_does_not_fit_the_content_is_named(
 def test_content_decides_over_a_misleading_name() -> None:
     assert read(b'{"text": "fine"}\n', filename="reviews.csv").format == "jsonl"
     assert read(parquet(pa.table({"text": ["x"]}), 10), filename="r.csv").format == "parquet"
+
+
+def test_kept_values_are_stored_as_json_can_hold_them(tmp_path: Path) -> None:
+    table = pa.table({"text": ["a", "b"], "score": [float("nan"), 1.5], "note": ["x\x00y", None]})
+    reader = read(parquet(table, 10), keep_columns=("score", "note"))
+    assert [r.extra for r in reader] == [
+        {"score": "nan", "note": "xy"},
+        {"score": 1.5, "note": None},
+    ]
+    too_big = read(
+        b"text,note\nfine," + b"n" * 1500 + b"\n",
+        IngestLimits(10**9, 1000, 10, 50),
+        keep_columns=("note",),
+    )
+    assert [(r.text, r.error, r.extra) for r in too_big] == [
+        ("fine", "the kept columns hold 1,500 characters, over the limit of 1,000", None)
+    ]

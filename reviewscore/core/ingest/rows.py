@@ -3,6 +3,7 @@ and the checks each row goes through whatever its file format."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,20 @@ def _clean(value: Any) -> Any:
     return value.replace("\x00", "") if isinstance(value, str) and "\x00" in value else value
 
 
+def _json_safe(value: Any) -> Any:
+    """A kept value as the JSON column can store it on every backend: no NULs in strings, and
+    NaN or infinity (which JSON has no words for) as text."""
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 @dataclass
 class RowChecks:
     """Numbers rows and applies the per-row rules every format shares: NULs dropped, empty or
@@ -104,15 +119,20 @@ class RowChecks:
         error: str | None = None,
     ) -> ParsedRow:
         ext_id = _clean(ext_id)
+        surrogate = "text or id holds a lone surrogate (invalid Unicode)"
+        if self.check_unicode and ext_id is not None and not is_valid_unicode(ext_id):
+            return ParsedRow(row_num, None, "", surrogate)
+        kept_error = None
+        if extra is not None:
+            extra = {name: _json_safe(value) for name, value in extra.items()}
+            kept_error = self._check_kept(extra)
+            if kept_error:
+                extra = None
         if error is not None:
             return ParsedRow(row_num, ext_id, "", error, extra)
         text = _clean(text)
-        if extra is not None:
-            extra = {name: _clean(value) for name, value in extra.items()}
-        if self.check_unicode and not is_valid_unicode(text + (ext_id or "")):
-            return ParsedRow(
-                row_num, None, "", "text or id holds a lone surrogate (invalid Unicode)"
-            )
+        if self.check_unicode and not is_valid_unicode(text):
+            return ParsedRow(row_num, None, "", surrogate)
         max_text = self.limits.max_text_bytes
         if not text.strip():
             return ParsedRow(row_num, ext_id, "", "empty text", extra)
@@ -127,11 +147,7 @@ class RowChecks:
             )
         if self.id_column is not None and not (ext_id or "").strip():
             return ParsedRow(row_num, ext_id, text, f"empty id in column {self.id_column!r}", extra)
-        if extra:
-            kept_error = self._check_kept(extra)
-            if kept_error:
-                return ParsedRow(row_num, ext_id, text, kept_error, None)
-        return ParsedRow(row_num, ext_id, text, None, extra)
+        return ParsedRow(row_num, ext_id, text, kept_error, extra)
 
     def _check_kept(self, extra: dict[str, Any]) -> str | None:
         size = sum(len(v) for v in extra.values() if isinstance(v, str))
