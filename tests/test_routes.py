@@ -436,7 +436,7 @@ def test_a_preview_reads_the_first_mib_and_stores_nothing(api: TestClient) -> No
         row["text"] = row["text"] + " Très réussi."
     whole = as_delimited(rows, ";", "cp1252")
     cut = whole[: 1024 * 1024]  # what the page sends: the file's first MiB, its last row torn
-    response = api.post("/v1/jobs/preview", files={"file": ("r.csv", cut, "text/csv")})
+    response = api.post("/v1/jobs/upload/preview", files={"file": ("r.csv", cut, "text/csv")})
     assert response.status_code == 200, response.text
     found = response.json()
     assert (found["format"], found["encoding"], found["delimiter"]) == ("csv", "windows-1252", ";")
@@ -449,7 +449,7 @@ def test_a_preview_reads_the_first_mib_and_stores_nothing(api: TestClient) -> No
     assert found["error"] is None
     nested = b'{"meta": {"uid": "a"}, "review": {"text": "fine"}}\n'
     found = api.post(
-        "/v1/jobs/preview", content=nested, headers={"Content-Type": "application/x-ndjson"}
+        "/v1/jobs/upload/preview", content=nested, headers={"Content-Type": "application/x-ndjson"}
     ).json()
     assert (found["format"], found["columns"], found["text_column"]) == (
         "jsonl",
@@ -457,7 +457,7 @@ def test_a_preview_reads_the_first_mib_and_stores_nothing(api: TestClient) -> No
         "review.text",
     )
     refused = api.post(
-        "/v1/jobs/preview",
+        "/v1/jobs/upload/preview",
         files={"file": ("r.xlsx", b"PK\x03\x04" + bytes(26) + b"xl/", "application/octet-stream")},
     )
     assert refused.status_code == 422 and "Excel workbook" in refused.json()["detail"]

@@ -94,8 +94,10 @@ PREVIEW_COLUMNS = 200
 PREVIEW_CHARS = 300
 
 
+# Two segments, so no job route (/{job_id}, /{job_id}/results...) claims the path for
+# another method: GET on it is a 405, not a malformed job id.
 @router.post(
-    "/preview",
+    "/upload/preview",
     response_model=PreviewView,
     responses=error_responses(400, 413, 415, 422),
     openapi_extra={"requestBody": UPLOAD_BODY},
