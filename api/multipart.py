@@ -1,20 +1,37 @@
-"""Reads the `file` part of a multipart/form-data body as a byte stream, while it arrives."""
+"""Reads the `file` part of a multipart/form-data body as a byte stream, while it arrives; the
+fields before it are options, and the fields after it are read too, so they can be refused
+instead of silently ignored."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from reviewscore.core.errors import BadUploadError
 
+# How much of the body after the file is read to find fields there; more is refused.
+MAX_TRAILER_BYTES = 1024 * 1024
+
 
 class MultipartFileReader(io.RawIOBase):
-    """A blocking reader over one multipart field; the other fields seen before it are kept."""
+    """A blocking reader over one multipart field. The fields before it are kept in `fields`;
+    at the file's end the rest of the body is read and `check_trailer` is called with the
+    fields found after the file (it raises to refuse them)."""
 
-    def __init__(self, pull: Callable[[], bytes], boundary: bytes, field: str = "file") -> None:
+    def __init__(
+        self,
+        pull: Callable[[], bytes],
+        boundary: bytes,
+        field: str = "file",
+        check_trailer: Callable[[dict[str, str]], Any] | None = None,
+    ) -> None:
         self._pull = pull
+        self._check_trailer = check_trailer
+        self.late_fields: dict[str, str] = {}
+        self._trailer_checked = False
         self._field = field.encode()
         self._pending: list[bytes] = []
         self._in_file = False
@@ -26,6 +43,7 @@ class MultipartFileReader(io.RawIOBase):
         self._part_name = b""
         self._part_value = bytearray()
         self.fields: dict[str, str] = {}
+        self._parser_bytes = 0
         self.filename: str | None = None
         self.content_type: str | None = None
         self._parser = MultipartParser(
@@ -78,7 +96,8 @@ class MultipartFileReader(io.RawIOBase):
             self._in_file = False
             self._file_done = True
         elif self._part_name:
-            self.fields[self._part_name.decode("utf-8", "replace")] = self._part_value.decode(
+            fields = self.late_fields if self._file_done else self.fields
+            fields[self._part_name.decode("utf-8", "replace")] = self._part_value.decode(
                 "utf-8", "replace"
             )
 
@@ -88,6 +107,7 @@ class MultipartFileReader(io.RawIOBase):
         if not data:
             self._body_done = True
             return False
+        self._parser_bytes += len(data)
         try:
             self._parser.write(data)
         except Exception as exc:  # noqa: BLE001 - python-multipart raises its own error types
@@ -107,9 +127,29 @@ class MultipartFileReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def _read_trailer(self) -> None:
+        """Reads the body after the file (bounded) and has its fields checked, once."""
+        if self._trailer_checked:
+            return
+        self._trailer_checked = True
+        read = 0
+        while not self._body_done:
+            if read > MAX_TRAILER_BYTES:
+                raise BadUploadError(
+                    f"the form goes on for more than {MAX_TRAILER_BYTES:,} bytes after the "
+                    "file: send the file as the last field",
+                    400,
+                )
+            before = self._parser_bytes
+            self._feed()
+            read += self._parser_bytes - before
+        if self._check_trailer is not None:
+            self._check_trailer(self.late_fields)
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._pending:
             if self._file_done:
+                self._read_trailer()
                 return 0
             if not self._feed():
                 if not self._file_done:

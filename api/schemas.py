@@ -39,6 +39,28 @@ def _as_utc(value: datetime | None) -> datetime | None:
 UtcTime = Annotated[datetime, BeforeValidator(_as_utc)]
 
 
+class Histogram(BaseModel):
+    edges: list[float] = Field(description="bin edges of p_positive, 0.0 to 1.0")
+    counts: list[int] = Field(description="scored rows per bin; the last bin includes 1.0")
+
+
+class SummaryView(BaseModel):
+    """What a job's results add up to; `final` once the job is finished (then it never
+    changes), else it covers the rows done so far."""
+
+    final: bool
+    rows: int
+    scored: int
+    failed: int
+    not_scored_yet: int
+    labels: dict[str, int] = Field(description="scored rows per predicted label")
+    share_positive: float | None = Field(description="positive / scored; null if none scored")
+    histogram: Histogram
+    failed_by_reason: dict[str, int] = Field(
+        description="failed rows by error, numbers in messages replaced by N; top 20"
+    )
+
+
 class JobView(BaseModel):
     """A job as the server reports it. `finished` is the one answer to "is it done?": true once
     the status is final (succeeded, failed or cancelled) and nothing about the job will change.
@@ -54,6 +76,14 @@ class JobView(BaseModel):
     filename: str | None
     text_column: str
     id_column: str | None
+    format: str | None = Field(
+        None, validation_alias="input_format", description="csv, tsv, jsonl or parquet"
+    )
+    encoding: str | None = Field(None, description="the text encoding the file was read with")
+    delimiter: str | None = Field(None, description="the CSV separator the file was read with")
+    keep_columns: list[str] | None = Field(
+        None, description="input columns copied next to the scores in the results"
+    )
     total: int | None = Field(
         validation_alias="total_rows", description="rows in the job; null while uploading"
     )
@@ -70,6 +100,11 @@ class JobView(BaseModel):
     started_at: UtcTime | None
     finished_at: UtcTime | None
     last_done_at: UtcTime | None = Field(exclude=True)
+    summary: SummaryView | None = Field(
+        None,
+        description="on GET /v1/jobs/{id} once the job is finished (null in lists and before; "
+        "GET /v1/jobs/{id}/summary gives it for an unfinished job too)",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -97,6 +132,30 @@ class JobView(BaseModel):
     @property
     def results_url(self) -> str:
         return f"/v1/jobs/{self.id}/results"
+
+
+class PreviewRow(BaseModel):
+    id: str | None = Field(description="the row's id as read (null: it would be the row number)")
+    text: str = Field(description="the text as read, cut to 300 characters")
+    error: str | None
+
+
+class PreviewView(BaseModel):
+    """How an upload would be read: what a job would record, and its first rows."""
+
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    columns: list[str] = Field(
+        description="the file's columns (JSON Lines: the first object's fields)"
+    )
+    text_column: str
+    id_column: str | None
+    keep_columns: list[str]
+    rows: list[PreviewRow]
+    error: str | None = Field(
+        description="what stopped the sample short (a bad row, a file sent cut short), if anything"
+    )
 
 
 class JobList(BaseModel):

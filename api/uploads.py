@@ -1,5 +1,6 @@
 """Receiving an upload: the request body as a blocking stream for a worker thread, the content
-type and the options resolved in one place, then the core's store_upload."""
+type and the options resolved in one place (query, or form fields before the file; fields
+after the file are refused), then the core's store_upload."""
 
 from __future__ import annotations
 
@@ -16,14 +17,31 @@ from api.multipart import BodyReader, MultipartFileReader
 from reviewscore.core.celery_app import enqueue_chunk
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, UnsupportedMediaError, UploadInterruptedError
+from reviewscore.core.ingest import parse_keep_columns
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
-from reviewscore.core.uploads import UploadOptions, store_upload
+from reviewscore.core.uploads import (
+    Preview,
+    RequestRefusedError,
+    UploadOptions,
+    preview_upload,
+    store_upload,
+)
 
-RAW_CSV_TYPES = {
+# Raw (non-multipart) bodies accepted; the format is still decided by the content first.
+RAW_TYPES = {
     b"text/csv",
     b"application/csv",
     b"text/plain",
+    b"text/tab-separated-values",
+    b"application/x-ndjson",
+    b"application/ndjson",
+    b"application/jsonl",
+    b"application/x-jsonlines",
+    b"application/json-lines",
+    b"application/vnd.apache.parquet",
+    b"application/x-parquet",
+    b"application/parquet",
     b"application/gzip",
     b"application/x-gzip",
     b"application/octet-stream",
@@ -33,10 +51,36 @@ RAW_CSV_TYPES = {
 class UploadQuery(BaseModel):
     """Options of an upload, as query parameters (or as form fields placed before the file)."""
 
-    text_column: str | None = Field(None, description="default: 'text', else 'review'")
-    id_column: str | None = Field(None, description="default: the 1-based row number")
+    text_column: str | None = Field(
+        None,
+        description="column (or JSON field / dotted path) holding the text; default: 'text', "
+        "else 'review', 'review_text', 'content' (case-insensitive)",
+    )
+    id_column: str | None = Field(
+        None,
+        description="column holding the id; default: an id-like column (id, review_id, uuid, "
+        "key, ...) if the file has one, else the 1-based row number; '@row' forces row numbers",
+    )
     model: str | None = Field(None, description="an installed model; default if omitted")
-    encoding: str | None = Field(None, description="the file's encoding (default UTF-8)")
+    format: str | None = Field(
+        None, description="csv, tsv, jsonl or parquet; default: detected from the content"
+    )
+    encoding: str | None = Field(
+        None, description="the text encoding (utf-8, cp1252, utf-16...); default: detected"
+    )
+    delimiter: str | None = Field(
+        None,
+        description="CSV separator: , ; | or tab (comma, semicolon, pipe, tab); default: detected",
+    )
+    keep_columns: str | None = Field(
+        None, description="input columns to copy next to the scores, comma-separated"
+    )
+    filename: str | None = Field(
+        None, description="the file's name, for a raw body (multipart sends its own)"
+    )
+
+
+OPTION_NAMES = tuple(UploadQuery.model_fields)
 
 
 class RequestBodyStream:
@@ -72,41 +116,77 @@ def _charset(content_type: bytes | str | None) -> str | None:
     return value.decode("latin-1") if value else None
 
 
+def _refuse_late_options(fields: dict[str, str]) -> None:
+    """Options sent after the file cannot change how it was read: refused, never ignored."""
+    late = [name for name in fields if name in OPTION_NAMES]
+    if late:
+        first = late[0]
+        raise RequestRefusedError(
+            f"form field {first!r} came after the file, when the file had already been read: "
+            f"send it before the file (curl -F {first}=... -F file=@reviews.csv) or in the "
+            f"query (?{first}=...); nothing was kept"
+        )
+
+
+def _refuse_unknown(fields: dict[str, str]) -> None:
+    unknown = [name for name in fields if name not in OPTION_NAMES]
+    if unknown:
+        raise BadUploadError(
+            f"unknown form field {unknown[0][:40]!r}: the options are {', '.join(OPTION_NAMES)}",
+            400,
+        )
+
+
+def _options(values: dict[str, str | None], content_type: str | None) -> UploadOptions:
+    return UploadOptions(
+        filename=values.get("filename"),
+        content_type=content_type,
+        format=values.get("format"),
+        text_column=values.get("text_column"),
+        id_column=values.get("id_column"),
+        encoding=values.get("encoding") or _charset(content_type),
+        delimiter=values.get("delimiter"),
+        keep_columns=parse_keep_columns(values.get("keep_columns")),
+    )
+
+
 def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) -> UploadSource:
     """Picks the reader for the content type and resolves the options: the query wins over form
     fields sent before the file, which win over the charset of the file's content type."""
     ctype, params = parse_options_header(content_type)
+    given = {k: v for k, v in query.model_dump().items() if v}
     if ctype == b"multipart/form-data":
         if not params.get(b"boundary"):
             raise BadUploadError("the multipart/form-data content type has no boundary", 400)
-        multipart = MultipartFileReader(body.pull, params[b"boundary"])
+        multipart = MultipartFileReader(
+            body.pull, params[b"boundary"], check_trailer=_refuse_late_options
+        )
         multipart.wait_for_file()
-        fields = multipart.fields
+        _refuse_unknown(multipart.fields)
+        values = {k: v for k, v in multipart.fields.items() if v} | given
+        values["filename"] = multipart.filename or values.get("filename")
         return UploadSource(
             reader=multipart,
-            options=UploadOptions(
-                filename=multipart.filename,
-                text_column=query.text_column or fields.get("text_column") or None,
-                id_column=query.id_column or fields.get("id_column") or None,
-                encoding=query.encoding
-                or fields.get("encoding")
-                or _charset(multipart.content_type),
-            ),
-            model=query.model or fields.get("model") or None,
+            options=_options(values, multipart.content_type),
+            model=values.get("model"),
         )
-    if ctype in RAW_CSV_TYPES:
+    if ctype in RAW_TYPES:
         return UploadSource(
             reader=BodyReader(body.pull),
-            options=UploadOptions(
-                text_column=query.text_column,
-                id_column=query.id_column,
-                encoding=query.encoding or _charset(content_type),
-            ),
+            options=_options(given, content_type),
             model=query.model,
         )
+    if ctype == b"application/json":
+        raise UnsupportedMediaError(
+            "a JSON body is not an upload: send reviews to POST /v1/score as "
+            '{"reviews": [...]}, or a JSON Lines file as application/x-ndjson or as '
+            "multipart field 'file'"
+        )
     raise UnsupportedMediaError(
-        f"unsupported content type {ctype.decode('latin-1') or 'none'!r}: send the CSV as "
-        "multipart/form-data field 'file', or as a text/csv or application/gzip body"
+        f"unsupported content type {ctype.decode('latin-1')[:80] or 'none'!r}: send the file as "
+        "multipart/form-data field 'file', or as a raw body typed text/csv, "
+        "text/tab-separated-values, application/x-ndjson, application/vnd.apache.parquet or "
+        "application/gzip"
     )
 
 
@@ -126,3 +206,10 @@ def receive_upload(
         enqueue=enqueue_chunk,
         owner_key_id=owner,
     )
+
+
+def receive_preview(body: RequestBodyStream, content_type: str, query: UploadQuery) -> Preview:
+    """How an upload would be read (blocking: run it in a worker thread); nothing is stored,
+    and the body is read only as far as needed."""
+    source = open_upload(body, content_type, query)
+    return preview_upload(source.reader, source.options, settings=get_settings())  # type: ignore[arg-type]

@@ -18,15 +18,17 @@ HOLD_LIMIT_S = 12
 
 
 @contextmanager
-def held_upload(service: RunningStack, rows: int = 150) -> Iterator[dict[str, Any]]:
-    """A job whose upload has sent `rows` rows and waits: `uploading`, not finished, until the
-    block ends; then the rest is sent and the job is scored as usual. Yields the job."""
+def held_upload(service: RunningStack, rows: int = 1500) -> Iterator[dict[str, Any]]:
+    """A job whose upload has sent `rows` rows (1.2 MB: past the first MiB, which the server
+    reads to detect the format before it stores a row) and waits: `uploading`, not finished,
+    until the block ends; then the rest is sent and the job is scored as usual. Yields the job."""
+    padding = "and it goes on. " * 50
     release = threading.Event()
     answer: dict[str, Any] = {}
 
     def body() -> Iterator[bytes]:
         yield b"id,text\n"
-        yield "".join(f"h{i},A held review number {i}, fine.\n" for i in range(rows)).encode()
+        yield "".join(f"h{i},Held review {i}: {padding}\n" for i in range(rows)).encode()
         release.wait(HOLD_LIMIT_S)
         yield b"last,The last review.\n"
 

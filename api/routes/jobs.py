@@ -1,8 +1,10 @@
-"""Bulk jobs: upload a CSV, follow its progress, download results, cancel or delete it."""
+"""Bulk jobs: upload a file of reviews, follow its progress, read its summary, download results,
+cancel or delete it."""
 
 from __future__ import annotations
 
-from functools import partial
+from datetime import datetime
+from functools import lru_cache, partial
 from typing import Annotated, Literal
 
 import anyio
@@ -10,10 +12,24 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.auth import current_key_id
-from api.exports import EXPORTS
-from api.schemas import JobList, JobView, error_responses
-from api.uploads import RequestBodyStream, UploadQuery, receive_upload
-from reviewscore.core import jobs
+from api.exports import EXPORTS, ExportRequest
+from api.schemas import (
+    Histogram,
+    JobList,
+    JobView,
+    PreviewRow,
+    PreviewView,
+    SummaryView,
+    error_responses,
+)
+from api.uploads import (
+    OPTION_NAMES,
+    RequestBodyStream,
+    UploadQuery,
+    receive_preview,
+    receive_upload,
+)
+from reviewscore.core import jobs, results
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import JobStateError
 
@@ -21,10 +37,12 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
 Owner = Annotated[int | None, Depends(current_key_id)]
 
-UPLOAD_DOC = """Upload a CSV (`.csv` or `.csv.gz`) as multipart field `file` (or as a raw `text/csv` /
-`application/gzip` body). Options come as query parameters, or as form fields placed before
-the file. Rows are stored and queued for scoring while the upload streams; the answer (202)
-comes once the whole file is stored."""
+UPLOAD_DOC = """Upload a file of reviews as multipart field `file` (or as the raw body): CSV (the
+separator and text encoding detected), TSV, JSON Lines (`.jsonl`, one object per line) or
+Parquet, each plain or gzipped. The format is detected from the content, then the file name
+and content type (`format` overrides). Options come as query parameters, or as form fields
+placed before the file; an option after the file is refused (400). Rows are stored and queued
+for scoring while the upload streams; the answer (202) comes once the whole file is stored."""
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -36,15 +54,15 @@ UPLOAD_BODY = {
                 "type": "object",
                 "required": ["file"],
                 "properties": {
-                    "text_column": {"type": "string"},
-                    "id_column": {"type": "string"},
-                    "model": {"type": "string"},
-                    "encoding": {"type": "string"},
+                    **{name: {"type": "string"} for name in OPTION_NAMES if name != "filename"},
                     "file": {"type": "string", "format": "binary"},
                 },
             }
         },
         "text/csv": _BINARY,
+        "text/tab-separated-values": _BINARY,
+        "application/x-ndjson": _BINARY,
+        "application/vnd.apache.parquet": _BINARY,
         "application/gzip": _BINARY,
     },
 }
@@ -71,9 +89,76 @@ async def create_job(
     return await anyio.to_thread.run_sync(view, job_id, owner)
 
 
+# Preview answers list at most this many columns, each cut to this length.
+PREVIEW_COLUMNS = 200
+PREVIEW_CHARS = 300
+
+
+# Two segments, so no job route (/{job_id}, /{job_id}/results...) claims the path for
+# another method: GET on it is a 405, not a malformed job id.
+@router.post(
+    "/upload/preview",
+    response_model=PreviewView,
+    responses=error_responses(400, 413, 415, 422),
+    openapi_extra={"requestBody": UPLOAD_BODY},
+)
+async def preview_job(
+    request: Request, _owner: Owner, query: Annotated[UploadQuery, Query()]
+) -> PreviewView:
+    """How a file would be read, without storing anything: its format, encoding, separator,
+    columns, the text and id columns chosen, and the first rows; or the same refusal an upload
+    would get. The first MiB of a text file is enough (a cut last row is fine); Parquet needs
+    the whole file."""
+    body = RequestBodyStream(request)
+    content_type = request.headers.get("content-type", "")
+    found = await anyio.to_thread.run_sync(partial(receive_preview, body, content_type, query))
+    return PreviewView(
+        format=found.format,
+        encoding=found.encoding,
+        delimiter=found.delimiter,
+        columns=[name[:PREVIEW_CHARS] for name in found.columns[:PREVIEW_COLUMNS]],
+        text_column=found.text_column,
+        id_column=found.id_column,
+        keep_columns=found.keep_columns,
+        rows=[
+            PreviewRow(id=r.ext_id, text=r.text[:PREVIEW_CHARS], error=r.error) for r in found.rows
+        ],
+        error=found.error,
+    )
+
+
 def view(job_id: str, owner: int | None = None) -> JobView:
     with session_scope(readonly=True) as session:
         return JobView.model_validate(jobs.get_job(session, job_id, owner))
+
+
+def _summary_view(job_id: str, final: bool) -> SummaryView:
+    with session_scope(readonly=True) as session:
+        summary = results.summarize(session, job_id)
+    return SummaryView(
+        final=final,
+        rows=summary.rows,
+        scored=summary.scored,
+        failed=summary.failed,
+        not_scored_yet=summary.not_scored_yet,
+        labels=summary.labels,
+        share_positive=summary.share_positive,
+        histogram=Histogram(edges=summary.histogram_edges, counts=summary.histogram_counts),
+        failed_by_reason=summary.failed_by_reason,
+    )
+
+
+@lru_cache(maxsize=256)
+def _final_summary(job_id: str, finished_at: datetime) -> SummaryView:
+    # A finished job's results never change: its summary is read from the database once per
+    # API process (finished_at in the key keeps a re-used id from ever matching).
+    return _summary_view(job_id, final=True)
+
+
+def summary_of(job: JobView) -> SummaryView:
+    if job.finished and job.finished_at is not None:
+        return _final_summary(job.id, job.finished_at)
+    return _summary_view(job.id, final=False)
 
 
 @router.get("", response_model=JobList, responses=error_responses(422))
@@ -91,7 +176,18 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobView, responses=error_responses(404, 422))
 def get_job(job_id: JobId, owner: Owner) -> JobView:
-    return view(job_id, owner)
+    """The job; once it is finished, with its results `summary` (lists leave it out)."""
+    job = view(job_id, owner)
+    if job.finished:
+        job.summary = summary_of(job)
+    return job
+
+
+@router.get("/{job_id}/summary", response_model=SummaryView, responses=error_responses(404, 422))
+def get_summary(job_id: JobId, owner: Owner) -> SummaryView:
+    """Counts per label, the share positive, a 10-bin histogram of p_positive and failed rows
+    by reason; for an unfinished job, over the rows done so far (`final` false)."""
+    return summary_of(view(job_id, owner))
 
 
 @router.post("/{job_id}/cancel", response_model=JobView, responses=error_responses(404, 409, 422))
@@ -112,14 +208,27 @@ def delete_job(job_id: JobId, owner: Owner) -> Response:
     "/{job_id}/results",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
+        200: {
+            "content": {
+                "text/csv": {},
+                "application/x-ndjson": {},
+                "application/vnd.apache.parquet": {},
+            }
+        },
         **error_responses(404, 409, 422),
     },
 )
 def get_results(
     job_id: JobId,
     owner: Owner,
-    format: Annotated[Literal["csv", "jsonl"], Query()] = "csv",
+    format: Annotated[Literal["csv", "jsonl", "parquet"], Query()] = "csv",
+    guard: Annotated[
+        bool,
+        Query(
+            description="CSV only: neutralise cells a spreadsheet would run as formulas "
+            "(a leading '); numbers are never changed. guard=false gives the values as stored"
+        ),
+    ] = True,
     partial: Annotated[bool, Query(description="allow results of an unfinished job")] = False,
 ) -> StreamingResponse:
     job = view(job_id, owner)
@@ -130,8 +239,9 @@ def get_results(
             "or pass partial=true to get the rows done so far (the others say 'not scored yet')"
         )
     export = EXPORTS[format]
+    request = ExportRequest(job_id, job.keep_columns or [], guard=guard)
     return StreamingResponse(
-        export.lines(job_id),
+        export.pieces(request),
         media_type=export.media_type,
         headers={"Content-Disposition": f'attachment; filename="{job_id}-results.{format}"'},
     )

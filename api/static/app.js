@@ -688,7 +688,10 @@ function renderSummary(summary) {
       add(key, chart || value.map(String).join(", "));
     } else if (typeof value === "object") {
       const inner = Object.entries(value);
-      const nestedList = inner.find(([, v]) => Array.isArray(v));
+      // A histogram object ({edges, counts}) is drawn from its counts.
+      const nestedList = Array.isArray(value.counts)
+        ? ["counts", value.counts]
+        : inner.find(([, v]) => Array.isArray(v));
       if (nestedList && histogram(nestedList[1])) add(key, histogram(nestedList[1]));
       else add(key, inner.map(([k, v]) => `${humanName(k)} ${typeof v === "object" ? JSON.stringify(v) : formatValue(k, v)}`).join(" · ") || "none");
     } else {
@@ -756,7 +759,9 @@ function followJob(job) {
   followed = { id: job.id, timer: null };
   $("job-panel").hidden = false;
   renderJob(job);
-  if (!job.finished) followed.timer = setTimeout(() => pollJob(job.id), JOB_POLL_MS);
+  // A finished job from the list has no summary (lists never compute it): ask for the job.
+  if (job.finished && !job.summary) pollJob(job.id);
+  else if (!job.finished) followed.timer = setTimeout(() => pollJob(job.id), JOB_POLL_MS);
 }
 
 async function pollJob(id) {

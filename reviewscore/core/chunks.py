@@ -21,6 +21,7 @@ so a host cut off mid-transaction holds up that one chunk, never other jobs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class RowResult:
     error: str | None
 
 
-INPUT_COLUMNS = ("job_id", "row_num", "ext_id", "text", "error")
+INPUT_COLUMNS = ("job_id", "row_num", "ext_id", "text", "error", "extra")
 
 
 def _copy_input_rows(session: Session, job_id: str, rows: Sequence[ParsedRow]) -> None:
@@ -75,7 +76,9 @@ def _copy_input_rows(session: Session, job_id: str, rows: Sequence[ParsedRow]) -
         cursor.copy(f"COPY input_rows ({', '.join(INPUT_COLUMNS)}) FROM STDIN") as copy,
     ):
         for r in rows:
-            copy.write_row((job_id, r.row_num, r.ext_id, r.text, r.error))
+            # COPY's text format takes a JSON column as its JSON text.
+            extra = None if r.extra is None else json.dumps(r.extra, ensure_ascii=False)
+            copy.write_row((job_id, r.row_num, r.ext_id, r.text, r.error, extra))
 
 
 def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]) -> None:
@@ -92,9 +95,10 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
                     "ext_id": r.ext_id,
                     "text": r.text,
                     "error": r.error,
+                    "extra": r.extra,
                 }
                 for r in rows
-            ],  # fmt: skip
+            ],
         )
     session.execute(
         insert(Chunk).values(

@@ -51,6 +51,10 @@ def create_job(
     text_column: str,
     id_column: str | None,
     owner_key_id: int | None = None,
+    input_format: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    keep_columns: list[str] | None = None,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -61,6 +65,10 @@ def create_job(
         text_column=_label(text_column),
         id_column=_label(id_column),
         owner_key_id=owner_key_id,
+        input_format=input_format,
+        encoding=encoding,
+        delimiter=delimiter,
+        keep_columns=keep_columns or None,
     )
     session.add(job)
     session.flush()

@@ -1,11 +1,15 @@
-"""A job's results as a stream, in input order, read page by page in short transactions."""
+"""A job's results: as a stream in input order (read page by page in short transactions), and
+as a summary (counts per label, a histogram of p_positive, failed rows by reason)."""
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, func, null, select
 from sqlalchemy.orm import Session
 
 from reviewscore.core.db import session_scope
@@ -27,6 +31,8 @@ class ResultLine:
     model_version: str | None
     truncated: bool | None
     error: str | None
+    # The job's kept input columns for this row, by name (None when the job keeps none).
+    extra: dict[str, Any] | None = None
 
 
 def label_of(p_positive: float | None) -> str | None:
@@ -37,11 +43,15 @@ def _exists(session: Session, job_id: str) -> bool:
     return session.execute(select(Job.id).where(Job.id == job_id)).first() is not None
 
 
-def iter_results(job_id: str, page_size: int = 5000) -> Iterator[ResultLine]:
-    """Every input row with its result (keyset pagination, one short transaction per page).
-    Raises ExportInterruptedError if the job is deleted meanwhile, so a cut-short stream never
-    looks like a complete one."""
+def iter_results(
+    job_id: str, page_size: int = 5000, with_extra: bool = False
+) -> Iterator[ResultLine]:
+    """Every input row with its result (keyset pagination, one short transaction per page),
+    and its kept input columns if `with_extra`. Raises ExportInterruptedError if the job is
+    deleted meanwhile, so a cut-short stream never looks like a complete one."""
     last = 0
+    # Without kept columns a constant NULL stands in, so the JSON column is not read at all.
+    extra_column: Any = InputRow.extra if with_extra else null()
     while True:
         with session_scope(readonly=True) as session:
             page = session.execute(
@@ -53,6 +63,7 @@ def iter_results(job_id: str, page_size: int = 5000) -> Iterator[ResultLine]:
                     Result.truncated,
                     Result.model_version,
                     Result.error,
+                    extra_column,
                 )
                 .outerjoin(
                     Result,
@@ -67,7 +78,7 @@ def iter_results(job_id: str, page_size: int = 5000) -> Iterator[ResultLine]:
                     f"job {job_id} was deleted while its results were being sent; "
                     "the download is incomplete"
                 )
-        for row_num, ext_id, in_error, p, truncated, version, error in page:
+        for row_num, ext_id, in_error, p, truncated, version, error, extra in page:
             has_result = version is not None
             yield ResultLine(
                 id=ext_id if ext_id is not None else str(row_num),
@@ -76,7 +87,81 @@ def iter_results(job_id: str, page_size: int = 5000) -> Iterator[ResultLine]:
                 model_version=version,
                 truncated=truncated if has_result else None,
                 error=error if has_result else (in_error or "not scored yet"),
+                extra=extra,
             )
         if len(page) < page_size:
             return
         last = page[-1][0]
+
+
+# --- the summary -----------------------------------------------------------------------------
+
+HISTOGRAM_BINS = 10
+# Failure reasons are grouped with their numbers taken out ("text is 1,500 bytes, over the
+# limit of 1,000" and "... 2,000 bytes ..." are one reason); the most frequent are listed.
+MAX_REASONS = 20
+_NUMBER = re.compile(r"\d[\d,.]*")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a job's results add up to. For an unfinished job it covers the rows done so far."""
+
+    rows: int
+    scored: int
+    failed: int
+    not_scored_yet: int
+    labels: dict[str, int]
+    share_positive: float | None
+    histogram_edges: list[float]
+    histogram_counts: list[int]
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _bin_of(p: Any) -> Any:
+    # Portable binning (SQLite has no floor() everywhere; PostgreSQL rounds a cast to integer).
+    edges = [(p < (i + 1) / HISTOGRAM_BINS, i) for i in range(HISTOGRAM_BINS - 1)]
+    return case(*edges, else_=HISTOGRAM_BINS - 1)
+
+
+def reason_of(error: str) -> str:
+    """A failure message with its numbers generalised, so rows that failed alike count alike."""
+    return _NUMBER.sub("N", error)[:200]
+
+
+def summarize(session: Session, job_id: str) -> Summary:
+    """Two grouped reads of the job's results: scores by histogram bin, failures by message."""
+    bins = _bin_of(Result.p_positive).label("bin")
+    counts = [0] * HISTOGRAM_BINS
+    for bin_index, n in session.execute(
+        select(bins, func.count())
+        .where(Result.job_id == job_id, Result.p_positive.is_not(None), Result.error.is_(None))
+        .group_by(bins)
+    ):
+        counts[int(bin_index)] += n
+    reasons: Counter[str] = Counter()
+    for error, n in session.execute(
+        select(Result.error, func.count())
+        .where(Result.job_id == job_id, Result.error.is_not(None))
+        .group_by(Result.error)
+        .order_by(func.count().desc())
+        .limit(1000)
+    ):
+        reasons[reason_of(error or "")] += n
+    rows = session.execute(select(func.count()).where(InputRow.job_id == job_id)).scalar_one()
+    scored, failed = sum(counts), sum(reasons.values())
+    positive = sum(counts[HISTOGRAM_BINS // 2 :])
+    top = dict(reasons.most_common(MAX_REASONS))
+    if len(reasons) > MAX_REASONS:
+        top["other reasons"] = failed - sum(top.values())
+    return Summary(
+        rows=rows,
+        scored=scored,
+        failed=failed,
+        not_scored_yet=max(rows - scored - failed, 0),
+        labels={"positive": positive, "negative": scored - positive},
+        share_positive=positive / scored if scored else None,
+        histogram_edges=[i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1)],
+        histogram_counts=counts,
+        failed_by_reason=top,
+    )

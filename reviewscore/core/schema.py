@@ -155,6 +155,12 @@ class Job(Base):
     filename: Mapped[str | None] = mapped_column(String(255))
     text_column: Mapped[str] = mapped_column(String(255))
     id_column: Mapped[str | None] = mapped_column(String(255))
+    # How the upload was read (detected or as given): csv, tsv, jsonl or parquet; the text
+    # encoding and separator of text formats; the input columns kept next to the scores.
+    input_format: Mapped[str | None] = mapped_column(String(16))
+    encoding: Mapped[str | None] = mapped_column(String(64))
+    delimiter: Mapped[str | None] = mapped_column(String(8))
+    keep_columns: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
     # Known once the upload has finished; until then the job cannot complete. The counts of
     # rows received, scored and failed are not kept here: they are summed from the chunks, so
     # no worker ever writes (and locks) the job's row to count its chunk.
@@ -202,6 +208,8 @@ class InputRow(Base):
     text: Mapped[str] = mapped_column(Text)
     # Set at ingest for rows that cannot be scored (empty text, too long, wrong width).
     error: Mapped[str | None] = mapped_column(Text)
+    # The values of the job's keep_columns for this row, by column name (None if none kept).
+    extra: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Result(Base):

@@ -1,9 +1,14 @@
-"""Turns an upload stream into a job: rows committed chunk by chunk, each chunk queued once stored."""
+"""Turns an upload stream into a job: rows committed chunk by chunk, each chunk queued once stored.
+
+A file refused before its first row leaves no job. A failure after rows were stored keeps them
+(the job ends failed, its rows scored), except a request found invalid as a whole once its
+file was read (options sent after the file): its job is cancelled and deleted."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -15,19 +20,28 @@ from reviewscore.core.errors import (
     ReviewscoreError,
     UploadInterruptedError,
 )
-from reviewscore.core.ingest import CsvReviews, IngestLimits, ParsedRow
+from reviewscore.core.ingest import IngestLimits, ParsedRow, UploadOptions, open_reviews
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "Preview",
+    "RequestRefusedError",
+    "UploadFailedError",
+    "UploadOptions",
+    "preview_upload",
+    "store_upload",
+]
 
-@dataclass(frozen=True)
-class UploadOptions:
-    filename: str | None = None
-    text_column: str | None = None
-    id_column: str | None = None
-    encoding: str | None = None
+
+class RequestRefusedError(BadUploadError):
+    """The request is refused as a whole, though its file was read: nothing of it is kept (the
+    job its rows went into is cancelled and deleted)."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message, status_code)
 
 
 class UploadFailedError(ReviewscoreError):
@@ -35,8 +49,9 @@ class UploadFailedError(ReviewscoreError):
 
     def __init__(self, cause: ReviewscoreError, job_id: str, rows_kept: int) -> None:
         super().__init__(
-            f"{cause.message}; job {job_id} kept the {rows_kept:,} rows received before "
-            "this point, and they are being scored"
+            f"{cause.message}; job {job_id} kept the {rows_kept:,} "
+            f"row{'' if rows_kept == 1 else 's'} received before this point, and they are "
+            "being scored"
         )
         self.status_code = cause.status_code
         self.job_id = job_id
@@ -48,6 +63,7 @@ def limits_from(settings: Settings) -> IngestLimits:
         max_text_bytes=settings.max_text_bytes,
         max_rows=settings.max_rows_per_job,
         max_gzip_ratio=settings.max_gzip_ratio,
+        spool_dir=settings.var_dir / "spool",
     )
 
 
@@ -104,6 +120,20 @@ def _close(job_id: str, error: str | None = None) -> int:
     return kept
 
 
+def _discard(job_id: str) -> None:
+    """Removes a job whose request was refused after its rows were stored: cancelled first (no
+    chunk is handed out or written after that), then closed and deleted."""
+    with session_scope() as session:
+        try:
+            jobs.cancel_job(session, job_id)
+        except JobStateError:
+            pass  # already final: its last chunk completed meanwhile
+    with session_scope() as session:
+        jobs.finish_upload(session, job_id)
+    with session_scope() as session:
+        jobs.delete_job(session, job_id)
+
+
 def store_upload(
     raw: BinaryIO,
     options: UploadOptions,
@@ -113,33 +143,45 @@ def store_upload(
     enqueue: Callable[[str, int], None],
     owner_key_id: int | None = None,
 ) -> str:
-    """Streams a CSV into the database and queues its chunks as they are stored.
+    """Streams an upload into the database and queues its chunks as they are stored.
 
     Errors in the header raise before any job exists. Errors later end the job `failed` but
     keep, and score, every row received before them.
     """
-    reviews = CsvReviews(
-        raw,
-        limits_from(settings),
-        text_column=options.text_column,
-        id_column=options.id_column,
-        encoding=options.encoding,
-    )
-    rows = iter(reviews)
-    first = next(rows, None)
-    if first is None:
-        raise BadUploadError("the file has a header but no data rows")
-    with session_scope() as session:
-        job_id = jobs.create_job(
-            session,
-            model_name=model.name,
-            model_version=model.version,
-            filename=options.filename,
-            text_column=reviews.text_column,
-            id_column=reviews.id_column,
-            owner_key_id=owner_key_id,
-        )
-    writer = ChunkWriter(job_id, settings.chunk_size, enqueue)
+    reviews = open_reviews(raw, limits_from(settings), options)
+    try:
+        rows = iter(reviews)
+        first = next(rows, None)
+        if first is None:
+            raise BadUploadError("the file has a header but no data rows")
+        with session_scope() as session:
+            job_id = jobs.create_job(
+                session,
+                model_name=model.name,
+                model_version=model.version,
+                filename=options.filename,
+                text_column=reviews.text_column,
+                id_column=reviews.id_column,
+                owner_key_id=owner_key_id,
+                input_format=reviews.format,
+                encoding=reviews.encoding,
+                delimiter=reviews.delimiter,
+                keep_columns=reviews.keep_columns,
+            )
+        _store_rows(job_id, first, rows, settings.chunk_size, enqueue)
+    finally:
+        reviews.close()
+    return job_id
+
+
+def _store_rows(
+    job_id: str,
+    first: ParsedRow,
+    rows: Iterator[ParsedRow],
+    chunk_size: int,
+    enqueue: Callable[[str, int], None],
+) -> None:
+    writer = ChunkWriter(job_id, chunk_size, enqueue)
     try:
         writer.add(first)
         for row in rows:
@@ -147,6 +189,9 @@ def store_upload(
         writer.flush()
     except UploadStoppedError:
         _close(job_id)
+        raise
+    except RequestRefusedError:
+        _discard(job_id)
         raise
     except ReviewscoreError as exc:
         writer.flush()
@@ -159,4 +204,46 @@ def store_upload(
         kept = _close(job_id, error)
         raise UploadFailedError(exc, job_id, kept) from exc
     _close(job_id)
-    return job_id
+
+
+@dataclass(frozen=True)
+class Preview:
+    """How an upload would be read, from its first bytes: nothing is stored."""
+
+    format: str
+    encoding: str | None
+    delimiter: str | None
+    columns: list[str]
+    text_column: str
+    id_column: str | None
+    keep_columns: list[str]
+    rows: list[ParsedRow]
+    # What stopped the sample short (a bad row, or the end of a file sent cut), if anything.
+    error: str | None
+
+
+def preview_upload(
+    raw: BinaryIO, options: UploadOptions, *, settings: Settings, rows: int = 5
+) -> Preview:
+    """Reads the header and the first rows of an upload as store_upload would, and stops.
+    Refusals are the same errors; a file sent cut short (its first MiB, say) is fine."""
+    reviews = open_reviews(raw, limits_from(settings), options)
+    sample: list[ParsedRow] = []
+    error = None
+    try:
+        sample.extend(itertools.islice(reviews, rows))
+    except ReviewscoreError as exc:
+        error = exc.message
+    finally:
+        reviews.close()
+    return Preview(
+        format=reviews.format,
+        encoding=reviews.encoding,
+        delimiter=reviews.delimiter,
+        columns=reviews.columns,
+        text_column=reviews.text_column,
+        id_column=reviews.id_column,
+        keep_columns=reviews.keep_columns,
+        rows=sample,
+        error=error,
+    )

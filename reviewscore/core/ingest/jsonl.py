@@ -1,0 +1,211 @@
+"""JSON Lines uploads: one JSON object per line; the text, the id and kept values are fields or
+dotted paths (`review.text`), chosen against the first object. Numbers used as ids keep the
+exact characters they were written with."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from reviewscore.core.errors import BadUploadError
+from reviewscore.core.ingest.columns import TEXT_COLUMN_DEFAULTS, choose, find
+from reviewscore.core.ingest.rows import IngestLimits, ParsedRow, Reviews, RowChecks, UploadOptions
+from reviewscore.core.ingest.text import TextLines
+
+# Nested objects are offered as dotted paths down to this depth, and at most this many paths.
+MAX_DEPTH = 4
+MAX_PATHS = 1000
+
+
+class JsonNumber(str):
+    """A JSON number as the characters it was written with (an id "007" or -1.50 stays so)."""
+
+
+def _loads(line: str) -> Any:
+    return json.loads(line, parse_int=JsonNumber, parse_float=JsonNumber)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed value with its numbers as numbers again (for kept columns)."""
+    if isinstance(value, JsonNumber):
+        return int(value) if value.lstrip("-").isdigit() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, JsonNumber):
+        return "a number"
+    if isinstance(value, bool):
+        return "true/false"
+    kinds = {dict: "an object", list: "an array", str: "a string", type(None): "null"}
+    return kinds.get(type(value), "a value")
+
+
+def flatten(obj: dict[str, Any]) -> list[tuple[str, tuple[str, ...]]]:
+    """Every field of an object as (dotted name, path), nested objects included."""
+    found: list[tuple[str, tuple[str, ...]]] = []
+
+    def walk(value: dict[str, Any], path: tuple[str, ...]) -> None:
+        for key, child in value.items():
+            if len(found) >= MAX_PATHS:
+                return
+            here = (*path, key)
+            found.append((".".join(here), here))
+            if isinstance(child, dict) and len(here) < MAX_DEPTH:
+                walk(child, here)
+
+    walk(obj, ())
+    return found
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+class JsonLinesReviews(Reviews):
+    format = "jsonl"
+
+    def __init__(
+        self,
+        stream: io.BufferedReader,
+        head: bytes,
+        at_eof: bool,
+        limits: IngestLimits,
+        options: UploadOptions,
+    ) -> None:
+        self._first_read = False
+        self._text = TextLines(
+            stream,
+            head,
+            at_eof,
+            encoding=options.encoding,
+            max_record_bytes=limits.max_row_bytes,
+            where=self._where,
+        )
+        self.encoding = self._text.encoding
+        self._lines = self._text.lines()
+        self._checks = RowChecks(limits, None)
+        self._first = self._read_first()
+        self._first_read = True
+        fields = flatten(self._first)
+        names = [name for name, _ in fields]
+        self.columns = [name for name, path in fields if len(path) == 1]
+        if not options.text_column:
+            options = self._nested_text_default(fields, options)
+        choice = choose(names, options, what="fields")
+        self.text_column = names[choice.text]
+        self.id_column = None if choice.id is None else names[choice.id]
+        self.keep_columns = [names[i] for i in choice.keep]
+        self._text_path = fields[choice.text][1]
+        self._id_path = None if choice.id is None else fields[choice.id][1]
+        self._keep_paths = [(names[i], fields[i][1]) for i in choice.keep]
+        self._checks.id_column = self.id_column
+
+    def _nested_text_default(
+        self, fields: list[tuple[str, tuple[str, ...]]], options: UploadOptions
+    ) -> UploadOptions:
+        """Without text_column, the text is a default name among the first object's string
+        fields: at the top level, else as the last part of a nested path ({"review": {"text":
+        ...}} gives review.text) when only one such path exists."""
+        strings = [
+            (name, path) for name, path in fields if isinstance(_get(self._first, path), str)
+        ]
+        top = [name for name, path in strings if len(path) == 1]
+        for candidate in TEXT_COLUMN_DEFAULTS:
+            index = find(top, candidate, "text_column", exact_first=False)
+            if index is not None:
+                return replace(options, text_column=top[index])
+        for candidate in TEXT_COLUMN_DEFAULTS:
+            nested = [name for name, path in strings if path[-1].casefold() == candidate]
+            if len(nested) == 1:
+                return replace(options, text_column=nested[0])
+        return options
+
+    def _where(self) -> str:
+        if not self._first_read:
+            return "line 1"
+        return f"data row {self._checks.rows + 1:,}"
+
+    def _read_first(self) -> dict[str, Any]:
+        for line in self._lines:
+            if not line.strip():
+                continue
+            stripped = line.strip()
+            try:
+                value = _loads(stripped)
+            except (ValueError, RecursionError) as exc:
+                if stripped in ("{", "["):
+                    raise BadUploadError(
+                        "the first line holds only part of a JSON value (a pretty-printed JSON "
+                        "file?): upload JSON Lines, one object per line (e.g. jq -c "
+                        "'.[]' reviews.json > reviews.jsonl)"
+                    ) from exc
+                raise BadUploadError(
+                    f"the first line is not JSON ({str(exc)[:80]}): upload JSON Lines, one "
+                    'object per line like {"id": "1", "text": "..."}, or pass format'
+                ) from exc
+            if not isinstance(value, dict):
+                raise BadUploadError(
+                    f"the first line is {_kind(value)}, not a JSON object: upload JSON Lines, "
+                    'one object per line like {"id": "1", "text": "..."}'
+                )
+            if not value:
+                raise BadUploadError("the first line is an empty JSON object: it names no field")
+            return value
+        raise BadUploadError("the file is empty")
+
+    def __iter__(self) -> Iterator[ParsedRow]:
+        yield self._row(self._first)
+        for line in self._lines:
+            if not line.strip():
+                continue
+            try:
+                value = _loads(line)
+            except (ValueError, RecursionError) as exc:
+                row_num = self._checks.next_row_num()
+                yield self._checks.row(
+                    row_num, "", None, None, f"line is not valid JSON: {str(exc)[:200]}"
+                )
+                continue
+            if not isinstance(value, dict):
+                row_num = self._checks.next_row_num()
+                yield self._checks.row(
+                    row_num, "", None, None, f"line is {_kind(value)}, not a JSON object"
+                )
+                continue
+            yield self._row(value)
+
+    def _row(self, obj: dict[str, Any]) -> ParsedRow:
+        row_num = self._checks.next_row_num()
+        ext_id, id_error = self._id(obj)
+        extra = {name: _plain(_get(obj, path)) for name, path in self._keep_paths} or None
+        text = _get(obj, self._text_path)
+        if id_error:
+            return self._checks.row(row_num, "", None, extra, id_error)
+        if text is None:
+            return self._checks.row(row_num, "", ext_id, extra, f"no {self.text_column!r} field")
+        if not isinstance(text, str) or isinstance(text, JsonNumber):
+            error = f"{self.text_column!r} is {_kind(text)}, not a string"
+            return self._checks.row(row_num, "", ext_id, extra, error)
+        return self._checks.row(row_num, str(text), ext_id, extra)
+
+    def _id(self, obj: dict[str, Any]) -> tuple[str | None, str | None]:
+        if self._id_path is None:
+            return None, None
+        value = _get(obj, self._id_path)
+        if value is None:
+            return None, None  # an empty id: a row error, as in every format
+        if isinstance(value, str):  # a JsonNumber too: its characters as written
+            return str(value), None
+        return None, f"{self.id_column!r} is {_kind(value)}, not a string or number"
