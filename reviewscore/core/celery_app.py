@@ -81,6 +81,26 @@ def enqueue_chunk(job_id: str, seq: int) -> None:
     )
 
 
+def send_singles_batch(
+    texts: list[str], model: str | None, *, batch: str, reply_to: str, expires_s: float
+) -> None:
+    """One micro-batch of POST /v1/score as one Celery task, answered on the `reply_to` list
+    (reviewscore.core.replies), not in the result backend. No task-sent event: the task sends
+    no events either, so Flower would show it stuck in SENT; and no texts in argsrepr."""
+    message = celery_app.amqp.create_task_message(
+        batch,
+        SCORE_TEXTS,
+        [texts, model],
+        {"reply_to": reply_to, "batch": batch},
+        expires=expires_s,
+        ignore_result=True,
+        argsrepr=f"[{len(texts)} texts, {model!r}]",
+        kwargsrepr="{}",
+    )
+    with celery_app.producer_or_acquire() as producer:
+        celery_app.amqp.send_task_message(producer, SCORE_TEXTS, message, queue=SINGLES_QUEUE)
+
+
 def queue_depth(queue: str) -> int:
     """Messages waiting in a queue, across its priority lists."""
     with celery_app.connection_for_read() as conn:

@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     max_rows_per_job: int = 5_000_000
     max_gzip_ratio: int = 200
     singles_timeout_s: float = 30.0
-    singles_batch_wait_ms: float = 5.0
-    singles_batch_max: int = 256
+    # Micro-batches of /v1/score one API process keeps out at once; more requests wait and go
+    # together when one comes back (no fixed wait: alone, a request goes out at once).
+    singles_max_in_flight: Annotated[int, Field(ge=1)] = 2
+    singles_batch_max: Annotated[int, Field(ge=1)] = 256
 
     chunk_max_attempts: Annotated[int, Field(ge=1)] = 3
     # A running chunk whose worker went silent this long is handed to another worker.
