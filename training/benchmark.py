@@ -7,26 +7,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 from reviewscore.core.model_registry import list_models
 from reviewscore.model.scorer import load_scorer
+from reviewscore.model.throughput import measure_throughput
 from training.data import load_dataset
 
 
 def measure(models_dir: Path, texts: list[str], rounds: int, batch_size: int) -> dict[str, float]:
+    """Median reviews/s of each installed model's scorer, rounds alternating between models."""
     scorers = {info.name: load_scorer(info, batch_size) for info in list_models(models_dir)}
-    for scorer in scorers.values():
-        scorer.score(texts[:batch_size])
-    rates: dict[str, list[float]] = {name: [] for name in scorers}
-    for _ in range(rounds):
-        for name, scorer in scorers.items():
-            started = time.perf_counter()
-            scorer.score(texts)
-            rates[name].append(len(texts) / (time.perf_counter() - started))
-    return {name: statistics.median(values) for name, values in rates.items()}
+    rates = measure_throughput(
+        {name: scorer.score for name, scorer in scorers.items()}, texts, batch_size, rounds
+    )
+    return {name: rate.median for name, rate in rates.items()}
 
 
 def main() -> None:
