@@ -1,25 +1,23 @@
 """The singles path to the workers: each micro-batch of /v1/score is published as one Celery task,
 and its answer comes back on this API process's own Redis list, read by one background listener.
 
-Nothing here blocks the event loop: the publish runs on a thread of its own, the listener uses
-redis.asyncio, and every wait has a deadline: 503 naming Redis when Redis fails or hangs, 504
-when no worker answers in time.
+Nothing here blocks the event loop: both the publish (an LPUSH of the task message) and the
+listener's BLPOP go through redis.asyncio, and every wait has a deadline: 503 naming Redis when
+Redis fails or hangs, 504 when no worker answers in time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio
 from redis.exceptions import RedisError
 
 from reviewscore.core import replies
-from reviewscore.core.celery_app import send_singles_batch
+from reviewscore.core.celery_app import SINGLES_QUEUE, singles_message
 from reviewscore.core.errors import (
     ScoringFailedError,
     ScoringTimeoutError,
@@ -43,13 +41,9 @@ def redis_unavailable(what: str, exc: BaseException | None = None) -> ServiceUna
 class ReplyListener:
     """This process's reply list and the one task that BLPOPs it, resolving waiting batches."""
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
         self.key = replies.new_reply_key()
-        self._redis = redis.asyncio.Redis.from_url(
-            replies.redis_url(broker_url),
-            socket_timeout=BLPOP_S + REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
+        self._redis = client
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -94,7 +88,6 @@ class ReplyListener:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         self._fail_waiting(ServiceUnavailableError("the API is shutting down"))
-        await self._redis.aclose()
 
 
 class WorkerChannel:
@@ -102,9 +95,13 @@ class WorkerChannel:
 
     def __init__(self, settings: Settings) -> None:
         self._timeout_s = settings.singles_timeout_s
-        self._replies = ReplyListener(settings.broker_url)
-        # Its own thread: a hung Redis holds this one, never anyio's pool the other routes use.
-        self._publisher = ThreadPoolExecutor(1, thread_name_prefix="singles-publish")
+        # One client (a pool of connections): the listener's BLPOP holds one, LPUSHes take others.
+        self._redis = redis.asyncio.Redis.from_url(
+            replies.redis_url(settings.broker_url),
+            socket_timeout=BLPOP_S + REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        self._replies = ReplyListener(self._redis)
 
     async def send(self, texts: list[str], model: str | None) -> dict[str, Any]:
         batch = uuid.uuid4().hex
@@ -125,23 +122,16 @@ class WorkerChannel:
         return answer
 
     async def _publish(self, texts: list[str], model: str | None, batch: str) -> None:
-        call = functools.partial(
-            send_singles_batch,
-            texts,
-            model,
-            batch=batch,
-            reply_to=self._replies.key,
-            expires_s=self._timeout_s,
+        message = singles_message(
+            texts, model, batch=batch, reply_to=self._replies.key, expires_s=self._timeout_s
         )
-        published = asyncio.get_running_loop().run_in_executor(self._publisher, call)
         try:
-            # On timeout the wait is cancelled; a publish still queued behind a hung one is dropped.
-            await asyncio.wait_for(published, REDIS_TIMEOUT_S)
+            await asyncio.wait_for(self._redis.lpush(SINGLES_QUEUE, message), REDIS_TIMEOUT_S)
         except TimeoutError as exc:
             raise redis_unavailable(f"did not take the task within {REDIS_TIMEOUT_S:.0f}s") from exc
-        except Exception as exc:  # kombu's OperationalError, redis-py's errors, OSError
+        except (RedisError, OSError) as exc:
             raise redis_unavailable("cannot be reached", exc) from exc
 
     async def close(self) -> None:
         await self._replies.close()
-        self._publisher.shutdown(wait=False, cancel_futures=True)
+        await self._redis.aclose()
