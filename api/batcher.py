@@ -1,7 +1,8 @@
 """Gathers concurrent /v1/score requests into micro-batches: one Celery task per batch, not per
-review, and no fixed wait. A request goes out at once while fewer than `max_in_flight` batches
-are out; requests that arrive while every slot is taken wait together and leave as one batch
-(up to `max_size` texts) the moment a slot frees, so batches grow with the load."""
+review, and no fixed wait. A request goes out at once when no batch is out. While one is out,
+requests gather and leave together (up to `max_size` texts) the moment it comes back, so batches
+grow with the load; only a full batch goes out beside others, up to `max_in_flight` at once
+(so several worker processes are kept busy when the load fills batches)."""
 
 from __future__ import annotations
 
@@ -36,12 +37,14 @@ class MicroBatcher:
         self._max_size = max_size
         self._on_close = on_close
         self._waiting: deque[_Pending] = deque()
+        self._waiting_texts = 0
         # Handles on the batches out (Ray Serve keeps its batch task too): close() cancels them.
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def score(self, texts: list[str], model: str | None) -> dict[str, Any]:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(texts, model, future))
+        self._waiting_texts += len(texts)
         self._send_what_fits()
         return await future
 
@@ -49,8 +52,14 @@ class MicroBatcher:
     def batches_in_flight(self) -> int:
         return len(self._in_flight)
 
+    def _may_send(self) -> bool:
+        if not self._in_flight:
+            return True
+        full = self._waiting_texts >= self._max_size
+        return full and len(self._in_flight) < self._max_in_flight
+
     def _send_what_fits(self) -> None:
-        while self._waiting and len(self._in_flight) < self._max_in_flight:
+        while self._waiting and self._may_send():
             batch = self._take_batch()
             if not batch:
                 return
@@ -84,6 +93,7 @@ class MicroBatcher:
                 break
         kept.extend(self._waiting)
         self._waiting = kept
+        self._waiting_texts = sum(len(item.texts) for item in kept)
         return batch
 
     async def _dispatch(self, batch: list[_Pending]) -> None:
@@ -119,5 +129,6 @@ class MicroBatcher:
         for item in self._waiting:
             item.future.cancel()
         self._waiting.clear()
+        self._waiting_texts = 0
         if self._on_close is not None:
             await self._on_close()

@@ -40,7 +40,7 @@ async def settle() -> None:
 def test_a_request_alone_is_sent_at_once() -> None:
     async def main() -> list[tuple[list[str], str | None]]:
         workers = HeldWorkers()
-        batcher = MicroBatcher(workers, max_in_flight=2, max_size=100)
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100)
         request = asyncio.create_task(batcher.score(["only one"], None))
         await settle()
         sent = list(workers.sent)
@@ -69,6 +69,28 @@ def test_requests_arriving_while_batches_are_out_leave_together_with_their_own_a
     sent, answers = asyncio.run(main())
     assert sent == [["x"], ["xx", "xxx", "xxxx", "xxxxx"]]
     assert [a["p_positive"] for a in answers] == [[0.1], [0.2], [0.3], [0.4], [0.5]]
+
+
+def test_while_a_batch_is_out_only_a_full_batch_goes_out_beside_it() -> None:
+    async def main() -> list[list[str]]:
+        workers = HeldWorkers()
+        batcher = MicroBatcher(workers, max_in_flight=2, max_size=3)
+        first = asyncio.create_task(batcher.score(["a"], None))
+        await settle()
+        waiting = [asyncio.create_task(batcher.score([t], None)) for t in ("b", "c")]
+        await settle()
+        assert len(workers.sent) == 1  # two texts are not a full batch: they gather
+        waiting.append(asyncio.create_task(batcher.score(["d"], None)))
+        await settle()
+        assert len(workers.sent) == 2  # three are: a second batch goes out at once
+        waiting.append(asyncio.create_task(batcher.score(["e"], None)))
+        await settle()
+        workers.release.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return [texts for texts, _ in workers.sent]
+
+    assert asyncio.run(main()) == [["a"], ["b", "c", "d"], ["e"]]
 
 
 def test_batches_stop_at_max_size_and_never_split_a_request() -> None:
