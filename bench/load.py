@@ -125,8 +125,8 @@ def parse_wrk(out: str) -> dict[str, float]:
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(g) for g in m.groups())
-    p50 = re.search(r"^\s+50%\s+(\S+)$", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)$", out, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)\s*$", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)\s*$", out, re.M)
     if p50 is None or p99 is None:
         raise RuntimeError(f"wrk printed no latency distribution:\n{out}")
     return {

@@ -17,7 +17,8 @@ from bench.phases import ChunkRecord, phase_summary
 from bench.results import CpuShare, LoadRun, Rows
 from bench.targets import targets
 
-WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/v1/score
+# As wrk 4.1 prints it: values in seconds keep a trailing space for alignment.
+WRK_OUTPUT = f"""Running 10s test @ http://127.0.0.1:8000/v1/score
   1 threads and 64 connections
   Thread Stats   Avg      Stdev     Max   +/- Stdev
     Latency    19.26ms    8.10ms  95.12ms   80.12%
@@ -26,7 +27,7 @@ WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8000/v1/score
      50%   19.26ms
      75%   23.01ms
      90%   28.44ms
-     99%    1.02s
+     99%    1.02s{" "}
   27436 requests in 10.00s, 6.43MB read
   Socket errors: connect 0, read 2, write 0, timeout 1
   Non-2xx or 3xx responses: 4
