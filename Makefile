@@ -35,8 +35,10 @@ test: $(STAMP) browser lint typecheck
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
+# Installs wrk (Debian) first: the singles rows are measured with it. BENCH_ARGS=--quick: minutes.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	@bash scripts/install-wrk.sh
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,13 +1,19 @@
-"""Gathers concurrent /v1/score requests into micro-batches: one Celery task per batch, not per review."""
+"""Gathers concurrent /v1/score requests into micro-batches: one Celery task per batch, not per
+review, and no fixed wait. A request goes out at once when no batch is out. While one is out,
+requests gather and leave together (up to `max_size` texts) the moment it comes back, so batches
+grow with the load; only a full batch goes out beside others, up to `max_in_flight` at once
+(so several worker processes are kept busy when the load fills batches)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 SendBatch = Callable[[list[str], str | None], Awaitable[dict[str, Any]]]
+Close = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -18,56 +24,97 @@ class _Pending:
 
 
 class MicroBatcher:
-    """Waits up to `wait_s` after the first request (or until `max_size` texts) then sends one batch."""
-
-    def __init__(self, send: SendBatch, *, wait_s: float, max_size: int) -> None:
+    def __init__(
+        self,
+        send: SendBatch,
+        *,
+        max_in_flight: int,
+        max_size: int,
+        on_close: Close | None = None,
+    ) -> None:
         self._send = send
-        self._wait_s = wait_s
+        self._max_in_flight = max(1, max_in_flight)
         self._max_size = max_size
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._on_close = on_close
+        self._waiting: deque[_Pending] = deque()
+        self._waiting_texts = 0
+        # Handles on the batches out (Ray Serve keeps its batch task too): close() cancels them.
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def score(self, texts: list[str], model: str | None) -> dict[str, Any]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(texts, model, future))
+        self._waiting.append(_Pending(texts, model, future))
+        self._waiting_texts += len(texts)
+        self._send_what_fits()
         return await future
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._queue.get()
-            batch = [first]
-            size = len(first.texts)
-            deadline = loop.time() + self._wait_s
-            while size < self._max_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    break
+    @property
+    def batches_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def _may_send(self) -> bool:
+        if not self._in_flight:
+            return True
+        full = self._waiting_texts >= self._max_size
+        return full and len(self._in_flight) < self._max_in_flight
+
+    def _send_what_fits(self) -> None:
+        while self._waiting and self._may_send():
+            batch = self._take_batch()
+            if not batch:
+                return
+            task = asyncio.create_task(self._dispatch(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._send_what_fits()
+
+    def _take_batch(self) -> list[_Pending]:
+        """The oldest waiting request and those after it for the same model, up to max_size
+        texts (a request is never split; one larger than max_size goes alone)."""
+        batch: list[_Pending] = []
+        kept: deque[_Pending] = deque()
+        size = 0
+        while self._waiting:
+            item = self._waiting.popleft()
+            if item.future.done():  # its client went away while it waited
+                continue
+            fits = not batch or (
+                item.model == batch[0].model and size + len(item.texts) <= self._max_size
+            )
+            if fits:
                 batch.append(item)
                 size += len(item.texts)
-            by_model: dict[str | None, list[_Pending]] = {}
-            for item in batch:
-                by_model.setdefault(item.model, []).append(item)
-            for model, items in by_model.items():
-                asyncio.create_task(self._dispatch(model, items))
+            else:
+                kept.append(item)
+            if size >= self._max_size:
+                break
+        kept.extend(self._waiting)
+        self._waiting = kept
+        self._waiting_texts = sum(len(item.texts) for item in kept)
+        return batch
 
-    async def _dispatch(self, model: str | None, items: list[_Pending]) -> None:
-        texts = [t for item in items for t in item.texts]
+    async def _dispatch(self, batch: list[_Pending]) -> None:
+        texts = [t for item in batch for t in item.texts]
         try:
-            answer = await self._send(texts, model)
-        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the failure
-            for item in items:
+            answer = await self._send(texts, batch[0].model)
+            if len(answer["p_positive"]) != len(texts):
+                raise RuntimeError(
+                    f"the worker answered {len(answer['p_positive'])} scores for {len(texts)} texts"
+                )
+        except asyncio.CancelledError:
+            for item in batch:
+                item.future.cancel()
+            raise
+        except Exception as exc:  # every request of the batch gets the failure
+            for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
         start = 0
-        for item in items:
+        for item in batch:
             end = start + len(item.texts)
             part = dict(answer)
             part["p_positive"] = answer["p_positive"][start:end]
@@ -77,5 +124,11 @@ class MicroBatcher:
             start = end
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in list(self._in_flight):
+            task.cancel()
+        for item in self._waiting:
+            item.future.cancel()
+        self._waiting.clear()
+        self._waiting_texts = 0
+        if self._on_close is not None:
+            await self._on_close()

@@ -1,54 +1,162 @@
-"""Single reviews from concurrent requests travel to the workers in micro-batches."""
+"""Single reviews from concurrent requests travel to the workers in micro-batches: a request
+alone goes out at once, requests that arrive while the batches in flight are out leave together.
+
+The `send` here stands for the worker channel (publish a task, await its reply)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import pytest
+
 from api.batcher import MicroBatcher
 
 
-def test_concurrent_requests_share_one_batch_and_get_their_own_answers() -> None:
-    sent: list[list[str]] = []
+class HeldWorkers:
+    """A send that records each batch and answers only when the test lets it."""
 
-    async def send(texts: list[str], model: str | None) -> dict[str, Any]:
-        sent.append(texts)
+    def __init__(self) -> None:
+        self.sent: list[tuple[list[str], str | None]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, texts: list[str], model: str | None) -> dict[str, Any]:
+        self.sent.append((texts, model))
+        await self.release.wait()
         return {
-            "model": "m",
+            "model": model or "m",
             "model_version": "m-1",
             "p_positive": [len(t) / 10 for t in texts],
             "truncated": [False] * len(texts),
         }
 
-    async def main() -> list[dict[str, Any]]:
-        batcher = MicroBatcher(send, wait_s=0.05, max_size=100)
-        answers = await asyncio.gather(*(batcher.score(["x" * i], None) for i in range(1, 6)))
-        await batcher.close()
-        return list(answers)
 
-    answers = asyncio.run(main())
-    assert len(sent) == 1 and len(sent[0]) == 5
+async def settle() -> None:
+    """Let every ready task run (no timer involved: a fixed wait would still be pending)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_request_alone_is_sent_at_once() -> None:
+    async def main() -> list[tuple[list[str], str | None]]:
+        workers = HeldWorkers()
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100)
+        request = asyncio.create_task(batcher.score(["only one"], None))
+        await settle()
+        sent = list(workers.sent)
+        workers.release.set()
+        await request
+        await batcher.close()
+        return sent
+
+    assert asyncio.run(main()) == [(["only one"], None)]
+
+
+def test_requests_arriving_while_batches_are_out_leave_together_with_their_own_answers() -> None:
+    async def main() -> tuple[list[list[str]], list[dict[str, Any]]]:
+        workers = HeldWorkers()
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100)
+        first = asyncio.create_task(batcher.score(["x"], None))
+        await settle()
+        later = [asyncio.create_task(batcher.score(["x" * i], None)) for i in range(2, 6)]
+        await settle()
+        assert len(workers.sent) == 1  # the slot is taken: the four wait
+        workers.release.set()
+        answers = await asyncio.gather(first, *later)
+        await batcher.close()
+        return [texts for texts, _ in workers.sent], list(answers)
+
+    sent, answers = asyncio.run(main())
+    assert sent == [["x"], ["xx", "xxx", "xxxx", "xxxxx"]]
     assert [a["p_positive"] for a in answers] == [[0.1], [0.2], [0.3], [0.4], [0.5]]
 
 
-def test_a_full_batch_is_sent_without_waiting() -> None:
-    sent: list[int] = []
+def test_while_a_batch_is_out_only_a_full_batch_goes_out_beside_it() -> None:
+    async def main() -> list[list[str]]:
+        workers = HeldWorkers()
+        batcher = MicroBatcher(workers, max_in_flight=2, max_size=3)
+        first = asyncio.create_task(batcher.score(["a"], None))
+        await settle()
+        waiting = [asyncio.create_task(batcher.score([t], None)) for t in ("b", "c")]
+        await settle()
+        assert len(workers.sent) == 1  # two texts are not a full batch: they gather
+        waiting.append(asyncio.create_task(batcher.score(["d"], None)))
+        await settle()
+        assert len(workers.sent) == 2  # three are: a second batch goes out at once
+        waiting.append(asyncio.create_task(batcher.score(["e"], None)))
+        await settle()
+        workers.release.set()
+        await asyncio.gather(first, *waiting)
+        await batcher.close()
+        return [texts for texts, _ in workers.sent]
+
+    assert asyncio.run(main()) == [["a"], ["b", "c", "d"], ["e"]]
+
+
+def test_batches_stop_at_max_size_and_never_split_a_request() -> None:
+    async def main() -> list[int]:
+        workers = HeldWorkers()
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=4)
+        first = asyncio.create_task(batcher.score(["a"], None))
+        await settle()
+        rest = [asyncio.create_task(batcher.score(["b", "c", "d"], None)) for _ in range(3)]
+        await settle()
+        workers.release.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+        return [len(texts) for texts, _ in workers.sent]
+
+    assert asyncio.run(main()) == [1, 3, 3, 3]
+
+
+def test_each_batch_holds_one_model() -> None:
+    async def main() -> list[tuple[list[str], str | None]]:
+        workers = HeldWorkers()
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100)
+        first = asyncio.create_task(batcher.score(["a"], None))
+        await settle()
+        rest = [
+            asyncio.create_task(batcher.score([text], model))
+            for text, model in (("b", "cnn"), ("c", None), ("d", "cnn"))
+        ]
+        await settle()
+        workers.release.set()
+        answers = await asyncio.gather(first, *rest)
+        assert [a["model"] for a in answers] == ["m", "cnn", "m", "cnn"]
+        await batcher.close()
+        return workers.sent
+
+    assert asyncio.run(main()) == [(["a"], None), (["b", "d"], "cnn"), (["c"], None)]
+
+
+def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_still_goes() -> None:
+    calls: list[list[str]] = []
 
     async def send(texts: list[str], model: str | None) -> dict[str, Any]:
-        sent.append(len(texts))
-        return {
-            "model": "m",
-            "model_version": "v",
-            "p_positive": [0.5] * len(texts),
-            "truncated": [False] * len(texts),
-        }
+        calls.append(texts)
+        if len(calls) == 1:
+            raise RuntimeError("the queue is down")
+        return {"model": "m", "model_version": "v", "p_positive": [0.5], "truncated": [False]}
 
     async def main() -> None:
-        batcher = MicroBatcher(send, wait_s=10.0, max_size=4)
-        await asyncio.wait_for(
-            asyncio.gather(*(batcher.score(["a", "b"], None) for _ in range(2))), 2
-        )
+        batcher = MicroBatcher(send, max_in_flight=1, max_size=100)
+        with pytest.raises(RuntimeError, match="the queue is down"):
+            await batcher.score(["a"], None)
+        assert (await batcher.score(["b"], None))["p_positive"] == [0.5]
         await batcher.close()
 
     asyncio.run(main())
-    assert sent == [4]
+    assert calls == [["a"], ["b"]]
+
+
+def test_an_answer_with_the_wrong_number_of_scores_is_an_error() -> None:
+    async def send(texts: list[str], model: str | None) -> dict[str, Any]:
+        return {"model": "m", "model_version": "v", "p_positive": [0.5], "truncated": [False]}
+
+    async def main() -> None:
+        batcher = MicroBatcher(send, max_in_flight=1, max_size=100)
+        with pytest.raises(RuntimeError, match="1 scores for 2 texts"):
+            await batcher.score(["a", "b"], None)
+        await batcher.close()
+
+    asyncio.run(main())

@@ -28,8 +28,8 @@ def test_the_lease_is_renewed_between_batches(monkeypatch: pytest.MonkeyPatch) -
     job_id = f.make_job(12, 12)
     work = f.claim(job_id, 0)
     assert work is not None
-    keeper = tasks.LeaseKeeper(work, lease_s=0.0)  # renew after every batch
-    scorer = f.StubScorer(version="stub-1", batch_size=4)
+    keeper = tasks.LeaseKeeper(work, lease_s=0.0)  # renew after every piece of 4 batches
+    scorer = f.StubScorer(version="stub-1", batch_size=1)
     renewals: list[bool] = []
     real_renew = tasks.chunks.renew_lease
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from reviewscore.core.model_registry import ModelInfo, local_model, local_models
 from reviewscore.model.scorer import Scorer, configure_threads, load_scorer
+from reviewscore.model.throughput import measure_throughput
 from training.data import load_dataset
 
 BASELINES = {"nbsvm": "nbsvm-fingerprints", "cnn": "cnn-500"}
@@ -48,15 +49,13 @@ def save_baselines(models_dir: Path, train_texts: list[str], folder: Path) -> li
 
 
 def throughput(scorers: dict[str, Scorer], texts: list[str], rounds: int) -> dict[str, float]:
-    """Median reviews/s per model over `rounds` rounds; each round scores `texts` once with
-    every model in turn, so load changes hit every model alike."""
-    rates: dict[str, list[float]] = {name: [] for name in scorers}
-    for _ in range(rounds):
-        for name, scorer in scorers.items():
-            started = time.perf_counter()
-            scorer.score(texts)
-            rates[name].append(len(texts) / (time.perf_counter() - started))
-    return {name: statistics.median(values) for name, values in rates.items()}
+    """Median reviews/s per model over `rounds` rounds (the shared helper: each round scores
+    `texts` once with every model in turn, so load changes hit every model alike). All texts
+    go to the scorer in one call, as a worker's chunk does; the scorer makes the batches."""
+    rates = measure_throughput(
+        {name: scorer.score for name, scorer in scorers.items()}, texts, len(texts), rounds
+    )
+    return {name: rate.median for name, rate in rates.items()}
 
 
 def batch1_latency_ms(scorers: dict[str, Scorer], texts: list[str]) -> dict[str, float]:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+PIECE_BATCHES = 4
+
+
 class PoisonedTextError(RuntimeError):
     """Raised by the test-only fault switch REVIEWSCORE_POISON_MARKER, as a model failure would."""
 
@@ -69,7 +72,9 @@ def score_texts_isolating_failures(
             run(lo, mid)
             run(mid, hi)
 
-    step = max(1, scorer.batch_size)
+    # Pieces of a few batches: the scorer orders texts by length within a call (the CNN pads
+    # less), and the lease heartbeat runs between pieces; a 1,000-row chunk is one piece.
+    step = max(1, scorer.batch_size * PIECE_BATCHES)
     for lo in range(0, n, step):
         run(lo, min(n, lo + step))
         between_batches()

@@ -18,7 +18,7 @@ from celery.exceptions import Reject
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import DBAPIError
 
-from reviewscore.core import chunks, jobs, sweeper
+from reviewscore.core import chunks, jobs, replies, sweeper
 from reviewscore.core.celery_app import (
     BULK_QUEUE,
     SCORE_CHUNK,
@@ -261,17 +261,38 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     )
 
 
-@celery_app.task(name=SCORE_TEXTS, ignore_result=False)
-def score_texts(texts: list[str], model: str | None = None) -> dict[str, Any]:
+# No monitoring events for singles (three publishes per task in the worker's main process, a
+# third of its time at one review per task); a lost singles task is answered by the API's 504.
+@celery_app.task(name=SCORE_TEXTS, ignore_result=False, send_events=False)
+def score_texts(
+    texts: list[str],
+    model: str | None = None,
+    reply_to: str | None = None,
+    batch: str | None = None,
+) -> dict[str, Any] | None:
+    """Score a micro-batch of /v1/score. With `reply_to` (the API's way) the answer, or the
+    error, goes onto that Redis list; without it, to the result backend (one-off callers)."""
     _usable()
+    if reply_to is None:
+        return _score_texts(texts, model)
+    try:
+        answer = _score_texts(texts, model)
+    except Exception as exc:
+        log.exception("singles batch %s failed", batch)
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    replies.push(get_settings().broker_url, reply_to, batch or "", answer)
+    return None
+
+
+def _score_texts(texts: list[str], model: str | None) -> dict[str, Any]:
     scorer = get_scorer(model)
     scores = scorer.score(texts)
     return {
         "model": scorer.info.name,
         "model_version": scorer.info.version,
         "device": scorer.device,
-        "p_positive": [float(p) for p in scores.p_positive],
-        "truncated": [bool(t) for t in scores.truncated],
+        "p_positive": scores.p_positive.tolist(),
+        "truncated": scores.truncated.tolist(),
     }
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue, serialization
 
 from reviewscore.core.settings import Settings, get_settings
 
@@ -84,6 +86,47 @@ def enqueue_chunk(job_id: str, seq: int) -> None:
     celery_app.send_task(
         SCORE_CHUNK, args=[job_id, seq], queue=BULK_QUEUE, priority=chunk_priority(seq)
     )
+
+
+def singles_message(
+    texts: list[str], model: str | None, *, batch: str, reply_to: str, expires_s: float
+) -> bytes:
+    """One micro-batch of POST /v1/score as a Celery task message (built by Celery), wrapped as
+    kombu's Redis transport stores it, ready to LPUSH onto SINGLES_QUEUE: the API pushes it
+    through redis.asyncio, so no thread or blocking client sits on its event loop.
+    tests/test_singles_message.py holds it equal to what kombu itself publishes.
+
+    The answer goes to the `reply_to` list (reviewscore.core.replies), not the result backend;
+    no task-sent event (the task sends no events either, so Flower would show it stuck in SENT);
+    no texts in argsrepr."""
+    message = celery_app.amqp.create_task_message(
+        batch,
+        SCORE_TEXTS,
+        [texts, model],
+        {"reply_to": reply_to, "batch": batch},
+        expires=expires_s,
+        ignore_result=True,
+        argsrepr=f"[{len(texts)} texts, {model!r}]",
+        kwargsrepr="{}",
+    )
+    content_type, content_encoding, body = serialization.dumps(message.body, serializer="json")
+    raw = body.encode(content_encoding) if isinstance(body, str) else body
+    envelope = {
+        "body": base64.b64encode(raw).decode("ascii"),
+        "content-encoding": content_encoding,
+        "content-type": content_type,
+        "headers": message.headers,
+        "properties": {
+            **message.properties,
+            "delivery_mode": 2,
+            # The default exchange: routed by queue name, as Celery sends to a direct queue.
+            "delivery_info": {"exchange": "", "routing_key": SINGLES_QUEUE},
+            "priority": 0,  # priority 0 lives in the list named like the queue
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(envelope).encode()
 
 
 def queue_depth(queue: str) -> int:

@@ -60,3 +60,9 @@ class ServiceUnavailableError(ReviewscoreError):
 
 class ScoringTimeoutError(ReviewscoreError):
     status_code = 504
+
+
+class ScoringFailedError(ReviewscoreError):
+    """A worker took the reviews but its model call raised: a fault on our side."""
+
+    status_code = 500

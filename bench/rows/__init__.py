@@ -1,0 +1,1 @@
+"""One module per measured row of `make bench`; each returns its typed result (bench/results.py)."""

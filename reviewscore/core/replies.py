@@ -1,0 +1,58 @@
+"""The reply channel of POST /v1/score: each API process listens on one Redis list of its own;
+a worker LPUSHes a micro-batch's answer onto the list named in the task, so the API waits on
+one BLPOP per process instead of one result lookup per task."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Any
+
+import orjson
+import redis
+
+REPLY_KEY_PREFIX = "reviewscore:replies:"
+# Every push renews it: the list of an API process that died goes away by itself.
+REPLY_TTL_S = 300
+
+
+def new_reply_key() -> str:
+    """A list name unique to this API process (host, pid and a random part for restarts)."""
+    return f"{REPLY_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def redis_url(broker_url: str) -> str:
+    """The broker URL as redis-py spells it: kombu writes a Unix socket as redis+socket://."""
+    for prefix in ("redis+socket://", "socket://"):
+        if broker_url.startswith(prefix):
+            return "unix://" + broker_url.removeprefix(prefix)
+    return broker_url
+
+
+def encode(batch: str, answer: dict[str, Any]) -> bytes:
+    return orjson.dumps({"batch": batch, "answer": answer})
+
+
+def decode(raw: bytes | str) -> tuple[str, dict[str, Any]]:
+    reply = orjson.loads(raw)
+    return str(reply["batch"]), dict(reply["answer"])
+
+
+_client: tuple[int, redis.Redis] | None = None
+
+
+def _client_of_this_process(broker_url: str) -> redis.Redis:
+    # One client per process, made after fork: a pool process must not share its parent's socket.
+    global _client
+    if _client is None or _client[0] != os.getpid():
+        _client = (os.getpid(), redis.Redis.from_url(redis_url(broker_url), socket_timeout=10))
+    return _client[1]
+
+
+def push(broker_url: str, key: str, batch: str, answer: dict[str, Any]) -> None:
+    """Called by the worker: hand one batch's answer to the API process waiting on `key`."""
+    pipe = _client_of_this_process(broker_url).pipeline(transaction=False)
+    pipe.lpush(key, encode(batch, answer))
+    pipe.expire(key, REPLY_TTL_S)
+    pipe.execute()

@@ -1,0 +1,89 @@
+"""POST /v1/score when its path fails, on a real stack: a stopped worker is a JSON 504, a hung
+Redis is a JSON 503 naming Redis while every other route keeps answering (nothing on the singles
+path blocks the API's event loop), and the service answers again once Redis is back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import RunningStack, sqlite_stack, wait_for
+
+SINGLES_TIMEOUT_S = 4
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[RunningStack]:
+    env = {"REVIEWSCORE_SINGLES_TIMEOUT_S": str(SINGLES_TIMEOUT_S)}
+    with sqlite_stack(tmp_path_factory.mktemp("var-singles"), models_dir, env) as running:
+        yield running
+
+
+@contextmanager
+def stopped(pid: int, group: bool = False) -> Iterator[None]:
+    """SIGSTOP a process (or its whole process group) for the block: it hangs, it is not gone."""
+    send = os.killpg if group else os.kill
+    send(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        send(pid, signal.SIGCONT)
+
+
+def score_in_background(stack: RunningStack) -> tuple[threading.Thread, dict[str, httpx.Response]]:
+    answer: dict[str, httpx.Response] = {}
+
+    def post() -> None:
+        with stack.http() as http:
+            answer["response"] = http.post("/v1/score", json={"reviews": ["A fine film."]})
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+def test_score_answers_when_all_is_up(stack: RunningStack) -> None:
+    with stack.http() as http:
+        response = http.post("/v1/score", json={"reviews": ["A fine film.", "Dull and long."]})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["label"] == "positive" and second["label"] == "negative"
+
+
+def test_no_worker_answering_is_a_json_504(stack: RunningStack) -> None:
+    worker = stack.stack.children["worker"].process.pid
+    with stopped(worker, group=True), stack.http() as http:
+        response = http.post("/v1/score", json={"reviews": ["A fine film."]})
+    assert response.status_code == 504, response.text
+    assert "no worker answered" in response.json()["detail"]
+
+
+def test_a_hung_redis_is_a_json_503_and_other_routes_keep_answering(stack: RunningStack) -> None:
+    redis = stack.stack.redis.process.pid
+    with stopped(redis):
+        thread, answer = score_in_background(stack)
+        with httpx.Client(base_url=stack.url, timeout=3) as quick:
+            # While the score request waits on Redis, the event loop still serves others.
+            for _ in range(3):
+                assert quick.get("/healthz").status_code == 200
+            assert quick.get("/v1/models").status_code == 200
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    response = answer["response"]
+    assert response.status_code == 503, response.text
+    assert "Redis" in response.json()["detail"]
+    # Redis is back: the next request is scored again.
+    with stack.http() as http:
+        wait_for(
+            lambda: http.post("/v1/score", json={"reviews": ["Great."]}).status_code == 200,
+            60,
+            "scoring after Redis came back",
+            interval=0.5,
+        )
