@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from reviewscore.core.db import insert_ignoring_conflicts
@@ -35,7 +35,9 @@ def cached_scores(
     return found
 
 
-def remember_scores(session: Session, model_version: str, scores: dict[bytes, Score]) -> None:
+def remember_scores(
+    session: Session | Connection, model_version: str, scores: dict[bytes, Score]
+) -> None:
     insert_ignoring_conflicts(
         session,
         ScoreCache,

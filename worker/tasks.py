@@ -30,11 +30,11 @@ from reviewscore.core.celery_app import (
     queue_depth,
     report_worker,
 )
-from reviewscore.core.db import reset_engine_after_fork, session_scope
+from reviewscore.core.db import reset_engine_after_fork, session_scope, single_statement
 from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
 from reviewscore.core.settings import get_settings
 from worker import cache
-from worker.scoring import row_hashes, score_chunk_rows
+from worker.scoring import hold, hold_point, row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
 # Scorers loaded in this process, by model version; the current version of each model name.
@@ -230,15 +230,18 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     with session_scope(readonly=True) as session:
         cached = cache.cached_scores(session, work.model_version, list(hashes.values()))
     looked_up = time.perf_counter()
+    held = hold_point(work)  # test-only fault switches: both off unless set
+    hold(work, held, "score")
+    time.sleep(settings.score_delay_s)
     outcome = score_chunk_rows(
         scorer, work, hashes, cached, LeaseKeeper(work, settings.chunk_lease_s)
     )
     scored = time.perf_counter()
     with session_scope() as session:
         written = chunks.complete_chunk(session, work, outcome.results)
-        if written:
-            cache.remember_scores(session, work.model_version, outcome.new_scores)
+        hold(work, held, "commit")
     if written:
+        _remember(work.model_version, outcome.new_scores)
         jobs.try_complete(work.job_id)
     # Where a chunk's time goes, as one JSON record (the benchmark reads these).
     log.info(
@@ -259,6 +262,18 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
             }
         ),
     )
+
+
+def _remember(model_version: str, scores: dict[bytes, cache.Score]) -> None:
+    """Adds a chunk's new scores to the dedup cache, after the chunk's commit and in one
+    statement of its own: no transaction holds cache rows across a round trip, so a host cut
+    off mid-completion never makes another job's chunk that shares a text wait for a lock; and
+    the cache is only a shortcut, so a failure here costs a later cache miss, not an attempt."""
+    try:
+        with single_statement() as conn:
+            cache.remember_scores(conn, model_version, scores)
+    except DBAPIError as exc:
+        log.warning("could not add %s scores to the dedup cache: %s", len(scores), exc)
 
 
 @celery_app.task(name=SCORE_TEXTS, ignore_result=False)

@@ -129,11 +129,14 @@ def reset_engine_after_fork() -> None:
             cached().dispose(close=False)
 
 
-def insert_ignoring_conflicts(session: Session, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+def insert_ignoring_conflicts(
+    session: Session | Connection, table: Any, rows: Sequence[dict[str, Any]]
+) -> None:
     """INSERT ... ON CONFLICT DO NOTHING on both backends: re-runs write nothing twice."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    bind = session.get_bind() if isinstance(session, Session) else session
+    dialect = bind.dialect.name
     stmt: Any
     if dialect == "postgresql":
         stmt = postgresql.insert(table).on_conflict_do_nothing()
