@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -43,6 +44,11 @@ _current: dict[str, tuple[float, ModelInfo]] = {}
 REGISTRY_REFRESH_S = 10.0
 # Set when this pool process could not load its model: it then takes no work.
 _unusable: str | None = None
+# What this process tells /readyz (device, the version of each model it serves new work with,
+# or its error), sent again every REPORT_EVERY_S with a TTL of three times that, so a process
+# that died without a word drops out of /readyz within REPORT_EVERY_S * 3.
+_state: dict[str, Any] = {}
+REPORT_EVERY_S = 30.0
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
 
@@ -62,14 +68,21 @@ def resolve_model(name: str | None, version: str | None = None) -> ModelInfo:
     """A pinned version as published, or the current version of a model (re-read at most every
     REGISTRY_REFRESH_S, so a newly published version reaches singles without a restart)."""
     settings = get_settings()
-    with session_scope(readonly=True) as session:
-        if version is not None:
-            return get_version(session, name or "", version)
-        key = name or ""
-        known = _current.get(key)
-        if known is not None and time.monotonic() - known[0] < REGISTRY_REFRESH_S:
+    key = name or ""
+    known = _current.get(key)
+    if version is None and known is not None and time.monotonic() - known[0] < REGISTRY_REFRESH_S:
+        return known[1]
+    try:
+        with session_scope(readonly=True) as session:
+            if version is not None:
+                return get_version(session, name or "", version)
+            info = get_model(session, name, settings.default_model)
+    except DBAPIError:
+        if version is None and known is not None:
+            # The registry (the database) is away for now: single reviews keep being scored
+            # with the version this process already serves, instead of failing.
             return known[1]
-        info = get_model(session, name, settings.default_model)
+        raise
     _current[key] = (time.monotonic(), info)
     return info
 
@@ -94,6 +107,8 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
             scorer.device,
             time.perf_counter() - started,
         )
+    if version is None:
+        _note_serving(info)
     return _scorers[info.version]
 
 
@@ -145,10 +160,33 @@ def _usable() -> None:
 
 
 def _report(state: dict[str, Any]) -> None:
+    first = not _state
+    _state.clear()
+    _state.update(state)
+    _send_report()
+    if first:
+        threading.Thread(target=_keep_reporting, name="report-worker", daemon=True).start()
+
+
+def _note_serving(info: ModelInfo) -> None:
+    """A newly published version this process now serves new work with: /readyz shows it."""
+    models = _state.get("models")
+    if models is not None and models.get(info.name) != info.version:
+        _state["models"] = {**models, info.name: info.version}
+        _send_report()
+
+
+def _send_report() -> None:
     try:
-        report_worker(_process_name(), state)
+        report_worker(_process_name(), _state, ttl_s=int(REPORT_EVERY_S * 3))
     except Exception:  # noqa: BLE001 - Redis briefly away: /readyz just shows no device yet
         log.warning("could not report this worker's state to Redis", exc_info=True)
+
+
+def _keep_reporting() -> None:
+    while True:
+        time.sleep(REPORT_EVERY_S)
+        _send_report()
 
 
 def _process_name() -> str:
