@@ -19,11 +19,21 @@ def text_hash(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()
 
 
+# One array parameter on PostgreSQL instead of hundreds of IN placeholders the server parses.
+PG_LOOKUP = text(
+    "SELECT text_hash, p_positive, truncated FROM score_cache "
+    "WHERE model_version = :version AND text_hash = ANY(CAST(:hashes AS bytea[]))"
+)
+
+
 def cached_scores(
     session: Session, model_version: str, hashes: Sequence[bytes]
 ) -> dict[bytes, Score]:
     found: dict[bytes, Score] = {}
     unique = list(set(hashes))
+    if dialect_name(session) == "postgresql":
+        rows = session.execute(PG_LOOKUP, {"version": model_version, "hashes": unique})
+        return {bytes(digest): (p, truncated) for digest, p, truncated in rows}
     for start in range(0, len(unique), 500):
         part = unique[start : start + 500]
         for digest, p, truncated in session.execute(
