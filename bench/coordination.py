@@ -57,6 +57,7 @@ class Config:
     workers: tuple[int, ...]
     chunk_size: int
     write_chunks: int
+    passes: int
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Config:
@@ -65,9 +66,10 @@ class Config:
         p.add_argument("--workers", default="1,2,4,8", help="pool processes, one run each")
         p.add_argument("--chunk-size", type=int, default=1000)
         p.add_argument("--write-chunks", type=int, default=30, help="chunks per write variant")
+        p.add_argument("--passes", type=int, default=3, help="jobs per worker count (best kept)")
         a = p.parse_args(argv)
         workers = tuple(int(n) for n in a.workers.split(","))
-        return cls(a.rows, workers, a.chunk_size, a.write_chunks)
+        return cls(a.rows, workers, a.chunk_size, a.write_chunks, a.passes)
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -268,37 +270,50 @@ class Bench:
 
     def run(self, processes: int) -> dict[str, Any]:
         """A node of `processes` pool processes consumes only `singles` until every process has
-        loaded the model; the job is uploaded meanwhile (ingest alone), then the node is told to
-        consume `bulk` too, and the queued job is drained."""
+        loaded the model. Each pass: the job is uploaded while the node does not consume `bulk`
+        (ingest alone), then the node consumes `bulk` and drains it. Other load on the machine
+        only ever slows a pass: the fastest pass is kept (all are in the JSON)."""
         name = f"coord{processes}"
         args = self.stack.worker_args(name, concurrency=processes)
         args[args.index("singles,bulk")] = "singles"
         node = self.stack.spawn(name, args)
+        destination = [f"{name}@{socket.gethostname()}"]
         app = self.celery()
+        passes = []
         try:
             wait(
                 f"{processes} worker processes",
                 lambda: self.reported_ready(node.process.pid, processes),
                 600,
             )
-            job_id, upload_s = self.upload(name)
-            pg_before = postgres_cpu_s(self.postmaster)
-            workers_before = tree_cpu_s(node.process.pid)
-            started = time.perf_counter()
-            app.control.add_consumer("bulk", destination=[f"{name}@{socket.gethostname()}"])
-            job = wait(
-                "the job to finish",
-                lambda: (lambda j: j if j["finished"] else None)(
-                    httpx.get(f"{self.url}/v1/jobs/{job_id}", timeout=10).json()
-                ),
-                1800,
-            )
-            wall_s = time.perf_counter() - started
-            pg_s = postgres_cpu_s(self.postmaster) - pg_before
-            workers_s = tree_cpu_s(node.process.pid) - workers_before
+            for k in range(self.cfg.passes):
+                passes.append(self._drain(app, destination, node, f"{name}-{k}"))
+                app.control.cancel_consumer("bulk", destination=destination, reply=True)
         finally:
             app.close()
             self.stack.stop_child(name)
+        best = dict(max(passes, key=lambda p: p["chunks_per_s"]))
+        best["processes"] = processes
+        best["passes_chunks_per_s"] = [p["chunks_per_s"] for p in passes]
+        best["passes_postgres_cpu_ms_per_chunk"] = [p["postgres_cpu_ms_per_chunk"] for p in passes]
+        return best
+
+    def _drain(self, app: Any, destination: list[str], node: Any, run: str) -> dict[str, Any]:
+        job_id, upload_s = self.upload(run)
+        pg_before = postgres_cpu_s(self.postmaster)
+        workers_before = tree_cpu_s(node.process.pid)
+        started = time.perf_counter()
+        app.control.add_consumer("bulk", destination=destination, reply=True)
+        job = wait(
+            "the job to finish",
+            lambda: (lambda j: j if j["finished"] else None)(
+                httpx.get(f"{self.url}/v1/jobs/{job_id}", timeout=10).json()
+            ),
+            1800,
+        )
+        wall_s = time.perf_counter() - started
+        pg_s = postgres_cpu_s(self.postmaster) - pg_before
+        workers_s = tree_cpu_s(node.process.pid) - workers_before
         records = chunk_records(node.log_path, job_id)
         assert job["status"] == "succeeded" and job["scored"] == self.cfg.rows, job
         chunks = len(records)
@@ -308,7 +323,6 @@ class Bench:
             - dt.datetime.fromisoformat(job["started_at"])
         ).total_seconds()
         return {
-            "processes": processes,
             "rows": self.cfg.rows,
             "chunks": chunks,
             "ingest_rows_per_s": self.cfg.rows / upload_s,
@@ -320,6 +334,7 @@ class Bench:
             "postgres_cpu_ms_per_chunk": 1000 * pg_s / chunks,
             "worker_cpu_ms_per_chunk": 1000 * workers_s / chunks,
             "machine_cores": os.cpu_count(),
+            "load_average": os.getloadavg()[0],
         }
 
     def stop(self) -> None:
