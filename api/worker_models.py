@@ -1,8 +1,9 @@
 """The workers' models for /readyz: what each worker process reported to Redis (its device and
-the version of each model it serves new work with, or the error that stopped it loading), and
+the newest version of each model it has loaded, or the error that stopped it loading), and
 whether the fleet is degraded: a process reports a model error, or processes report different
-versions of one model (for a while after `reviewscore models publish`, until each has loaded
-the new one; jobs are unaffected, each is scored with the version it is pinned to)."""
+versions of one model (after `reviewscore models publish`, until each process has taken work
+pinned to the new version; jobs are unaffected, each is scored with the version it is pinned
+to, fetched from the registry by whichever worker takes it)."""
 
 from __future__ import annotations
 

@@ -49,6 +49,8 @@ _unusable: str | None = None
 # that died without a word drops out of /readyz within REPORT_EVERY_S * 3.
 _state: dict[str, Any] = {}
 REPORT_EVERY_S = 30.0
+# The newest version of each model name loaded here: (generation, version).
+_newest: dict[str, tuple[int, str]] = {}
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
 
@@ -107,8 +109,7 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
             scorer.device,
             time.perf_counter() - started,
         )
-    if version is None:
-        _note_serving(info)
+    _note_serving(info)
     return _scorers[info.version]
 
 
@@ -169,7 +170,13 @@ def _report(state: dict[str, Any]) -> None:
 
 
 def _note_serving(info: ModelInfo) -> None:
-    """A newly published version this process now serves new work with: /readyz shows it."""
+    """/readyz shows the newest version of each model this process has loaded: a newly published
+    one once a job pinned to it (or a single review) reaches this process; a job still pinned to
+    an older one does not turn it back."""
+    newest = _newest.get(info.name)
+    if newest is not None and newest[0] >= info.generation:
+        return
+    _newest[info.name] = (info.generation, info.version)
     models = _state.get("models")
     if models is not None and models.get(info.name) != info.version:
         _state["models"] = {**models, info.name: info.version}
