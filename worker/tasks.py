@@ -202,6 +202,8 @@ def _process_name() -> str:
 
 @worker_process_shutdown.connect
 def _forget_process(**_: Any) -> None:
+    if _unusable is not None:
+        return  # its error stays on /readyz until the report's TTL runs out: a person sees it
     try:
         forget_worker(_process_name())
     except Exception:  # noqa: BLE001 - the key expires by itself
