@@ -13,7 +13,7 @@ from api.batcher import MicroBatcher
 from api.schemas import ScoreRequest, ScoreResponse, ScoreResult, error_responses
 from reviewscore.core.celery_app import SCORE_TEXTS, SINGLES_QUEUE, celery_app
 from reviewscore.core.db import session_scope
-from reviewscore.core.errors import BadRequestError, ScoringTimeoutError
+from reviewscore.core.errors import BadRequestError, ScoringTimeoutError, ServiceUnavailableError
 from reviewscore.core.ingest import is_valid_unicode
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
@@ -29,12 +29,20 @@ def check_model(name: str) -> None:
 
 async def send_to_workers(texts: list[str], model: str | None) -> dict[str, Any]:
     settings = get_settings()
-    result = celery_app.send_task(
-        SCORE_TEXTS,
-        args=[texts, model],
-        queue=SINGLES_QUEUE,
-        expires=settings.singles_timeout_s,
-    )
+    try:
+        result = celery_app.send_task(
+            SCORE_TEXTS,
+            args=[texts, model],
+            queue=SINGLES_QUEUE,
+            expires=settings.singles_timeout_s,
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever the reason, the task was not queued
+        # While Redis restarts, kombu's producer can also fail with an AttributeError from a
+        # channel it is reconnecting (seen in tests/multihost): the request was not queued.
+        raise ServiceUnavailableError(
+            f"Redis (the task queue) did not take the request ({type(exc).__name__}); "
+            "try again shortly"
+        ) from exc
 
     def wait() -> dict[str, Any]:
         try:

@@ -1,6 +1,7 @@
-"""A database that goes away during an upload (the fast layer; tests/multihost restarts a real
-PostgreSQL): the client gets a JSON 503 naming the database and the job id, and the job is
-closed, failed with its stored rows kept, as soon as the database answers again."""
+"""A database or Redis that goes away (the fast layer; tests/multihost restarts the real servers):
+an upload the outage breaks answers a JSON 503 naming the database and the job id, and the job
+is closed, failed with its stored rows kept, as soon as the database answers again; other
+requests answer a JSON 503 naming the part that is away, never a 500."""
 
 from __future__ import annotations
 
@@ -89,3 +90,18 @@ def test_a_database_error_elsewhere_is_a_503_naming_the_database(
     response = api.get("/v1/jobs")
     assert response.status_code == 503
     assert response.json()["detail"].startswith("the database is unavailable")
+
+
+def test_a_single_review_the_task_queue_does_not_take_is_a_503(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.routes import score
+
+    def broken_publish(*_: object, **__: object) -> None:
+        # What kombu's producer raised once while Redis restarted (tests/multihost).
+        raise AttributeError("'NoneType' object has no attribute 'client'")
+
+    monkeypatch.setattr(score.celery_app, "send_task", broken_publish)
+    response = api.post("/v1/score", json={"reviews": ["A fine film."]})
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("Redis (the task queue) did not take the request")
