@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck faults bench venv browser clean
+.PHONY: run test lint typecheck faults multihost bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ venv: $(STAMP)
 browser:
 	@bash scripts/install-chromium.sh
 
+# Debian packages some tests use (libfaketime, docker-compose), installed when missing.
+test-tools:
+	@bash scripts/install-test-tools.sh
+
 run: $(STAMP)
 	$(BIN)/reviewscore run
 
@@ -29,16 +33,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser test-tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
 
+# Several hosts as network namespaces on this machine (needs root, as CI runs): prints the table.
+multihost: $(STAMP) test-tools
+	$(BIN)/python -m pytest tests/multihost -s $(PYTEST_ARGS)
+
 # Installs wrk (Debian) first: the singles rows are measured with it. BENCH_ARGS=--quick: minutes.
 bench: $(STAMP)
 	@bash scripts/install-wrk.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The coordination path alone (claim, write, count) on PostgreSQL, 1 to 8 worker processes.
+bench-coordination: $(STAMP)
+	$(BIN)/python -m bench.coordination $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

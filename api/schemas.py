@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
+from api.worker_models import WorkerModelState
 from reviewscore.core.schema import JobStatus
 
 
@@ -180,10 +181,15 @@ class ModelList(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    # "ready", "degraded" (ready, but a worker reports a model error or workers serve different
+    # versions of a model: see `problems`), or "unready".
+    status: str = "ready"
     database: str
     redis: str
     workers: list[str]
     devices: list[str] = []
+    worker_models: dict[str, WorkerModelState] = {}
+    problems: list[str] = []
 
 
 class ErrorBody(BaseModel):

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -30,11 +31,11 @@ from reviewscore.core.celery_app import (
     queue_depth,
     report_worker,
 )
-from reviewscore.core.db import reset_engine_after_fork, session_scope
+from reviewscore.core.db import reset_engine_after_fork, session_scope, single_statement
 from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
 from reviewscore.core.settings import get_settings
 from worker import cache
-from worker.scoring import row_hashes, score_chunk_rows
+from worker.scoring import hold, hold_point, row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
 # Scorers loaded in this process, by model version; the current version of each model name.
@@ -43,6 +44,13 @@ _current: dict[str, tuple[float, ModelInfo]] = {}
 REGISTRY_REFRESH_S = 10.0
 # Set when this pool process could not load its model: it then takes no work.
 _unusable: str | None = None
+# What this process tells /readyz (device, the version of each model it serves new work with,
+# or its error), sent again every REPORT_EVERY_S with a TTL of three times that, so a process
+# that died without a word drops out of /readyz within REPORT_EVERY_S * 3.
+_state: dict[str, Any] = {}
+REPORT_EVERY_S = 30.0
+# The newest version of each model name loaded here: (generation, version).
+_newest: dict[str, tuple[int, str]] = {}
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
 
@@ -62,14 +70,21 @@ def resolve_model(name: str | None, version: str | None = None) -> ModelInfo:
     """A pinned version as published, or the current version of a model (re-read at most every
     REGISTRY_REFRESH_S, so a newly published version reaches singles without a restart)."""
     settings = get_settings()
-    with session_scope(readonly=True) as session:
-        if version is not None:
-            return get_version(session, name or "", version)
-        key = name or ""
-        known = _current.get(key)
-        if known is not None and time.monotonic() - known[0] < REGISTRY_REFRESH_S:
+    key = name or ""
+    known = _current.get(key)
+    if version is None and known is not None and time.monotonic() - known[0] < REGISTRY_REFRESH_S:
+        return known[1]
+    try:
+        with session_scope(readonly=True) as session:
+            if version is not None:
+                return get_version(session, name or "", version)
+            info = get_model(session, name, settings.default_model)
+    except DBAPIError:
+        if version is None and known is not None:
+            # The registry (the database) is away for now: single reviews keep being scored
+            # with the version this process already serves, instead of failing.
             return known[1]
-        info = get_model(session, name, settings.default_model)
+        raise
     _current[key] = (time.monotonic(), info)
     return info
 
@@ -94,6 +109,7 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
             scorer.device,
             time.perf_counter() - started,
         )
+    _note_serving(info)
     return _scorers[info.version]
 
 
@@ -145,10 +161,39 @@ def _usable() -> None:
 
 
 def _report(state: dict[str, Any]) -> None:
+    first = not _state
+    _state.clear()
+    _state.update(state)
+    _send_report()
+    if first:
+        threading.Thread(target=_keep_reporting, name="report-worker", daemon=True).start()
+
+
+def _note_serving(info: ModelInfo) -> None:
+    """/readyz shows the newest version of each model this process has loaded: a newly published
+    one once a job pinned to it (or a single review) reaches this process; a job still pinned to
+    an older one does not turn it back."""
+    newest = _newest.get(info.name)
+    if newest is not None and newest[0] >= info.generation:
+        return
+    _newest[info.name] = (info.generation, info.version)
+    models = _state.get("models")
+    if models is not None and models.get(info.name) != info.version:
+        _state["models"] = {**models, info.name: info.version}
+        _send_report()
+
+
+def _send_report() -> None:
     try:
-        report_worker(_process_name(), state)
+        report_worker(_process_name(), _state, ttl_s=int(REPORT_EVERY_S * 3))
     except Exception:  # noqa: BLE001 - Redis briefly away: /readyz just shows no device yet
         log.warning("could not report this worker's state to Redis", exc_info=True)
+
+
+def _keep_reporting() -> None:
+    while True:
+        time.sleep(REPORT_EVERY_S)
+        _send_report()
 
 
 def _process_name() -> str:
@@ -157,6 +202,8 @@ def _process_name() -> str:
 
 @worker_process_shutdown.connect
 def _forget_process(**_: Any) -> None:
+    if _unusable is not None:
+        return  # its error stays on /readyz until the report's TTL runs out: a person sees it
     try:
         forget_worker(_process_name())
     except Exception:  # noqa: BLE001 - the key expires by itself
@@ -230,16 +277,22 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     with session_scope(readonly=True) as session:
         cached = cache.cached_scores(session, work.model_version, list(hashes.values()))
     looked_up = time.perf_counter()
+    held = hold_point(work)  # test-only fault switches: both off unless set
+    hold(work, held, "score")
+    time.sleep(settings.score_delay_s)
     outcome = score_chunk_rows(
         scorer, work, hashes, cached, LeaseKeeper(work, settings.chunk_lease_s)
     )
     scored = time.perf_counter()
     with session_scope() as session:
         written = chunks.complete_chunk(session, work, outcome.results)
-        if written:
-            cache.remember_scores(session, work.model_version, outcome.new_scores)
+        hold(work, held, "commit")
+    committed = remembered = time.perf_counter()
     if written:
+        _remember(work.model_version, outcome.new_scores)
+        remembered = time.perf_counter()
         jobs.try_complete(work.job_id)
+    done = time.perf_counter()
     # Where a chunk's time goes, as one JSON record (the benchmark reads these).
     log.info(
         "%s %s",
@@ -255,10 +308,27 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
                 "claim_s": round(claimed - started, 4),
                 "lookup_s": round(looked_up - claimed, 4),
                 "score_s": round(scored - looked_up, 4),
-                "write_s": round(time.perf_counter() - scored, 4),
+                # write_s = results_s (results and the chunk's counts, one transaction) +
+                # cache_s (the dedup cache) + complete_s (the job's completion statement)
+                "write_s": round(done - scored, 4),
+                "results_s": round(committed - scored, 4),
+                "cache_s": round(remembered - committed, 4),
+                "complete_s": round(done - remembered, 4),
             }
         ),
     )
+
+
+def _remember(model_version: str, scores: dict[bytes, cache.Score]) -> None:
+    """Adds a chunk's new scores to the dedup cache, after the chunk's commit and in one
+    statement of its own: no transaction holds cache rows across a round trip, so a host cut
+    off mid-completion never makes another job's chunk that shares a text wait for a lock; and
+    the cache is only a shortcut, so a failure here costs a later cache miss, not an attempt."""
+    try:
+        with single_statement() as conn:
+            cache.remember_scores(conn, model_version, scores)
+    except DBAPIError as exc:
+        log.warning("could not add %s scores to the dedup cache: %s", len(scores), exc)
 
 
 # No monitoring events for singles (three publishes per task in the worker's main process, a

@@ -13,7 +13,8 @@ from sqlalchemy import text
 from api import metrics
 from api.auth import current_key_id
 from api.schemas import ModelList, ModelView, Readiness, error_responses
-from reviewscore.core.celery_app import celery_app, reported_devices
+from api.worker_models import worker_models
+from reviewscore.core.celery_app import celery_app, reported_devices, reported_workers
 from reviewscore.core.db import session_scope
 from reviewscore.core.model_registry import default_model_name, list_models
 from reviewscore.core.settings import get_settings
@@ -65,13 +66,23 @@ def readyz() -> Response:
             workers, devices = _ping_workers()
         except Exception:  # noqa: BLE001
             workers = []
+    models = None
+    if redis_state == "ok":
+        try:
+            models = worker_models(reported_workers())
+        except Exception:  # noqa: BLE001 - Redis went away since the ping: nothing to list
+            models = None
+    ready = database == "ok" and redis_state == "ok" and bool(workers) and bool(devices)
     body = Readiness(
         # A worker answers pings before its pool has loaded the model: wait for a device too.
-        ready=database == "ok" and redis_state == "ok" and bool(workers) and bool(devices),
+        ready=ready,
+        status="unready" if not ready else "degraded" if models and models.degraded else "ready",
         database=database,
         redis=redis_state,
         workers=workers,
         devices=devices,
+        worker_models=models.workers if models else {},
+        problems=models.problems if models else [],
     )
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 

@@ -58,6 +58,10 @@ class ServiceUnavailableError(ReviewscoreError):
     status_code = 503
 
 
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """The database cannot be reached: restarting, or cut off from this host."""
+
+
 class ScoringTimeoutError(ReviewscoreError):
     status_code = 504
 

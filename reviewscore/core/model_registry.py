@@ -40,6 +40,8 @@ class ModelInfo(BaseModel):
     max_tokens: int | None = None
     test_accuracy: float | None = None
     sha256: str = ""
+    # The order of publication within a name (1, 2, ...): the newest is the current version.
+    generation: int = 0
     file_name: str = "model.keras"
     metadata: dict[str, Any] = {}
     # Where the artifact lies on this host, when known (a models folder, or the local cache).
@@ -55,6 +57,7 @@ def _info(row: ModelVersion, path: Path | None = None) -> ModelInfo:
         max_tokens=meta.get("max_tokens"),
         test_accuracy=meta.get("test_accuracy"),
         sha256=row.sha256,
+        generation=row.generation,
         file_name=row.file_name,
         metadata=meta,
         path=path,

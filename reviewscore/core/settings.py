@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     # raise; one containing the crash marker kills the worker process. Empty (default): off.
     poison_marker: str = ""
     crash_marker: str = ""
+    # Fault injection for the multi-host tests only, both off by default. SCORE_DELAY_S: each
+    # chunk's scoring takes this much longer, as a slower model would, so faults land mid-job.
+    # HOLD_MARKER: the first attempt of a chunk holding a text with the marker followed by
+    # "score" (or "commit") stops for HOLD_S while scoring (or inside its completion
+    # transaction, its row locks held), so a test can cut the host at that exact moment.
+    score_delay_s: Annotated[float, Field(ge=0)] = 0.0
+    hold_marker: str = ""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from reviewscore.core import chunks, jobs
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import (
     BadUploadError,
+    DatabaseUnavailableError,
     JobStateError,
     ReviewscoreError,
     UploadInterruptedError,
@@ -55,6 +60,29 @@ class UploadFailedError(ReviewscoreError):
         )
         self.status_code = cause.status_code
         self.job_id = job_id
+
+
+class UploadDatabaseLostError(DatabaseUnavailableError):
+    """The database went away after the job was created: the client learns the job id, and the
+    job is closed (failed, its stored rows scored) as soon as the database is back."""
+
+    def __init__(self, job_id: str, rows_kept: int, cause: Exception, *, whole: bool) -> None:
+        outcome = (
+            f"all {rows_kept:,} rows were stored: it is closed and scored once the database is back"
+            if whole
+            else f"it kept the {rows_kept:,} rows stored before that, ends failed once the "
+            "database is back, and those rows are scored"
+        )
+        super().__init__(
+            f"the database became unavailable during the upload ({type(cause).__name__}); "
+            f"job {job_id}: {outcome}"
+        )
+        self.job_id = job_id
+
+
+# The database is unreachable or dropped the connection (a restart, a cut link, a lock waited
+# on past lock_timeout): worth a 503 and a retry, unlike a constraint or a programming error.
+DATABASE_AWAY = (OperationalError, InterfaceError)
 
 
 def limits_from(settings: Settings) -> IngestLimits:
@@ -134,6 +162,30 @@ def _discard(job_id: str) -> None:
         jobs.delete_job(session, job_id)
 
 
+def close_when_database_is_back(job_id: str, error: str | None, give_up_after_s: float) -> None:
+    """Closes an upload the database outage broke, from a background thread that retries
+    (backoff up to 2 s) until the database answers, so the job ends failed within seconds of
+    the database's return. Past `give_up_after_s` (or if this process dies) the sweeper closes
+    it as a stalled upload."""
+
+    def retry() -> None:
+        deadline = time.monotonic() + give_up_after_s
+        delay = 0.25
+        while True:
+            try:
+                _close(job_id, error)
+                log.warning("upload of job %s closed after the database outage", job_id)
+                return
+            except DATABASE_AWAY:
+                if time.monotonic() > deadline:
+                    log.warning("upload of job %s: left to the sweeper", job_id)
+                    return
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    threading.Thread(target=retry, name=f"close-upload-{job_id}", daemon=True).start()
+
+
 def store_upload(
     raw: BinaryIO,
     options: UploadOptions,
@@ -168,7 +220,7 @@ def store_upload(
                 delimiter=reviews.delimiter,
                 keep_columns=reviews.keep_columns,
             )
-        _store_rows(job_id, first, rows, settings.chunk_size, enqueue)
+        _store_rows(job_id, first, rows, settings, enqueue)
     finally:
         reviews.close()
     return job_id
@@ -178,10 +230,10 @@ def _store_rows(
     job_id: str,
     first: ParsedRow,
     rows: Iterator[ParsedRow],
-    chunk_size: int,
+    settings: Settings,
     enqueue: Callable[[str, int], None],
 ) -> None:
-    writer = ChunkWriter(job_id, chunk_size, enqueue)
+    writer = ChunkWriter(job_id, settings.chunk_size, enqueue)
     try:
         writer.add(first)
         for row in rows:
@@ -203,7 +255,19 @@ def _store_rows(
             )
         kept = _close(job_id, error)
         raise UploadFailedError(exc, job_id, kept) from exc
-    _close(job_id)
+    except DATABASE_AWAY as exc:
+        close_when_database_is_back(
+            job_id,
+            f"{jobs.UPLOAD_INTERRUPTED}: the database became unavailable after "
+            f"{writer.stored:,} rows were stored (they were kept and are scored)",
+            settings.upload_stall_s,
+        )
+        raise UploadDatabaseLostError(job_id, writer.stored, exc, whole=False) from exc
+    try:
+        _close(job_id)
+    except DATABASE_AWAY as exc:
+        close_when_database_is_back(job_id, None, settings.upload_stall_s)
+        raise UploadDatabaseLostError(job_id, writer.stored, exc, whole=True) from exc
 
 
 @dataclass(frozen=True)

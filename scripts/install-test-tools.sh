@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages some tests use, installed when missing (as root; CI runs as root):
+#   libfaketime     a worker host with a skewed clock in the multi-host suite (tests/multihost)
+#   docker-compose  `docker-compose config` checks docker-compose.yml (tests/test_compose.py)
+# Not root, or no apt-get: say what is missing; the tests that need it skip and say why.
+set -euo pipefail
+missing=()
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] \
+  || missing+=(libfaketime)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "not installed: ${missing[*]} (sudo apt-get install -y ${missing[*]}); the tests that need them skip" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
