@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     # Where `make run` keeps its SQLite file, embedded Redis and logs.
     var_dir: Path = REPO_ROOT / "var"
     database_url: str = ""
-    # Empty: `reviewscore run` starts an embedded Redis and points everything at its socket.
+    # Empty: `reviewscore run` starts an embedded Redis (loopback TCP, generated password) and
+    # gives its URL to every process it starts.
     redis_url: str = ""
     models_dir: Path = REPO_ROOT / "models"
     # Empty: the installed model with the best test accuracy.
@@ -51,6 +52,22 @@ class Settings(BaseSettings):
     singles_timeout_s: float = 30.0
     singles_batch_wait_ms: float = 5.0
     singles_batch_max: int = 256
+
+    # Backpressure: uploads at once (more get 503 + Retry-After), and how slow one may be: no
+    # byte for upload_idle_timeout_s, or under upload_min_bytes_per_s over that long, ends it.
+    max_concurrent_uploads: Annotated[int, Field(ge=1)] = 8
+    upload_idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    upload_min_bytes_per_s: Annotated[int, Field(ge=0)] = 1024
+    # The API's connections (api/http_guard.py): a request's head must arrive whole this fast
+    # and this small; beyond max connections new ones are closed at once.
+    http_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    http_max_header_bytes: Annotated[int, Field(ge=1024)] = 65536
+    http_max_connections: Annotated[int, Field(ge=1)] = 1000
+    # How long the API waits for Redis or the database in /readyz, and Redis socket timeouts.
+    health_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    redis_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # `reviewscore run`: how long a stop waits for workers to finish their chunk.
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 60.0
 
     chunk_max_attempts: Annotated[int, Field(ge=1)] = 3
     # A running chunk whose worker went silent this long is handed to another worker.
@@ -92,13 +109,9 @@ class Settings(BaseSettings):
         return self.worker_concurrency or os.cpu_count() or 1
 
     @property
-    def redis_socket(self) -> Path:
-        """Unix socket of the embedded Redis that `reviewscore run` starts."""
-        return self.var_dir / "redis.sock"
-
-    @property
     def broker_url(self) -> str:
-        return self.redis_url or f"redis+socket://{self.redis_socket}"
+        # `reviewscore run` sets REDIS_URL for what it starts; elsewhere, a local Redis.
+        return self.redis_url or "redis://127.0.0.1:6379/0"
 
 
 @lru_cache
