@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Any
 
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import DBAPIError
 
 from reviewscore.core import chunks, jobs, sweeper
@@ -30,12 +31,15 @@ from reviewscore.core.celery_app import (
 )
 from reviewscore.core.db import reset_engine_after_fork, session_scope
 from reviewscore.core.model_registry import get_model
+from reviewscore.core.processes import die_with_parent
 from reviewscore.core.settings import get_settings
 from worker import cache
 from worker.scoring import row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
 _scorers: dict[str, Any] = {}
+# This node's Celery name and main process, set in the main process before the pool forks.
+_node: dict[str, Any] = {"name": None, "pid": None}
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
 
@@ -77,10 +81,35 @@ def get_scorer(name: str | None) -> Any:
     return _scorers[key]
 
 
+@celeryd_init.connect
+def _init_node(sender: str | None = None, **_: Any) -> None:
+    """The node starts (main process, before its pool and before it takes any message): chunks
+    still claimed under its name come from its previous run, which died (a power loss, a
+    SIGKILL); hand them back now rather than after their lease runs out."""
+    _node.update(name=sender, pid=os.getpid())
+    if not sender:
+        return
+    try:
+        released = chunks.release_claims(f"{sender}:")
+    except Exception:  # noqa: BLE001 - the database is away: the leases run out instead
+        log.warning("could not hand back the previous run's chunks", exc_info=True)
+        return
+    for job_id, seq in released:
+        try:
+            enqueue_chunk(job_id, seq)
+        except Exception:  # noqa: BLE001 - left queued: the sweeper sends it again
+            log.warning("could not re-send chunk %s/%s", job_id, seq, exc_info=True)
+    if released:
+        log.warning("handed back %d chunk(s) claimed by this node's previous run", len(released))
+
+
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     # Runs in each pool process after fork: TensorFlow and DB connections are made here,
     # never in the parent, so no process inherits another's threads or sockets.
+    # A pool process whose node is gone (SIGKILLed) can no longer acknowledge anything: it
+    # goes too, instead of scoring on as an orphan.
+    die_with_parent(signal.SIGKILL, parent_pid=_node["pid"])
     reset_engine_after_fork()
     from reviewscore.model.scorer import configure_threads
 
@@ -94,7 +123,8 @@ def _init_process(**_: Any) -> None:
 
 
 def _process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who claims a chunk: "<node name>:<pid>" (see reviewscore.core.chunks)."""
+    return f"{_node['name'] or socket.gethostname()}:{os.getpid()}"
 
 
 @worker_process_shutdown.connect
