@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api import ui
+from api import errors, ui
 from api.routes import jobs, score, system
 from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.settings import Environment, get_settings
@@ -65,6 +65,7 @@ def create_app() -> FastAPI:
             exc = StarletteHTTPException(405, exc.detail, {"Allow": ", ".join(allowed)})
         return await http_exception_handler(request, exc)
 
+    errors.install(app)  # database and Redis failures: JSON 503 naming the part
     app.include_router(system.router)
     app.include_router(score.router)
     app.include_router(jobs.router)
