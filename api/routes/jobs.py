@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from api.auth import current_key_id
 from api.exports import EXPORTS
 from api.schemas import JobList, JobView, error_responses
-from api.uploads import RequestBodyStream, UploadQuery, receive_upload
+from api.uploads import RequestBodyStream, UploadQuery, receive_upload, upload_slot
 from reviewscore.core import jobs
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import JobStateError
@@ -55,19 +55,21 @@ UPLOAD_BODY = {
     status_code=202,
     response_model=JobView,
     description=UPLOAD_DOC,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 408, 409, 413, 415, 422, 503),
     # The body is streamed by hand, so FastAPI cannot infer it: document it here.
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def create_job(
     request: Request, owner: Owner, query: Annotated[UploadQuery, Query()]
 ) -> JobView:
-    # The body arrives on the event loop; parsing and SQL run in a worker thread.
-    body = RequestBodyStream(request)
-    content_type = request.headers.get("content-type", "")
-    job_id = await anyio.to_thread.run_sync(
-        partial(receive_upload, body, content_type, query, owner)
-    )
+    # The body arrives on the event loop; parsing and SQL run in a thread of the uploads' own
+    # pool (see api/uploads.py upload_slot), never in the one every `def` route waits on.
+    async with upload_slot() as threads:
+        body = RequestBodyStream(request)
+        content_type = request.headers.get("content-type", "")
+        job_id = await anyio.to_thread.run_sync(
+            partial(receive_upload, body, content_type, query, owner), limiter=threads
+        )
     return await anyio.to_thread.run_sync(view, job_id, owner)
 
 
@@ -76,7 +78,7 @@ def view(job_id: str, owner: int | None = None) -> JobView:
         return JobView.model_validate(jobs.get_job(session, job_id, owner))
 
 
-@router.get("", response_model=JobList, responses=error_responses(422))
+@router.get("", response_model=JobList, responses=error_responses(422, 503))
 def list_jobs(
     owner: Owner,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -89,19 +91,21 @@ def list_jobs(
     return JobList(jobs=views, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobView, responses=error_responses(404, 422))
+@router.get("/{job_id}", response_model=JobView, responses=error_responses(404, 422, 503))
 def get_job(job_id: JobId, owner: Owner) -> JobView:
     return view(job_id, owner)
 
 
-@router.post("/{job_id}/cancel", response_model=JobView, responses=error_responses(404, 409, 422))
+@router.post(
+    "/{job_id}/cancel", response_model=JobView, responses=error_responses(404, 409, 422, 503)
+)
 def cancel_job(job_id: JobId, owner: Owner) -> JobView:
     with session_scope() as session:
         jobs.cancel_job(session, job_id, owner)
     return view(job_id, owner)
 
 
-@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422))
+@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422, 503))
 def delete_job(job_id: JobId, owner: Owner) -> Response:
     with session_scope() as session:
         jobs.delete_job(session, job_id, owner)
@@ -113,7 +117,7 @@ def delete_job(job_id: JobId, owner: Owner) -> Response:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}, "application/x-ndjson": {}}},
-        **error_responses(404, 409, 422),
+        **error_responses(404, 409, 422, 503),
     },
 )
 def get_results(
