@@ -109,9 +109,20 @@ class Settings(BaseSettings):
         return self.worker_concurrency or os.cpu_count() or 1
 
     @property
+    def embedded_redis_dir(self) -> Path:
+        """Where `reviewscore run` keeps its embedded Redis: AOF, config, password, URL."""
+        return self.var_dir / "redis"
+
+    @property
     def broker_url(self) -> str:
-        # `reviewscore run` sets REDIS_URL for what it starts; elsewhere, a local Redis.
-        return self.redis_url or "redis://127.0.0.1:6379/0"
+        # Empty REDIS_URL: the embedded Redis of this var folder (`reviewscore run` also passes
+        # its URL to what it starts), else a Redis on this host's default port.
+        if self.redis_url:
+            return self.redis_url
+        try:
+            return (self.embedded_redis_dir / "url").read_text().strip()
+        except OSError:
+            return "redis://127.0.0.1:6379/0"
 
 
 @lru_cache

@@ -114,9 +114,12 @@ class EmbeddedRedis:
             # checked against the process it names (see leftover()).
             'proc-title-template "{title} {listen-addr} {config-file}"',
         ]
-        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._write_private(self.conf_path.name, "\n".join(lines) + "\n")
+
+    def _write_private(self, name: str, text: str) -> None:
+        fd = os.open(self.data_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write(text)
 
     def start(self, timeout: float = 20.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +127,7 @@ class EmbeddedRedis:
         if not self.port:
             self.port = free_port(self.host)
         self._write_conf()
+        self._write_private("url", self.url)  # for processes not started by the runner
         parent = os.getpid()
         self.process = subprocess.Popen(
             [redis_binary(), str(self.conf_path)],

@@ -190,7 +190,7 @@ class Stack:
     def start_redis(self) -> None:
         if self.settings.redis_url:
             return
-        self.redis = EmbeddedRedis(self.settings.var_dir / "redis")
+        self.redis = EmbeddedRedis(self.settings.embedded_redis_dir)
         self.redis.start()
         self.redis_started_at = time.monotonic()
 
