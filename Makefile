@@ -33,7 +33,7 @@ test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 faults: $(STAMP)
-	$(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -49,7 +49,7 @@ def reason(exc: BaseException) -> str:
 
 
 def failed_part(exc: BaseException) -> str | None:
-    """"database" or "redis" if `exc`, or what caused it, is one of their failures. Celery
+    """ "database" or "redis" if `exc`, or what caused it, is one of their failures. Celery
     wraps a lost result-store connection in a RuntimeError; its cause says what failed."""
     seen: set[int] = set()
     current: BaseException | None = exc
