@@ -37,7 +37,7 @@ test: $(STAMP) browser test-tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 faults: $(STAMP)
-	$(BIN)/python -m pytest tests/test_faults.py -s $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
 
 # Several hosts as network namespaces on this machine (needs root, as CI runs): prints the table.
 multihost: $(STAMP) test-tools
@@ -48,7 +48,8 @@ bench: $(STAMP)
 	@bash scripts/install-wrk.sh
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# The coordination path alone (claim, write, count) on PostgreSQL, 1 to 8 worker processes.
+# The coordination path alone (claim, write, count) on PostgreSQL, 1 to 8 worker processes; also
+# the last row of `make bench`.
 bench-coordination: $(STAMP)
 	$(BIN)/python -m bench.coordination $(BENCH_ARGS)
 

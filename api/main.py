@@ -16,14 +16,10 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from api import docs, ui
+from api import docs, errors, ui
 from api.metrics import RequestMetrics
 from api.routes import jobs, score, system
 from api.schemas import ErrorBody
@@ -139,26 +135,6 @@ def create_app() -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
-    # A part of the service away (restarting, or cut off from this host) is a 503 naming it,
-    # never a bare 500: the client may retry, and nothing it had sent was lost.
-    async def _part_unavailable(part: str, exc: Exception) -> JSONResponse:
-        log.warning("%s unavailable: %s: %s", part, type(exc).__name__, exc)
-        return JSONResponse(
-            {"detail": f"{part} is unavailable ({type(exc).__name__}); try again shortly"},
-            status_code=503,
-        )
-
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    async def _database_away(_: Request, exc: Exception) -> JSONResponse:
-        return await _part_unavailable("the database", exc)
-
-    @app.exception_handler(BrokerError)
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
-    async def _redis_away(_: Request, exc: Exception) -> JSONResponse:
-        return await _part_unavailable("Redis (the task queue)", exc)
-
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:
@@ -174,6 +150,7 @@ def create_app() -> FastAPI:
             exc = StarletteHTTPException(405, exc.detail, {"Allow": ", ".join(allowed)})
         return await http_exception_handler(request, exc)
 
+    errors.install(app)  # database and Redis failures: JSON 503 naming the part
     app.include_router(system.router)
     app.include_router(score.router)
     app.include_router(jobs.router)

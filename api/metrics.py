@@ -135,9 +135,7 @@ def _redis() -> redis.Redis:
         "socket_timeout": 2,
         "retry": Retry(NoBackoff(), 0),  # redis-py would back off for seconds between tries
     }
-    if settings.redis_url:
-        return redis.Redis.from_url(settings.redis_url, **options)
-    return redis.Redis(unix_socket_path=str(settings.redis_socket), **options)
+    return redis.Redis.from_url(settings.broker_url, **options)
 
 
 def _ledgers(job_id: str | None = None) -> list[tuple[str, int, int]]:

@@ -203,11 +203,13 @@ ERROR_MEANINGS = {
     400: "the request body is malformed, or the client went away mid-upload",
     401: "no API key, or an unknown or revoked one (only when REVIEWSCORE_ENV=production)",
     404: "no such job (or not yours)",
+    408: "the upload went silent, or sent slower than the minimum rate",
     409: "the job is not in a state that allows this",
     413: "the upload is over a size or row limit",
     415: "the body is not a CSV content type",
     422: "invalid parameters, or a file that cannot be read as the CSV needed",
-    503: "no worker or broker to do the work",
+    503: "a part is unavailable (the database, Redis, the workers; `detail` names it), or too many "
+    "uploads at once: try again after `Retry-After` seconds",
     504: "no worker answered in time",
 }
 

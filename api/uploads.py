@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 import anyio.from_thread
 from pydantic import BaseModel, Field
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from api.errors import BusyError
 from api.multipart import BodyReader, MultipartFileReader
 from reviewscore.core.celery_app import enqueue_chunk
 from reviewscore.core.db import session_scope
@@ -83,12 +86,55 @@ class UploadQuery(BaseModel):
 OPTION_NAMES = tuple(UploadQuery.model_fields)
 
 
+class UploadTooSlowError(UploadInterruptedError):
+    """The client went silent, or sends slower than REVIEWSCORE_UPLOAD_MIN_BYTES_PER_S."""
+
+    status_code = 408
+
+
+_slots: dict[str, anyio.CapacityLimiter] = {}
+
+
+@asynccontextmanager
+async def upload_slot() -> AsyncIterator[anyio.CapacityLimiter]:
+    """One of REVIEWSCORE_MAX_CONCURRENT_UPLOADS places, or a 503 with Retry-After at once,
+    never a wait. Yields the uploads' own thread pool: a slow upload holds one of its threads,
+    never one of the pool every `def` route (status, /readyz's neighbours) waits on."""
+    limit = get_settings().max_concurrent_uploads
+    if "places" not in _slots:
+        _slots["places"] = anyio.CapacityLimiter(limit)
+        _slots["threads"] = anyio.CapacityLimiter(limit)
+    places = _slots["places"]
+    try:
+        places.acquire_nowait()
+    except anyio.WouldBlock:
+        raise BusyError(
+            f"{limit} uploads are already in progress (REVIEWSCORE_MAX_CONCURRENT_UPLOADS); "
+            "try again shortly",
+            retry_after_s=10,
+        ) from None
+    try:
+        yield _slots["threads"]
+    finally:
+        places.release()
+
+
 class RequestBodyStream:
     """The request body, pulled chunk by chunk from a worker thread: the upload is parsed in a
-    thread (CSV parsing and SQL are blocking) while the body arrives on the event loop."""
+    thread (CSV parsing and SQL are blocking) while the body arrives on the event loop.
+
+    A client that sends nothing for REVIEWSCORE_UPLOAD_IDLE_TIMEOUT_S, or less than
+    REVIEWSCORE_UPLOAD_MIN_BYTES_PER_S over that long, is cut off (408; rows already stored are
+    kept, as for any interrupted upload). The rate counts only the time spent waiting for the
+    client, so a server slowed down by its own database never blames the client."""
 
     def __init__(self, request: Request) -> None:
         self._chunks: AsyncIterator[bytes] = request.stream().__aiter__()
+        settings = get_settings()
+        self._idle_s = settings.upload_idle_timeout_s
+        self._min_rate = settings.upload_min_bytes_per_s
+        self._waited_s = 0.0
+        self._window_bytes = 0
 
     def pull(self) -> bytes:
         """The next piece of the body, b"" at its end; call from a worker thread only."""
@@ -98,10 +144,27 @@ class RequestBodyStream:
             raise UploadInterruptedError("the client disconnected during the upload") from exc
 
     async def _next(self) -> bytes:
+        started = anyio.current_time()
         try:
-            return await self._chunks.__anext__()
+            with anyio.fail_after(self._idle_s):
+                chunk = await self._chunks.__anext__()
         except StopAsyncIteration:
             return b""
+        except TimeoutError:
+            raise UploadTooSlowError(
+                f"no data arrived for {self._idle_s:g} s (REVIEWSCORE_UPLOAD_IDLE_TIMEOUT_S)"
+            ) from None
+        self._waited_s += anyio.current_time() - started
+        self._window_bytes += len(chunk)
+        if self._waited_s >= self._idle_s:
+            rate = self._window_bytes / self._waited_s
+            if rate < self._min_rate:
+                raise UploadTooSlowError(
+                    f"the upload arrived at {rate:,.0f} bytes/s over {self._waited_s:.0f} s, "
+                    f"under the minimum of {self._min_rate:,} (REVIEWSCORE_UPLOAD_MIN_BYTES_PER_S)"
+                )
+            self._waited_s, self._window_bytes = 0.0, 0
+        return chunk
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-ROWS = ("limit", "seed", "naive", "bulk", "singles", "dedup", "fairness", "big", "scale", "knobs")
+ROWS = (
+    "limit",
+    "seed",
+    "naive",
+    "bulk",
+    "singles",
+    "dedup",
+    "fairness",
+    "big",
+    "scale",
+    "knobs",
+    "coordination",
+)
 KNOBS: tuple[dict[str, str], ...] = (
     {},
     {"REVIEWSCORE_CHUNK_SIZE": "250"},

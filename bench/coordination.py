@@ -67,7 +67,10 @@ class Config:
         p.add_argument("--chunk-size", type=int, default=1000)
         p.add_argument("--write-chunks", type=int, default=30, help="chunks per write variant")
         p.add_argument("--passes", type=int, default=3, help="jobs per worker count (best kept)")
+        p.add_argument("--quick", action="store_true", help="10,000 rows, 1 and 2 processes, once")
         a = p.parse_args(argv)
+        if a.quick:
+            a.rows, a.workers, a.passes = min(a.rows, 10_000), "1,2", 1
         workers = tuple(int(n) for n in a.workers.split(","))
         return cls(a.rows, workers, a.chunk_size, a.write_chunks, a.passes)
 
@@ -243,7 +246,7 @@ class Bench:
     def reported_ready(self, node_pid: int, processes: int) -> bool:
         import redis
 
-        client = redis.Redis(unix_socket_path=str(self.settings.redis_socket))
+        client = redis.Redis.from_url(self.settings.broker_url)
         children = {p.pid for p in psutil.Process(node_pid).children()}
         states = [
             json.loads(client.get(key) or "{}")

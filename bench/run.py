@@ -1,6 +1,7 @@
 """Measures reviewscore side by side in one run: the model's in-process limit, the seed's
 one-predict-per-review path, a naive task per review, bulk CSV jobs, singles under wrk, a big
-dump (memory, ingest, dedup, fairness) and 1 vs 2 workers. Run with `make bench` (or
+dump (memory, ingest, dedup, fairness), 1 vs 2 workers, and the coordination path on PostgreSQL
+(bench/coordination.py). Run with `make bench` (or
 `python -m bench --quick` for a check in minutes).
 
 Prints the tables and writes the same figures to bench/results/<date>-<host>.json.
@@ -153,4 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     results.targets = targets(results.rows, cfg.busy_singles_connections)
     results.table = report.render(results)
     print(f"\nwritten: {save(results)}")
+    if "coordination" not in cfg.skip:
+        # Its own PostgreSQL and stack, after the others have stopped: the claim / write / count
+        # path alone, with 1 to 8 worker processes (its table and file are its own).
+        from bench import coordination
+
+        log("coordination: PostgreSQL, trivial model")
+        coordination.main(["--quick"] if cfg.quick else [])
     return 0

@@ -102,6 +102,13 @@ def test_docker_compose_config_accepts_the_file_and_resolves_what_the_services_n
             f"redis://:{env['REDIS_PASSWORD']}@redis:6379/"
         )
     assert f"--requirepass {env['REDIS_PASSWORD']}" in resolved["redis"]["command"]
+    # Only Flower is given its password: the API, the workers and beat never use it.
+    assert (
+        resolved["flower"]["environment"]["REVIEWSCORE_FLOWER_PASSWORD"] == env["FLOWER_PASSWORD"]
+    )
+    assert [
+        n for n, s in resolved.items() if "REVIEWSCORE_FLOWER_PASSWORD" in s.get("environment", {})
+    ] == ["flower"]
 
 
 def test_docker_compose_config_refuses_to_run_without_the_secrets(tmp_path: Path) -> None:

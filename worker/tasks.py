@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Reject
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import DBAPIError
 
 from reviewscore.core import chunks, jobs, replies, sweeper
@@ -33,6 +33,7 @@ from reviewscore.core.celery_app import (
 )
 from reviewscore.core.db import reset_engine_after_fork, session_scope, single_statement
 from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
+from reviewscore.core.processes import die_with_parent
 from reviewscore.core.settings import get_settings
 from worker import cache
 from worker.scoring import hold, hold_point, row_hashes, score_chunk_rows
@@ -51,6 +52,8 @@ _state: dict[str, Any] = {}
 REPORT_EVERY_S = 30.0
 # The newest version of each model name loaded here: (generation, version).
 _newest: dict[str, tuple[int, str]] = {}
+# This node's Celery name and main process, set in the main process before the pool forks.
+_node: dict[str, Any] = {"name": None, "pid": None}
 
 __all__ = ["celery_app", "score_chunk", "score_texts", "sweep"]
 
@@ -127,10 +130,35 @@ def _check_registry(**_: Any) -> None:
         raise SystemExit(f"reviewscore worker: cannot get the default model: {exc}") from exc
 
 
+@celeryd_init.connect
+def _init_node(sender: str | None = None, **_: Any) -> None:
+    """The node starts (main process, before its pool and before it takes any message): chunks
+    still claimed under its name come from its previous run, which died (a power loss, a
+    SIGKILL); hand them back now rather than after their lease runs out."""
+    _node.update(name=sender, pid=os.getpid())
+    if not sender:
+        return
+    try:
+        released = chunks.release_claims(f"{sender}:")
+    except Exception:  # noqa: BLE001 - the database is away: the leases run out instead
+        log.warning("could not hand back the previous run's chunks", exc_info=True)
+        return
+    for job_id, seq in released:
+        try:
+            enqueue_chunk(job_id, seq)
+        except Exception:  # noqa: BLE001 - left queued: the sweeper sends it again
+            log.warning("could not re-send chunk %s/%s", job_id, seq, exc_info=True)
+    if released:
+        log.warning("handed back %d chunk(s) claimed by this node's previous run", len(released))
+
+
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     # Runs in each pool process after fork: TensorFlow and DB connections are made here,
     # never in the parent, so no process inherits another's threads or sockets.
+    # A pool process whose node is gone (SIGKILLed) can no longer acknowledge anything: it
+    # goes too, instead of scoring on as an orphan.
+    die_with_parent(signal.SIGKILL, parent_pid=_node["pid"])
     reset_engine_after_fork()
     from reviewscore.model.scorer import configure_threads
 
@@ -197,7 +225,8 @@ def _keep_reporting() -> None:
 
 
 def _process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who claims a chunk: "<node name>:<pid>" (see reviewscore.core.chunks)."""
+    return f"{_node['name'] or socket.gethostname()}:{os.getpid()}"
 
 
 @worker_process_shutdown.connect
@@ -267,6 +296,15 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
         raise self.retry(exc=exc, countdown=_backoff(work.attempt, cap=30)) from exc
 
 
+def slow_down(seconds: float, keeper: LeaseKeeper) -> None:
+    """The test-only switch REVIEWSCORE_SCORE_DELAY_S (0 unless set): a slower model's extra
+    time, spent in slices with the lease heartbeat between them, as scoring batches is."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.5))
+        keeper()
+
+
 def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     settings = get_settings()
     # The version the job is pinned to, whatever this host had installed: the registry has it.
@@ -279,10 +317,9 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     looked_up = time.perf_counter()
     held = hold_point(work)  # test-only fault switches: both off unless set
     hold(work, held, "score")
-    time.sleep(settings.score_delay_s)
-    outcome = score_chunk_rows(
-        scorer, work, hashes, cached, LeaseKeeper(work, settings.chunk_lease_s)
-    )
+    keeper = LeaseKeeper(work, settings.chunk_lease_s)
+    slow_down(settings.score_delay_s, keeper)
+    outcome = score_chunk_rows(scorer, work, hashes, cached, keeper)
     scored = time.perf_counter()
     with session_scope() as session:
         written = chunks.complete_chunk(session, work, outcome.results)

@@ -28,6 +28,7 @@ from api.uploads import (
     UploadQuery,
     receive_preview,
     receive_upload,
+    upload_slot,
 )
 from reviewscore.core import jobs, results
 from reviewscore.core.db import session_scope
@@ -73,19 +74,21 @@ UPLOAD_BODY = {
     status_code=202,
     response_model=JobView,
     description=UPLOAD_DOC,
-    responses=error_responses(400, 409, 413, 415, 422),
+    responses=error_responses(400, 408, 409, 413, 415, 422, 503),
     # The body is streamed by hand, so FastAPI cannot infer it: document it here.
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def create_job(
     request: Request, owner: Owner, query: Annotated[UploadQuery, Query()]
 ) -> JobView:
-    # The body arrives on the event loop; parsing and SQL run in a worker thread.
-    body = RequestBodyStream(request)
-    content_type = request.headers.get("content-type", "")
-    job_id = await anyio.to_thread.run_sync(
-        partial(receive_upload, body, content_type, query, owner)
-    )
+    # The body arrives on the event loop; parsing and SQL run in a thread of the uploads' own
+    # pool (see api/uploads.py upload_slot), never in the one every `def` route waits on.
+    async with upload_slot() as threads:
+        body = RequestBodyStream(request)
+        content_type = request.headers.get("content-type", "")
+        job_id = await anyio.to_thread.run_sync(
+            partial(receive_upload, body, content_type, query, owner), limiter=threads
+        )
     return await anyio.to_thread.run_sync(view, job_id, owner)
 
 
@@ -99,7 +102,7 @@ PREVIEW_CHARS = 300
 @router.post(
     "/upload/preview",
     response_model=PreviewView,
-    responses=error_responses(400, 413, 415, 422),
+    responses=error_responses(400, 408, 413, 415, 422, 503),
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def preview_job(
@@ -109,9 +112,12 @@ async def preview_job(
     columns, the text and id columns chosen, and the first rows; or the same refusal an upload
     would get. The first MiB of a text file is enough (a cut last row is fine); Parquet needs
     the whole file."""
-    body = RequestBodyStream(request)
-    content_type = request.headers.get("content-type", "")
-    found = await anyio.to_thread.run_sync(partial(receive_preview, body, content_type, query))
+    async with upload_slot() as threads:  # a slow preview holds an upload's place, as uploads do
+        body = RequestBodyStream(request)
+        content_type = request.headers.get("content-type", "")
+        found = await anyio.to_thread.run_sync(
+            partial(receive_preview, body, content_type, query), limiter=threads
+        )
     return PreviewView(
         format=found.format,
         encoding=found.encoding,
@@ -161,7 +167,7 @@ def summary_of(job: JobView) -> SummaryView:
     return _summary_view(job.id, final=False)
 
 
-@router.get("", response_model=JobList, responses=error_responses(422))
+@router.get("", response_model=JobList, responses=error_responses(422, 503))
 def list_jobs(
     owner: Owner,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -174,7 +180,7 @@ def list_jobs(
     return JobList(jobs=views, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobView, responses=error_responses(404, 422))
+@router.get("/{job_id}", response_model=JobView, responses=error_responses(404, 422, 503))
 def get_job(job_id: JobId, owner: Owner) -> JobView:
     """The job; once it is finished, with its results `summary` (lists leave it out)."""
     job = view(job_id, owner)
@@ -183,21 +189,25 @@ def get_job(job_id: JobId, owner: Owner) -> JobView:
     return job
 
 
-@router.get("/{job_id}/summary", response_model=SummaryView, responses=error_responses(404, 422))
+@router.get(
+    "/{job_id}/summary", response_model=SummaryView, responses=error_responses(404, 422, 503)
+)
 def get_summary(job_id: JobId, owner: Owner) -> SummaryView:
     """Counts per label, the share positive, a 10-bin histogram of p_positive and failed rows
     by reason; for an unfinished job, over the rows done so far (`final` false)."""
     return summary_of(view(job_id, owner))
 
 
-@router.post("/{job_id}/cancel", response_model=JobView, responses=error_responses(404, 409, 422))
+@router.post(
+    "/{job_id}/cancel", response_model=JobView, responses=error_responses(404, 409, 422, 503)
+)
 def cancel_job(job_id: JobId, owner: Owner) -> JobView:
     with session_scope() as session:
         jobs.cancel_job(session, job_id, owner)
     return view(job_id, owner)
 
 
-@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422))
+@router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422, 503))
 def delete_job(job_id: JobId, owner: Owner) -> Response:
     with session_scope() as session:
         jobs.delete_job(session, job_id, owner)
@@ -215,7 +225,7 @@ def delete_job(job_id: JobId, owner: Owner) -> Response:
                 "application/vnd.apache.parquet": {},
             }
         },
-        **error_responses(404, 409, 422),
+        **error_responses(404, 409, 422, 503),
     },
 )
 def get_results(

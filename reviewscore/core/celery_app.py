@@ -11,7 +11,11 @@ from typing import Any
 from celery import Celery
 from kombu import Queue, serialization
 
+from reviewscore.core import redis_transport
 from reviewscore.core.settings import Settings, get_settings
+
+# Before any connection is made: redis:// URLs get the transport that survives a Redis restart.
+redis_transport.install()
 
 SCORE_CHUNK = "reviewscore.score_chunk"
 SCORE_TEXTS = "reviewscore.score_texts"
@@ -53,6 +57,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
             "queue_order_strategy": "priority",
             # Far above the longest chunk, so Redis never re-delivers a chunk still being scored.
             "visibility_timeout": 3600,
+            # A hung Redis (SIGSTOP, a dead host) fails a call after this long instead of
+            # blocking it forever; above the transport's 1 s BRPOP, so idle polling is unaffected.
+            "socket_timeout": settings.redis_timeout_s,
+            "socket_connect_timeout": settings.redis_timeout_s,
         },
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         task_queues=[Queue(SINGLES_QUEUE), Queue(BULK_QUEUE)],

@@ -17,6 +17,12 @@ delivery can at worst score the chunk again; it never writes or counts a row twi
 
 No function here locks a job's row: claims, renewals and completions touch only their chunk,
 so a host cut off mid-transaction holds up that one chunk, never other jobs.
+
+`chunks.claimed_by` names the claiming process as "<Celery node name>:<pid>" (for example
+"worker@host:4242"). Node names are unique among live workers, so a node that starts finds
+chunks claimed under its name only from its own previous run (dead: a power loss, a SIGKILL)
+and hands them back at once with `release_claims("worker@host:")`, instead of letting them wait
+for their lease to run out. The attempt those claims counted stays counted.
 """
 
 from __future__ import annotations
@@ -276,6 +282,22 @@ def renew_lease(work: ChunkWork, lease_s: float) -> bool:
             .values(lease_until=db_now_plus(lease_s))
         )
     return bool(renewed.rowcount)
+
+
+def release_claims(prefix: str) -> list[tuple[str, int]]:
+    """Hands back every running chunk whose `claimed_by` starts with `prefix` (a node's name and
+    a colon: its previous run's claims) and returns them for the caller to send again."""
+    with single_statement() as conn:
+        released = conn.execute(
+            update(Chunk)
+            .where(
+                Chunk.status == ChunkStatus.running,
+                Chunk.claimed_by.startswith(prefix, autoescape=True),
+            )
+            .values(status=ChunkStatus.queued, lease_until=None, queued_at=db_now())
+            .returning(Chunk.job_id, Chunk.seq)
+        ).all()
+    return [(job_id, seq) for job_id, seq in released]
 
 
 def hand_back(work: ChunkWork, error: str) -> None:

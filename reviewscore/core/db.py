@@ -28,6 +28,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_readonly_is_a_disconnect(context: Any) -> None:
+    # A connection opened while the file could not be written (read-only mount, immutable
+    # file) stays read-only for good, even once the file is writable again: drop the pool's
+    # connections, so the next ones open read-write and writes recover as soon as the fault ends.
+    if "attempt to write a readonly database" in str(context.original_exception):
+        context.is_disconnect = True
+
+
 def _sqlite_begin(conn: Any) -> None:
     # Take the write lock up front: a deferred transaction that reads and then writes can
     # fail with SQLITE_BUSY at once instead of waiting, when the API and workers write together.
@@ -70,6 +78,7 @@ def make_engine(url: str, *, for_writes: bool = True, settings: Settings | None 
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _sqlite_readonly_is_a_disconnect)
         # Readers keep deferred transactions: under WAL they see a snapshot and never wait.
         event.listen(engine, "begin", _sqlite_begin if for_writes else _sqlite_begin_deferred)
         return engine

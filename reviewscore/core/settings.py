@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# "reviewscore" is flower_password's own default: production must not run with it.
+# "reviewscore" is flower_password's own default: Flower in production must not run with it.
 UNSAFE_SECRETS = {"", "changeme", "change-me", "admin", "password", "secret", "reviewscore"}
 
 
@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     # Where `make run` keeps its SQLite file, embedded Redis and logs.
     var_dir: Path = REPO_ROOT / "var"
     database_url: str = ""
-    # Empty: `reviewscore run` starts an embedded Redis and points everything at its socket.
+    # Empty: `reviewscore run` starts an embedded Redis (loopback TCP, generated password) and
+    # gives its URL to every process it starts.
     redis_url: str = ""
     models_dir: Path = REPO_ROOT / "models"
     # Empty: the installed model with the best test accuracy.
@@ -55,6 +56,22 @@ class Settings(BaseSettings):
     # 32 keeps two pool processes busy at 64 connections on 2 cores (measured: see Performance).
     singles_max_in_flight: Annotated[int, Field(ge=1)] = 4
     singles_batch_max: Annotated[int, Field(ge=1)] = 32
+
+    # Backpressure: uploads at once (more get 503 + Retry-After), and how slow one may be: no
+    # byte for upload_idle_timeout_s, or under upload_min_bytes_per_s over that long, ends it.
+    max_concurrent_uploads: Annotated[int, Field(ge=1)] = 8
+    upload_idle_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    upload_min_bytes_per_s: Annotated[int, Field(ge=0)] = 1024
+    # The API's connections (api/http_guard.py): a request's head must arrive whole this fast
+    # and this small; beyond max connections new ones are closed at once.
+    http_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    http_max_header_bytes: Annotated[int, Field(ge=1024)] = 65536
+    http_max_connections: Annotated[int, Field(ge=1)] = 1000
+    # How long the API waits for Redis or the database in /readyz, and Redis socket timeouts.
+    health_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    redis_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # `reviewscore run`: how long a stop waits for workers to finish their chunk.
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 60.0
 
     chunk_max_attempts: Annotated[int, Field(ge=1)] = 3
     # A running chunk whose worker went silent this long is handed to another worker.
@@ -91,25 +108,37 @@ class Settings(BaseSettings):
     def _fill_defaults(self) -> Settings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.var_dir / 'reviewscore.db'}"
-        if self.env is Environment.production and self.flower_password in UNSAFE_SECRETS:
-            raise ValueError(
-                "REVIEWSCORE_FLOWER_PASSWORD must be set to a real secret when "
-                "REVIEWSCORE_ENV=production"
-            )
         return self
+
+    def unsafe_flower_password(self) -> str | None:
+        """Why Flower must not start with these settings, or None. Only Flower asks: the API,
+        the workers and beat never use its password, so they start without one."""
+        if self.env is Environment.production and self.flower_password in UNSAFE_SECRETS:
+            return (
+                "REVIEWSCORE_FLOWER_PASSWORD must be set to a real secret when "
+                "REVIEWSCORE_ENV=production (Flower shows every task's arguments: review texts)"
+            )
+        return None
 
     @property
     def worker_processes(self) -> int:
         return self.worker_concurrency or os.cpu_count() or 1
 
     @property
-    def redis_socket(self) -> Path:
-        """Unix socket of the embedded Redis that `reviewscore run` starts."""
-        return self.var_dir / "redis.sock"
+    def embedded_redis_dir(self) -> Path:
+        """Where `reviewscore run` keeps its embedded Redis: AOF, config, password, URL."""
+        return self.var_dir / "redis"
 
     @property
     def broker_url(self) -> str:
-        return self.redis_url or f"redis+socket://{self.redis_socket}"
+        # Empty REDIS_URL: the embedded Redis of this var folder (`reviewscore run` also passes
+        # its URL to what it starts), else a Redis on this host's default port.
+        if self.redis_url:
+            return self.redis_url
+        try:
+            return (self.embedded_redis_dir / "url").read_text().strip()
+        except OSError:
+            return "redis://127.0.0.1:6379/0"
 
 
 @lru_cache

@@ -470,58 +470,80 @@ def run(
     flower: Annotated[bool, typer.Option(help="start Flower too")] = True,
     workers: Annotated[int, typer.Option(help="worker processes (Celery nodes)")] = 1,
 ) -> None:
-    """Start the whole service locally: embedded Redis, API, worker, beat and Flower."""
+    """Start the whole service locally: embedded Redis, API, worker, beat and Flower. A part
+    that crashes is started again; Ctrl-C stops it all (a second Ctrl-C at once)."""
     from reviewscore.core.migrate import upgrade
     from reviewscore.core.model_registry import publish_folder
-    from reviewscore.shell.runner import Stack
+    from reviewscore.shell.runner import Stack, StackConflictError
 
     settings = get_settings()
+    refusal = settings.unsafe_flower_password() if flower else None
+    if refusal is not None:
+        say(f"error: {refusal} (or pass --no-flower)")
+        raise typer.Exit(1)
+    stack = Stack(settings, notify=lambda line: console.print(line, markup=False, soft_wrap=True))
+    try:
+        # Before anything starts: a live older run, or a taken port, is one line and exit 1.
+        stack.preflight(flower=flower)
+    except StackConflictError as exc:
+        say(f"error: {exc}")
+        raise typer.Exit(1) from None
     upgrade()
     publish_folder(settings.models_dir)
-    stack = Stack(settings)
     stopping = False
 
     def stop(signum: int, _frame: Any) -> None:
         nonlocal stopping
         if stopping:
+            stack.hurry.set()
+            console.print("stopping now (workers' chunks go back to the queue)")
             return
         stopping = True
-        console.print(f"\n{signal.Signals(signum).name}: stopping (workers finish their chunk)...")
+        console.print(
+            f"\n{signal.Signals(signum).name}: stopping (workers finish their chunk; "
+            "press Ctrl-C again to stop at once)..."
+        )
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    stack.write_pidfile()
+    code = 0
     try:
         stack.start(flower=flower, workers=workers)
-        console.print("starting... (logs in " + str(stack.log_dir) + ")")
-        stack.wait_ready()
-        api = f"http://{settings.api_host}:{settings.api_port}"
-        console.print(
-            f"[green]reviewscore is up[/green] ({settings.env.value}, "
-            f"database {settings.database_url})"
-        )
-        console.print(f"  API        {api}   (docs: {api}/docs)")
-        console.print(f"  page       {api}/ui")
-        if flower:
-            console.print(
-                f"  Flower     http://127.0.0.1:{settings.flower_port}   "
-                f"(user {settings.flower_user})"
-            )
-        console.print("  Ctrl-C stops everything.")
+        console.print("starting... (logs in " + str(stack.log_dir) + ")", markup=False)
+        announced = False
         while True:
-            stack.check_alive()
-            time.sleep(1)
+            stack.supervise()
+            if not announced and stack.ready():
+                _announce(settings, flower)
+                announced = True
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, OSError) as exc:
         say(f"error: {exc}")
-        stack.stop()
-        sys.exit(1)
+        code = 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
+        stack.remove_pidfile()
         console.print("stopped.")
+    if code:
+        raise typer.Exit(code)
+
+
+def _announce(settings: Any, flower: bool) -> None:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    console.print(
+        f"[green]reviewscore is up[/green] ({settings.env.value}, database {settings.database_url})"
+    )
+    console.print(f"  API        {api}   (docs: {api}/docs)")
+    console.print(f"  page       {api}/ui")
+    if flower:
+        console.print(
+            f"  Flower     http://127.0.0.1:{settings.flower_port}   (user {settings.flower_user})"
+        )
+    console.print("  A part that crashes is restarted. Ctrl-C stops everything.")
 
 
 @app.command()
