@@ -39,7 +39,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._max_connections = settings.http_max_connections
         self._head_timeout_s = settings.http_header_timeout_s
         self._max_head_bytes = settings.http_max_header_bytes
-        self._awaiting_head = True
+        # True from a connection's start, or a request's first byte, until its head is parsed.
+        self._head_pending = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
 
@@ -62,16 +63,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head:
-            # A keep-alive connection's next request: its head gets the same deadline.
-            self._arm_head_timer()
-            self._head_bytes += len(data)
-        super().data_received(data)
-        if (
-            self._awaiting_head
-            and self._head_bytes > self._max_head_bytes
-            and not self.transport.is_closing()
-        ):
+        super().data_received(data)  # the parser calls on_message_begin / on_headers_complete
+        if not self._head_pending or self.transport.is_closing():
+            # Body bytes are not counted, also those that arrive after an early answer (a 503
+            # or 415 sent before the body was read) on a connection that is then kept alive.
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > self._max_head_bytes:
             self._refuse(
                 431,
                 "Request Header Fields Too Large",
@@ -79,22 +77,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def on_message_begin(self) -> None:
-        # A request's first byte (also a pipelined one, sent before the previous answer).
-        self._awaiting_head = True
+        # A request's first byte (also a pipelined one, sent before the previous answer): its
+        # head gets the deadline and the size cap. An idle keep-alive connection is uvicorn's
+        # keep-alive timer's.
+        self._head_pending = True
+        self._head_bytes = 0
         self._arm_head_timer()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._awaiting_head = False
+        self._head_pending = False
         self._head_bytes = 0
         self._cancel_head_timer()
         super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # uvicorn's keep-alive timer watches the idle connection; ours starts with the next byte.
-        self._awaiting_head = True
-        self._head_bytes = 0
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -107,7 +102,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._awaiting_head and not self.transport.is_closing():
+        if self._head_pending and not self.transport.is_closing():
             self._refuse(
                 408,
                 "Request Timeout",

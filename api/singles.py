@@ -14,8 +14,12 @@ import uuid
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from api.errors import BusyError
 from reviewscore.core import replies
 from reviewscore.core.celery_app import SINGLES_QUEUE, singles_message
 from reviewscore.core.errors import (
@@ -33,9 +37,10 @@ REDIS_TIMEOUT_S = 5.0
 BLPOP_S = 1.0
 
 
-def redis_unavailable(what: str, exc: BaseException | None = None) -> ServiceUnavailableError:
-    cause = f" ({type(exc).__name__}: {exc})" if exc is not None and str(exc) else ""
-    return ServiceUnavailableError(f"Redis (the queue to the workers) {what}{cause}; try again")
+def redis_unavailable(what: str, exc: BaseException | None = None) -> BusyError:
+    # The same words as api/errors.py uses for every other Redis failure.
+    cause = f": {type(exc).__name__}: {exc}" if exc is not None and str(exc) else ""
+    return BusyError(f"Redis (the task queue) is unavailable ({what}{cause}); try again shortly")
 
 
 class ReplyListener:
@@ -100,6 +105,12 @@ class WorkerChannel:
             replies.redis_url(settings.broker_url),
             socket_timeout=BLPOP_S + REDIS_TIMEOUT_S,
             socket_connect_timeout=REDIS_TIMEOUT_S,
+            # After a Redis restart every pooled connection is dead: the first command on each
+            # would fail ("Connection closed by server") although the new Redis is up. Try again
+            # on a fresh connection, briefly. A repeated LPUSH at worst scores a batch twice;
+            # the second answer finds no one waiting.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry_on_error=[RedisConnectionError],
         )
         self._replies = ReplyListener(self._redis)
 

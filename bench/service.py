@@ -116,7 +116,7 @@ def running_service(
     # None: the product's default (one pool process per core).
     concurrency = concurrency or Settings().worker_processes
     var_dir = Path(tempfile.mkdtemp(prefix=f"reviewscore-bench-{name}-"))
-    database_url = f"sqlite:///{var_dir / 'reviewscore.core.db'}"
+    database_url = f"sqlite:///{var_dir / 'reviewscore.db'}"
     port = free_port()
     full_env = {
         "REVIEWSCORE_API_PORT": str(port),

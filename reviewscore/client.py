@@ -16,6 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -455,6 +456,21 @@ class Client:
 
     # ------------------------------------------------------------------ results ----
 
+    @contextmanager
+    def _export(self, job_id: str, params: dict[str, str]) -> Iterator[httpx.Response]:
+        """The results export as a stream, once the API has accepted the request (a refusal is
+        raised as this client's error). No read timeout: a big export may pause between rows."""
+        with self.http.stream(
+            "GET",
+            f"/v1/jobs/{job_id}/results",
+            params=params,
+            timeout=httpx.Timeout(60.0, read=None),
+        ) as response:
+            if not response.is_success:
+                response.read()
+                _check(response, self.url)
+            yield response
+
     def results(
         self, job_id: str, *, partial: bool = False, as_dataframe: bool = False
     ) -> list[dict[str, Any]] | pd.DataFrame:
@@ -464,15 +480,7 @@ class Client:
         params = {"format": "jsonl", **({"partial": "true"} if partial else {})}
         rows: list[dict[str, Any]] = []
         try:
-            with self.http.stream(
-                "GET",
-                f"/v1/jobs/{job_id}/results",
-                params=params,
-                timeout=httpx.Timeout(60.0, read=None),
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    _check(response, self.url)
+            with self._export(job_id, params) as response:
                 for line in response.iter_lines():
                     if line.strip():
                         rows.append(json.loads(line))
@@ -500,15 +508,7 @@ class Client:
             params["partial"] = "true"
         tmp = dest.with_name(dest.name + ".part")
         try:
-            with self.http.stream(
-                "GET",
-                f"/v1/jobs/{job_id}/results",
-                params=params,
-                timeout=httpx.Timeout(60.0, read=None),
-            ) as response:
-                if not response.is_success:
-                    response.read()
-                    _check(response, self.url)
+            with self._export(job_id, params) as response:
                 written = 0
                 with tmp.open("wb") as out:
                     for piece in response.iter_bytes():

@@ -283,6 +283,30 @@ def sqlite_stack(
         running.stack.stop()
 
 
+@contextmanager
+def another_api(service: RunningStack) -> Iterator[tuple[str, Any]]:
+    """Another API process on the service's database and Redis (a restart, or a second
+    instance): its URL, and its Stack (`stop()` takes it away)."""
+    from reviewscore.shell.runner import Stack
+
+    port = free_port()
+    settings = Settings(
+        var_dir=service.settings.var_dir,
+        database_url=service.settings.database_url,
+        models_dir=service.settings.models_dir,
+        api_port=port,
+        redis_url="",
+    )
+    stack = Stack(settings)
+    stack.spawn("api", stack.api_args())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        stack.wait_until("API", lambda: httpx.get(f"{url}/healthz", timeout=2).is_success, 60)
+        yield url, stack
+    finally:
+        stack.stop()
+
+
 @pytest.fixture(scope="session")
 def production_stack(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path

@@ -16,8 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reviewscore.core.settings import Settings
-from tests.conftest import RunningStack, free_port, sample_reviews, wait_for, write_csv
+from tests.conftest import RunningStack, another_api, free_port, sample_reviews, wait_for, write_csv
 from tests.slow_upload import held_upload, other_web_server
 
 
@@ -237,38 +236,19 @@ def test_cli_ctrl_c_in_wait_prints_how_to_reattach(service: RunningStack, tmp_pa
 def test_cli_says_how_to_reattach_when_the_service_stops_while_it_follows(
     service: RunningStack, tmp_path: Path
 ) -> None:
-    from reviewscore.shell.runner import Stack
-
-    port = free_port()
-    settings = Settings(
-        var_dir=service.settings.var_dir,
-        database_url=service.settings.database_url,
-        models_dir=service.settings.models_dir,
-        api_port=port,
-        redis_url="",
-    )
-    stack = Stack(settings)
-    stack.spawn("api", stack.api_args())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        stack.wait_until("API", lambda: httpx.get(f"{url}/healthz", timeout=2).is_success, 60)
-        with held_upload(service) as job:
-            env = dict(os.environ, REVIEWSCORE_API_URL=url)
-            process = subprocess.Popen(
-                [sys.executable, "-m", "reviewscore.shell.cli", "wait", job["id"], "-o", "x.csv"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd=tmp_path,
-            )
-            wait_for(
-                lambda: requests_for(url, "/v1/jobs/{job_id}") >= 2, 60, "the CLI to poll the job"
-            )
-            stack.stop()  # the API goes away while the CLI follows the job
-            _, stderr = process.communicate(timeout=120)
-    finally:
-        stack.stop()
+    with another_api(service) as (url, stack), held_upload(service) as job:
+        env = dict(os.environ, REVIEWSCORE_API_URL=url)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "reviewscore.shell.cli", "wait", job["id"], "-o", "x.csv"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        wait_for(lambda: requests_for(url, "/v1/jobs/{job_id}") >= 2, 60, "the CLI to poll the job")
+        stack.stop()  # the API goes away while the CLI follows the job
+        _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select
 
 from reviewscore.core.schema import Chunk, InputRow, Result, ScoreCache
 from tests.conftest import RunningStack, sample_reviews, start_stack, wait_for, write_csv
+from tests.tables import table_fixture
 
 ROWS = 4000
 # Short lease and grace so the sweeper recovers lost work within the test's patience; a chunk of
@@ -48,17 +49,13 @@ class Tally:
 TABLE: list[Tally] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fault_table() -> Iterator[None]:
-    yield
-    if not TABLE:
-        return
-    head = ("case", "accepted", "scored", "failed", "lost", "duplicated", "seconds")
-    lines = [f"{head[0]:<34}" + "".join(f"{h:>11}" for h in head[1:])]
-    for t in TABLE:
-        values = (t.accepted, t.scored, t.failed, t.lost, t.duplicated)
-        lines.append(f"{t.case:<34}" + "".join(f"{v:>11,}" for v in values) + f"{t.seconds:>11.1f}")
-    print("\n\nfault suite: every accepted row must have exactly one result\n" + "\n".join(lines))
+fault_table = table_fixture(
+    "fault suite: every accepted row must have exactly one result",
+    ("case", "accepted", "scored", "failed", "lost", "duplicated", "seconds"),
+    lambda: [
+        (t.case, t.accepted, t.scored, t.failed, t.lost, t.duplicated, t.seconds) for t in TABLE
+    ],
+)
 
 
 @pytest.fixture

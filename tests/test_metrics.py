@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reviewscore.core.settings import Settings
-from tests.conftest import RunningStack, free_port, sample_reviews, write_csv
+from tests.conftest import RunningStack, another_api, sample_reviews, write_csv
 
 pytestmark = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
 
@@ -40,24 +39,8 @@ def rows(text: str) -> tuple[float, float]:
 @pytest.fixture
 def second_api(service: RunningStack, tmp_path: Path) -> Iterator[str]:
     """Another API process on the same database and Redis (a restart, or a second instance)."""
-    from reviewscore.shell.runner import Stack
-
-    port = free_port()
-    settings = Settings(
-        var_dir=service.settings.var_dir,
-        database_url=service.settings.database_url,
-        models_dir=service.settings.models_dir,
-        api_port=port,
-        redis_url="",
-    )
-    stack = Stack(settings)
-    stack.spawn("api", stack.api_args())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        stack.wait_until("API", lambda: httpx.get(f"{url}/healthz", timeout=2).is_success, 60)
+    with another_api(service) as (url, _):
         yield url
-    finally:
-        stack.stop()
 
 
 def test_row_counters_count_new_rows_and_never_fall_when_a_job_is_deleted(

@@ -106,5 +106,6 @@ def test_a_single_review_the_task_queue_does_not_take_is_a_503(
     response = api.post("/v1/score", json={"reviews": ["A fine film."]})
     assert response.status_code == 503
     assert response.json()["detail"].startswith(
-        "Redis (the queue to the workers) cannot be reached"
+        "Redis (the task queue) is unavailable (cannot be reached: ConnectionError"
     )
+    assert response.headers["retry-after"] == "5"

@@ -41,6 +41,7 @@ from tests.conftest import (
     wait_for,
     write_csv,
 )
+from tests.tables import table_fixture
 
 
 @dataclass(frozen=True)
@@ -55,19 +56,11 @@ class Measure:
 TABLE: list[Measure] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
-def resilience_table() -> Iterator[None]:
-    yield
-    if not TABLE:
-        return
-    lines = [f"{'case':<46}{'accepted':>9}{'lost':>6}{'dup':>5}  measured"]
-    for m in TABLE:
-        rows = [m.accepted, m.lost, m.duplicated]
-        cells = "".join(
-            f"{'-' if v is None else f'{v:,}':>{w}}" for v, w in zip(rows, (9, 6, 5), strict=True)
-        )
-        lines.append(f"{m.case:<46}{cells}  {m.figure}")
-    print("\n\nresilience suite: the service stays up and says what failed\n" + "\n".join(lines))
+resilience_table = table_fixture(
+    "resilience suite: the service stays up and says what failed",
+    ("case", "accepted", "lost", "dup", "measured"),
+    lambda: [(m.case, m.accepted, m.lost, m.duplicated, m.figure) for m in TABLE],
+)
 
 
 def record(case: str, figure: str, tally: dict[str, int] | None = None) -> None:
@@ -386,6 +379,31 @@ def test_an_oversized_header_is_refused_without_growing_the_api(api_stack: Runni
     assert growth_mb < 20
 
 
+def test_a_body_answered_early_does_not_count_against_the_next_requests_head(
+    api_stack: RunningStack,
+) -> None:
+    """An upload refused before its body was read (415 here; a 503 while the database is away
+    is the same) on a keep-alive connection: the rest of its 1 MiB body, sent after the answer,
+    is body, not the next request's head, so the next request is answered as usual (not 431)."""
+    port = int(api_stack.url.rsplit(":", 1)[1])
+    size = 1024 * 1024
+    conn = raw_request(
+        port,
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+        b"Content-Length: %d\r\n\r\n<reviews>" % size,
+    )
+    try:
+        refused = read_answer(conn, timeout=10)
+        conn.settimeout(10)
+        conn.sendall(b"x" * (size - len(b"<reviews>")))
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        after = read_answer(conn, timeout=10)
+    finally:
+        conn.close()
+    assert status_of(refused) == 415, refused[:300]
+    assert status_of(after) == 200, after[:300]
+
+
 def test_a_hung_redis_blocks_no_route(api_stack: RunningStack, tmp_path: Path) -> None:
     """Redis SIGSTOPped (it accepts connections and never answers): /healthz and job status
     stay fast, /readyz says within its timeout that Redis does not answer, /metrics answers
@@ -503,7 +521,9 @@ def test_a_read_only_database_is_a_json_503_and_writes_recover_at_once(
         b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
         b"Content-Length: 10000000\r\n\r\nid,text\n"
     )
-    streaming = raw_request(port, head + b"".join(b"%d,fine film\n" % i for i in range(150)))
+    # Past the first MiB, which the upload reads before it decides the format and makes the job.
+    sent = b"".join(b"%d,%s\n" % (i, b"a fine film, " * 10) for i in range(10_000))
+    streaming = raw_request(port, head + sent)
     unfinished = wait_for(
         lambda: next(
             (j["id"] for j in api_stack.client.jobs(limit=5)["jobs"] if j["status"] == "uploading"),
@@ -788,7 +808,7 @@ class RunCommand:
 
     @property
     def database_url(self) -> str:
-        return f"sqlite:///{self.var_dir / 'reviewscore.core.db'}"
+        return f"sqlite:///{self.var_dir / 'reviewscore.db'}"
 
     @property
     def client(self) -> Client:
@@ -894,6 +914,9 @@ def run_cmd(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
         "REVIEWSCORE_CHUNK_SIZE": "100",
         "REVIEWSCORE_QUEUED_GRACE_S": "10",
         # The lease stays at its default (300 s): recovery must not wait for it.
+        # Each chunk takes 50 ms longer (the test-only switch), so a worker killed mid-job is
+        # almost always holding a chunk, as a slower model's worker would.
+        "REVIEWSCORE_SCORE_DELAY_S": "0.05",
     }
     run = RunCommand(
         var_dir, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{flower_port}"
@@ -909,6 +932,16 @@ def progress(run: RunCommand, job_id: str) -> int:
         return int(run.client.job(job_id)["done"])
     except (httpx.HTTPError, OSError):
         return 0
+
+
+def running_chunks(run: RunCommand, job_id: str) -> int:
+    engine = create_engine(run.database_url)
+    try:
+        with engine.connect() as conn:
+            query = select(func.count()).where(Chunk.job_id == job_id, Chunk.status == "running")
+            return int(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def upload_and_wait_progress(run: RunCommand, rows: list[dict[str, str]], path: Path) -> str:
@@ -1087,6 +1120,7 @@ def test_a_crashed_worker_is_restarted_and_its_chunks_handed_back_at_once(
     job_id = upload_and_wait_progress(run_cmd, rows, tmp_path / "w.csv")
     worker = run_cmd.child("worker")
     pool = worker.children()
+    wait_for(lambda: running_chunks(run_cmd, job_id), 30, "a chunk being scored", 0.01)
     killed = time.monotonic()
     worker.kill()
     wait_for(

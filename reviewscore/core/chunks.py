@@ -32,9 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Exists
 
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import (
@@ -127,8 +126,15 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
     )
 
 
-def _not_cancelled(job_id: str) -> Exists:
-    return exists().where(Job.id == job_id, Job.status != JobStatus.cancelled)
+def _still_open(job_id: str, seq: int) -> ColumnElement[bool]:
+    """The chunk is not done and its job is not cancelled (nor deleted): the condition of every
+    claim and every completion, inside the one statement that acts on it."""
+    return and_(
+        Chunk.job_id == job_id,
+        Chunk.seq == seq,
+        Chunk.status != ChunkStatus.done,
+        exists().where(Job.id == job_id, Job.status != JobStatus.cancelled),
+    )
 
 
 def claim_chunk(
@@ -139,12 +145,7 @@ def claim_chunk(
     with single_statement() as conn:
         claimed = conn.execute(
             update(Chunk)
-            .where(
-                Chunk.job_id == job_id,
-                Chunk.seq == seq,
-                Chunk.status != ChunkStatus.done,
-                _not_cancelled(job_id),
-            )
+            .where(_still_open(job_id, seq))
             .values(
                 status=ChunkStatus.running,
                 attempts=Chunk.attempts + 1,
@@ -194,12 +195,7 @@ def _mark_done(
     makes a concurrent second completion wait here and then find the chunk done."""
     return session.execute(
         update(Chunk)
-        .where(
-            Chunk.job_id == job_id,
-            Chunk.seq == seq,
-            Chunk.status != ChunkStatus.done,
-            _not_cancelled(job_id),
-        )
+        .where(_still_open(job_id, seq))
         .values(
             status=ChunkStatus.done,
             lease_until=None,
@@ -273,11 +269,9 @@ def renew_lease(work: ChunkWork, lease_s: float) -> bool:
         renewed = conn.execute(
             update(Chunk)
             .where(
-                Chunk.job_id == work.job_id,
-                Chunk.seq == work.seq,
+                _still_open(work.job_id, work.seq),
                 Chunk.status == ChunkStatus.running,
                 Chunk.attempts == work.attempt,
-                _not_cancelled(work.job_id),
             )
             .values(lease_until=db_now_plus(lease_s))
         )

@@ -69,11 +69,9 @@ class HashedNgramLogit(keras.layers.Layer):
 NGRAM_KEY_SPACE = 2**40
 
 
-@keras.saving.register_keras_serializable(package="reviewscore")
-class NgramVocabularyLogit(keras.layers.Layer):
-    """Raw strings [n] -> logit [n, 1] = bias + sum of the weights of the distinct vocabulary
-    n-grams present in the text. The vocabulary is stored as sorted n-gram fingerprints and
-    looked up with a binary search, so the file holds 12 bytes per n-gram and no strings."""
+class NgramWeights(keras.layers.Layer):
+    """What both n-gram logit layers store: `vocabulary_size` n-gram keys (int64), a weight for
+    each and a bias. How a text's n-grams become keys, and how keys are looked up, is theirs."""
 
     def __init__(self, vocabulary_size: int, ngram_max: int = 3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -93,6 +91,20 @@ class NgramVocabularyLogit(keras.layers.Layer):
         )
         self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
 
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "vocabulary_size": self.vocabulary_size,
+            "ngram_max": self.ngram_max,
+        }
+
+
+@keras.saving.register_keras_serializable(package="reviewscore")
+class NgramVocabularyLogit(NgramWeights):
+    """Raw strings [n] -> logit [n, 1] = bias + sum of the weights of the distinct vocabulary
+    n-grams present in the text. The vocabulary is stored as sorted n-gram fingerprints and
+    looked up with a binary search, so the file holds 12 bytes per n-gram and no strings."""
+
     def call(self, texts: tf.Tensor) -> tf.Tensor:
         texts = tf.reshape(texts, [-1])
         rows, keys = hashed_ngram_ids(texts, NGRAM_KEY_SPACE, self.ngram_max)
@@ -107,13 +119,6 @@ class NgramVocabularyLogit(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:
         return (input_shape[0], 1)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "vocabulary_size": self.vocabulary_size,
-            "ngram_max": self.ngram_max,
-        }
 
 
 # Token hashes are Fingerprint64 values reduced to 63 bits (to_hash_bucket_fast takes at most
@@ -170,7 +175,7 @@ def overrun_positions(row_limits: tf.Tensor, ngram_max: int) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="reviewscore")
-class NgramTableLogit(keras.layers.Layer):
+class NgramTableLogit(NgramWeights):
     """Raw strings [n] -> logit [n, 1] = bias + sum of the weights of the distinct vocabulary
     n-grams present in the text, like NgramVocabularyLogit but without n-gram strings: each
     token is hashed once, n-gram keys are folded from token hashes (`ngram_keys`) and looked
@@ -183,24 +188,9 @@ class NgramTableLogit(keras.layers.Layer):
     def __init__(
         self, vocabulary_size: int, ngram_max: int = 3, dense_ngrams: int = 4096, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
-        self.vocabulary_size = vocabulary_size
-        self.ngram_max = ngram_max
+        super().__init__(vocabulary_size, ngram_max, **kwargs)
         self.dense_ngrams = min(dense_ngrams, vocabulary_size)
         self._table: tf.lookup.StaticHashTable | None = None
-
-    def build(self, input_shape: Any) -> None:
-        self.keys = self.add_weight(
-            name="keys",
-            shape=(self.vocabulary_size,),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-        )
-        self.ngram_weights = self.add_weight(
-            name="ngram_weights", shape=(self.vocabulary_size,), initializer="zeros"
-        )
-        self.bias = self.add_weight(name="bias", shape=(), initializer="zeros")
 
     def set_vocabulary(self, keys: np.ndarray, weights: np.ndarray, bias: float) -> None:
         """Store entries (distinct keys, most frequent first) and drop any stale table."""
@@ -278,8 +268,6 @@ class NgramTableLogit(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "vocabulary_size": self.vocabulary_size,
-            "ngram_max": self.ngram_max,
             "dense_ngrams": self.dense_ngrams,
         }
 

@@ -34,6 +34,7 @@ from tests.multihost.conftest import (
     csv_body,
 )
 from tests.multihost.harness import Host, wait_until
+from tests.tables import table_fixture
 
 ROWS = 4000
 SMALL_ROWS = 400
@@ -64,25 +65,21 @@ class Row:
 TABLE: list[Row] = []
 
 
-@pytest.fixture(scope="module", autouse=True)
-def table() -> Iterator[None]:
-    yield
-    if not TABLE:
-        return
-    head = f"{'case':<44}{'accepted':>9}{'scored':>8}{'failed':>7}{'lost':>5}{'dup':>4}"
-    head += f"{'counters':>9}{'seconds':>8}{'small job s':>12}{'score s':>8}{'500s':>5}"
-    lines = [head]
-    for r in TABLE:
-        lines.append(
-            f"{r.case:<44}{r.accepted:>9,}{r.scored:>8,}{r.failed:>7,}{r.lost:>5}{r.duplicated:>4}"
-            f"{'equal' if r.consistent else 'DIFFER':>9}{r.seconds:>8.1f}{r.small_job_s:>12.1f}"
-            f"{r.score_s:>8.1f}{r.http_500:>5}"
+table = table_fixture(
+    "multi-host suite (chunks of 200, lease 20 s, sweep every 3 s, one pool process per worker "
+    "host)",
+    (
+        "case", "accepted", "scored", "failed", "lost", "dup", "counters equal", "seconds",
+        "small job s", "score s", "500s",
+    ),
+    lambda: [
+        (
+            r.case, r.accepted, r.scored, r.failed, r.lost, r.duplicated, r.consistent,
+            r.seconds, r.small_job_s, r.score_s, r.http_500, r.note,
         )
-    notes = [f"  {r.case}: {r.note}" for r in TABLE if r.note]
-    print(
-        "\n\nmulti-host suite (chunks of 200, lease 20 s, sweep every 3 s, one pool process per "
-        "worker host)\n" + "\n".join(lines) + "\n" + "\n".join(notes)
-    )
+        for r in TABLE
+    ],
+)  # fmt: skip
 
 
 # --- talking to the service ------------------------------------------------------------------------
