@@ -25,7 +25,7 @@ class WorkerModels(BaseModel):
 
 
 def worker_models(reported: dict[str, dict[str, Any]]) -> WorkerModels:
-    """Summarizes `reviewscore.core.celery_app.reported_workers()` ("host:pid" -> state)."""
+    """Summarizes `reviewscore.core.celery_app.reported_workers()` ("<node>@<host>:<pid>" -> state)."""
     workers = {name: WorkerModelState.model_validate(state) for name, state in reported.items()}
     problems = [
         f"worker {name} cannot score: {state.error}"

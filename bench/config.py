@@ -20,6 +20,7 @@ ROWS = (
     "big",
     "scale",
     "knobs",
+    "singles-node",
     "coordination",
 )
 KNOBS: tuple[dict[str, str], ...] = (

@@ -135,6 +135,17 @@ def rows_table(r: Results) -> Table:
             f"p50 {busy.p50_ms:.1f} ms, p99 {busy.p99_ms:.1f} ms, {busy.errors} errors "
             f"({busy.generator})",
         )
+    if (node := rows.singles_node) and node.idle and node.under_dump:
+        for label, on_node in (
+            ("idle", node.idle),
+            (f"{node.dump_rows:,}-row dump", node.under_dump),
+        ):
+            t.add_row(
+                f"8b singles worker node: {label} ({on_node.connections} conn.)",
+                fmt(on_node.reviews_per_s, 0),
+                f"p50 {on_node.p50_ms:.1f} ms, p99 {on_node.p99_ms:.1f} ms, "
+                f"{on_node.errors} errors ({on_node.generator})",
+            )
     for label, variant in rows.knobs.items():
         t.add_row(
             f"knobs: {label}",
@@ -194,6 +205,8 @@ def render(r: Results) -> str:
     singles = [("idle", run) for run in r.rows.singles]
     if busy := r.rows.fairness.singles_under_dump:
         singles.append(("big dump", busy))
+    if (node := r.rows.singles_node) and node.idle and node.under_dump:
+        singles += [("singles node, idle", node.idle), ("singles node, dump", node.under_dump)]
     if singles:
         console.print(singles_table(singles))
     console.print(targets_table(r))

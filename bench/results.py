@@ -219,6 +219,16 @@ class FairnessRow:
     dump_still_running: bool | None = None
 
 
+@dataclass
+class SinglesNodeRow:
+    """Row 8b: the same singles load on a stack with a worker node for single reviews only
+    (`reviewscore run --singles-worker`), idle and while a dump is scored."""
+
+    idle: LoadRun | None = None
+    under_dump: LoadRun | None = None
+    dump_rows: int = 0
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -232,6 +242,7 @@ class Rows:
     dedup: DedupRow | None = None
     big: BigRow | None = None
     fairness: FairnessRow = field(default_factory=FairnessRow)
+    singles_node: SinglesNodeRow | None = None
     scale: dict[str, BestOf] = field(default_factory=dict)
     knobs: dict[str, BestOf] = field(default_factory=dict)
 

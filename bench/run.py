@@ -140,6 +140,8 @@ def run(cfg: Config) -> Results:
             rows.scale = scale.measure_scale(cfg, default.name, files)
         if "knobs" not in cfg.skip:
             rows.knobs = knobs.measure_knobs(cfg, default.name, files)
+        if "singles-node" not in cfg.skip:
+            rows.singles_node = fairness.measure_with_singles_node(cfg, default.name, texts, tmp)
     if rows.limit is not None:
         limit.recheck_limit(cfg, texts.any, rows.limit, default)
         log(f"limit recheck: {rows.limit.recheck_reviews_per_s:.0f} reviews/s")

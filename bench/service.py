@@ -95,7 +95,7 @@ def wait_models_loaded(stack: Stack, processes: int, timeout: float) -> None:
     Waiting for them keeps the model load out of the first measurement."""
 
     def loaded() -> int:
-        logs = stack.log_dir.glob("worker*.log")
+        logs = [*stack.log_dir.glob("worker*.log"), *stack.log_dir.glob("singles.log")]
         return sum(p.read_text(errors="replace").count("loaded model") for p in logs)
 
     stack.wait_until("models in every pool process", lambda: loaded() >= processes, timeout)
@@ -110,6 +110,7 @@ def running_service(
     workers: int = 1,
     concurrency: int | None = None,
     env: dict[str, str] | None = None,
+    singles_worker: bool = False,
 ) -> Iterator[Service]:
     from reviewscore.core.migrate import upgrade
 
@@ -140,9 +141,9 @@ def running_service(
     try:
         upgrade(database_url)
         started = time.perf_counter()
-        stack.start(flower=False, beat=True, workers=workers)
+        stack.start(flower=False, beat=True, workers=workers, singles_worker=singles_worker)
         stack.wait_ready(timeout=300)
-        wait_models_loaded(stack, workers * concurrency, timeout=300)
+        wait_models_loaded(stack, workers * concurrency + int(singles_worker), timeout=300)
         url = f"http://127.0.0.1:{port}"
         elapsed = time.perf_counter() - started
         log(f"stack {name} ready in {elapsed:.0f}s ({workers} node(s) x {concurrency})")

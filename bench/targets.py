@@ -75,6 +75,18 @@ def targets(rows: Rows, busy_connections: int) -> list[Target]:
             2,
         ),
     ]
+    if (node := rows.singles_node) is not None:
+        out.append(
+            Target(
+                f"with a singles worker: p99 under dump / idle ({busy_connections} connections)",
+                ratio(
+                    node.under_dump.p99_ms if node.under_dump else None,
+                    node.idle.p99_ms if node.idle else None,
+                ),
+                "<=",
+                2,
+            )
+        )
     if limit is not None and limit.agreement is not None:
         baseline = limit.model(limit.default_model, baseline=True)
         agreement = limit.agreement

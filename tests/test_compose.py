@@ -22,7 +22,16 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 
 
 def test_the_whole_stack_is_there() -> None:
-    assert {"redis", "postgres", "migrate", "api", "worker", "beat", "flower"} <= set(SERVICES)
+    assert {
+        "redis",
+        "postgres",
+        "migrate",
+        "api",
+        "worker",
+        "worker-singles",
+        "beat",
+        "flower",
+    } <= set(SERVICES)
 
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
@@ -32,7 +41,7 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 
 
 def test_app_services_wait_for_a_successful_migration() -> None:
-    for name in ("api", "worker", "beat"):
+    for name in ("api", "worker", "worker-singles", "beat"):
         assert SERVICES[name]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
         )
@@ -44,6 +53,12 @@ def test_redis_keeps_an_append_only_file_behind_a_password_and_is_not_published(
     assert "--appendonly yes" in command and "--appendfsync everysec" in command
     assert "--requirepass" in command
     assert "ports" not in SERVICES["redis"]
+
+
+def test_single_reviews_have_a_worker_that_takes_no_bulk_chunk() -> None:
+    command = SERVICES["worker-singles"]["command"]
+    assert command[command.index("-Q") + 1] == "singles"
+    assert "singles" in SERVICES["worker"]["command"][-1]  # the others take both queues
 
 
 def test_workers_can_be_scaled() -> None:

@@ -161,7 +161,7 @@ def forget_worker(process: str) -> None:
 
 
 def reported_workers() -> dict[str, dict[str, Any]]:
-    """Worker process ("host:pid") -> its last reported state."""
+    """Worker process ("<node>@<host>:<pid>") -> its last reported state."""
     with celery_app.connection_for_read() as conn:
         client = conn.default_channel.client
         keys = list(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100))

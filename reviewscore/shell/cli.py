@@ -469,6 +469,13 @@ def keys_list() -> None:
 def run(
     flower: Annotated[bool, typer.Option(help="start Flower too")] = True,
     workers: Annotated[int, typer.Option(help="worker processes (Celery nodes)")] = 1,
+    singles_worker: Annotated[
+        bool,
+        typer.Option(
+            help="one more worker process for single reviews only, so they never wait behind "
+            "a bulk chunk (one more model in memory)"
+        ),
+    ] = False,
 ) -> None:
     """Start the whole service locally: embedded Redis, API, worker, beat and Flower. A part
     that crashes is started again; Ctrl-C stops it all (a second Ctrl-C at once)."""
@@ -510,7 +517,7 @@ def run(
     stack.write_pidfile()
     code = 0
     try:
-        stack.start(flower=flower, workers=workers)
+        stack.start(flower=flower, workers=workers, singles_worker=singles_worker)
         console.print("starting... (logs in " + str(stack.log_dir) + ")", markup=False)
         announced = False
         while True:

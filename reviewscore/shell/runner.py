@@ -213,7 +213,9 @@ class Stack:
             "api.http_guard:GuardedHttpToolsProtocol",
         ]
 
-    def worker_args(self, name: str = "worker", concurrency: int | None = None) -> list[str]:
+    def worker_args(
+        self, name: str = "worker", concurrency: int | None = None, queues: str = "singles,bulk"
+    ) -> list[str]:
         return [
             sys.executable,
             "-m",
@@ -222,7 +224,7 @@ class Stack:
             "worker.tasks",
             "worker",
             "-Q",
-            "singles,bulk",
+            queues,
             "-n",
             f"{name}@%h",
             "--loglevel",
@@ -263,12 +265,23 @@ class Stack:
             f"--basic-auth={s.flower_user}:{s.flower_password}",
         ]
 
-    def start(self, *, flower: bool = True, beat: bool = True, workers: int = 1) -> None:
+    def start(
+        self,
+        *,
+        flower: bool = True,
+        beat: bool = True,
+        workers: int = 1,
+        singles_worker: bool = False,
+    ) -> None:
         self.start_redis()
         self.spawn("api", self.api_args())
         for i in range(workers):
             name = "worker" if i == 0 else f"worker{i + 1}"
             self.spawn(name, self.worker_args(name))
+        if singles_worker:
+            # A node that takes only single reviews: they never wait behind a bulk chunk in
+            # flight (the other nodes take both queues). One process, one more model in memory.
+            self.spawn("singles", self.worker_args("singles", concurrency=1, queues="singles"))
         if beat:
             self.spawn("beat", self.beat_args())
         if flower:

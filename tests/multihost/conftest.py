@@ -58,6 +58,12 @@ SERVICE_ENV = {
 }
 
 
+def host_of(claimant: str) -> str:
+    """The host in a worker process's name, "<node>@<host>:<pid>" (what chunks.claimed_by and
+    the /readyz reports hold)."""
+    return claimant.rsplit(":", 1)[0].rsplit("@", 1)[-1]
+
+
 class Reviews:
     """Real IMDB reviews (test and train splits, shuffled), handed out without repeats so no
     job is served from another's scores."""
@@ -173,8 +179,8 @@ class Hosts:
             return False
         live = host.pids()
         return any(
-            name.split(":")[0] == host.name
-            and int(name.split(":")[1]) in live
+            host_of(name) == host.name
+            and int(name.rsplit(":", 1)[1]) in live
             and state.get("device")
             and not state.get("error")
             for name, state in self.reported().items()

@@ -32,6 +32,7 @@ from tests.multihost.conftest import (
     LEASE_S,
     Hosts,
     csv_body,
+    host_of,
 )
 from tests.multihost.harness import Host, wait_until
 from tests.tables import table_fixture
@@ -404,7 +405,7 @@ def test_b_worker_cut_off_while_scoring_loses_only_its_lease(hosts: Hosts) -> No
         state = chunk_state(hosts, job["id"], seq)
         if state is None or state[0] != "running" or not state[1]:
             return None
-        host = by_name[state[1].split(":")[0]]
+        host = by_name[host_of(state[1])]
         holds = f"chunk {job['id']}/{seq} holds at score"
         return host if holds in host.procs["worker"].log() else None
 
@@ -443,7 +444,7 @@ def test_c_worker_host_killed_mid_chunk(hosts: Hosts) -> None:
     wait_until(
         "w2 to hold a chunk",
         lambda: hosts.sql(
-            "SELECT 1 FROM chunks WHERE job_id = :j AND status = 'running' AND claimed_by LIKE 'w2:%'",
+            "SELECT 1 FROM chunks WHERE job_id = :j AND status = 'running' AND claimed_by LIKE '%@w2:%'",
             j=job["id"],
         ),
         60,
@@ -644,7 +645,7 @@ def test_g_a_worker_host_without_models_scores_from_the_registry_and_one_that_ca
     log = refused.procs["worker"].log()
     assert "cannot get the default model" in log
     assert "reviewscore.score_chunk" not in log  # it took no task
-    claimed = hosts.sql("SELECT count(*) FROM chunks WHERE claimed_by LIKE 'w4:%'")
+    claimed = hosts.sql("SELECT count(*) FROM chunks WHERE claimed_by LIKE '%@w4:%'")
     assert claimed[0][0] == 0
 
 
