@@ -12,7 +12,6 @@ DELETE of it, so its last rows are in the total before they go.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import time
@@ -29,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import func, select
 
-from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, queue_depth
+from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists
 from reviewscore.core.db import session_scope
 from reviewscore.core.model_registry import default_model_name, list_models
 from reviewscore.core.schema import Chunk, Job
@@ -228,12 +227,14 @@ def render() -> tuple[bytes, str]:
     try:
         registry.register(RowCounters(*add_growth(_ledgers())))
         prune_marks()
+        # Through this module's client (short timeouts, no retries), not Celery's connection,
+        # which retries for seconds: a hung Redis must not hold up the scrape.
+        with _redis() as client:
+            for queue in (BULK_QUEUE, SINGLES_QUEUE):
+                depth.labels(queue).set(sum(int(client.llen(n)) for n in priority_lists(queue)))
     except Exception:  # noqa: BLE001
-        # Redis down: leave the counters out (a 0 would read as a counter reset).
-        log.warning("row counters left out of this scrape", exc_info=True)
-    for queue in (BULK_QUEUE, SINGLES_QUEUE):
-        with contextlib.suppress(Exception):
-            depth.labels(queue).set(queue_depth(queue))
+        # Redis down: leave the counters and depths out (a 0 would read as a counter reset).
+        log.warning("Redis figures left out of this scrape", exc_info=True)
     settings = get_settings()
     default = default_model_name(installed, settings.default_model)
     for m in installed:

@@ -137,12 +137,16 @@ def singles_message(
     return json.dumps(envelope).encode()
 
 
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists that hold a queue's messages, one per priority step (kombu's naming)."""
+    return [queue] + [f"{queue}:{step}" for step in PRIORITY_STEPS[1:]]
+
+
 def queue_depth(queue: str) -> int:
     """Messages waiting in a queue, across its priority lists."""
     with celery_app.connection_for_read() as conn:
         client = conn.default_channel.client
-        names = [queue] + [f"{queue}:{step}" for step in PRIORITY_STEPS[1:]]
-        return sum(int(client.llen(name)) for name in names)
+        return sum(int(client.llen(name)) for name in priority_lists(queue))
 
 
 WORKER_KEY_PREFIX = "reviewscore:worker:"
