@@ -101,6 +101,17 @@ def wait_models_loaded(stack: Stack, processes: int, timeout: float) -> None:
     stack.wait_until("models in every pool process", lambda: loaded() >= processes, timeout)
 
 
+def publish(database_url: str, models_dir: Path) -> None:
+    from reviewscore.core.db import make_engine
+    from reviewscore.core.model_registry import publish_folder
+
+    engine = make_engine(database_url)
+    try:
+        publish_folder(models_dir, engine)
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def running_service(
     cfg: Config,
@@ -140,6 +151,7 @@ def running_service(
     stack = Stack(settings, extra_env=full_env)
     try:
         upgrade(database_url)
+        publish(database_url, cfg.models_dir)  # what `make run` does: workers load from it
         started = time.perf_counter()
         stack.start(flower=False, beat=True, workers=workers, singles_worker=singles_worker)
         stack.wait_ready(timeout=300)

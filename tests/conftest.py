@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from reviewscore.client import Client
-from reviewscore.core.db import session_scope
 from reviewscore.core.settings import REPO_ROOT, Settings
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
@@ -215,17 +214,13 @@ def publish_models(database_url: str, models_dir: Path) -> list[Any]:
     """What `make run` does after migrating: the folder's models go to the shared registry.
     Returns (ModelInfo, new) per model."""
     from reviewscore.core.db import make_engine
-    from reviewscore.core.model_registry import publish, read_folder
+    from reviewscore.core.model_registry import publish_folder
 
     engine = make_engine(database_url)
-    published = []
     try:
-        for model in read_folder(models_dir):
-            with session_scope(engine) as session:
-                published.append(publish(session, model))
+        return publish_folder(models_dir, engine)
     finally:
         engine.dispose()
-    return published
 
 
 def start_stack(

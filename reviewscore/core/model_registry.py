@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from reviewscore.core.db import session_scope
@@ -163,11 +163,12 @@ def publish(session: Session, model: LocalModel) -> tuple[ModelInfo, bool]:
     return _info(row, model.file), True
 
 
-def publish_folder(models_dir: Path) -> list[tuple[ModelInfo, bool]]:
-    """Publishes every model folder under `models_dir` (what `make run` does at start)."""
+def publish_folder(models_dir: Path, engine: Engine | None = None) -> list[tuple[ModelInfo, bool]]:
+    """Publishes every model folder under `models_dir` (what `make run` does at start) to the
+    configured database, or to `engine`'s. Returns (model, newly published) for each."""
     published = []
     for model in read_folder(models_dir):
-        with session_scope() as session:
+        with session_scope(engine) as session:
             published.append(publish(session, model))
     return published
 
