@@ -42,6 +42,7 @@ class Config:
     quick: bool
     skip: set[str]
     baseline_models_dir: Path | None = None
+    previous_graphs: bool = True
     limit_reviews: int = 4096
     limit_batch_sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)
     limit_passes: int = 3
@@ -77,8 +78,15 @@ class Config:
             help="earlier saves of installed models (same folder layout), measured in the limit "
             "row beside them; the default model's labels are compared with its namesake's",
         )
+        p.add_argument(
+            "--no-previous-graphs",
+            action="store_true",
+            help="without --baseline-models-dir, the limit row also measures each installed "
+            "model's weights in its previous graph (built in a minute); this leaves them out",
+        )
         a = p.parse_args(argv)
         cfg = cls(a.models_dir.resolve(), a.model, a.bulk_rows, a.big_rows, a.quick, set(a.skip))
+        cfg.previous_graphs = not a.no_previous_graphs
         cfg.baseline_models_dir = a.baseline_models_dir.resolve() if a.baseline_models_dir else None
         if a.quick:
             cfg.shrink()

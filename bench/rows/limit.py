@@ -1,14 +1,16 @@
-"""Row 1, the model's own limit: every installed model (and any earlier save of one, from
---baseline-models-dir) scored in-process, compiled `model(batch)` at several batch sizes, models
+"""Row 1, the model's own limit: every installed model and its baseline (the same weights in
+the previous graph, or the saves in --baseline-models-dir) scored in-process, compiled `model(batch)` at several batch sizes, models
 alternating in each round; the worker's Scorer.score at its batch size; one review per call."""
 
 from __future__ import annotations
 
 import gc
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.config import Config
@@ -39,10 +41,22 @@ def load(info: ModelInfo, baseline: bool = False) -> Loaded:
     return Loaded(info, baseline, model, lambda batch: compiled(tf.constant(batch)).numpy())
 
 
-def models_to_measure(cfg: Config) -> list[tuple[ModelInfo, bool]]:
+def models_to_measure(cfg: Config, scratch: Path) -> list[tuple[ModelInfo, bool]]:
+    """The installed models, and each one's baseline: the saves in --baseline-models-dir, or
+    by default the same weights in the graph it had before (built into `scratch` as
+    `python -m training.benchmark --baselines` builds them), so the old and the new graph are
+    measured side by side in every run."""
     found = [(info, False) for info in local_models(cfg.models_dir)]
     if cfg.baseline_models_dir is not None:
         found += [(info, True) for info in local_models(cfg.baseline_models_dir)]
+    elif cfg.previous_graphs:
+        from training.benchmark import BASELINES, save_baselines
+
+        log("limit: building the previous graphs of the installed models (same weights)")
+        train = [text for text, _ in read_split("train")]
+        names = {old: name for name, old in BASELINES.items()}
+        for info in save_baselines(cfg.models_dir, train, scratch):
+            found.append((info.model_copy(update={"name": names[info.name]}), True))
     return found
 
 
@@ -95,7 +109,14 @@ def agreement(cfg: Config, default: Loaded, baseline: Loaded) -> Agreement:
 
 
 def measure_limit(cfg: Config, texts: list[str], default: ModelInfo) -> LimitRow:
-    loaded = [load(info, baseline) for info, baseline in models_to_measure(cfg)]
+    with tempfile.TemporaryDirectory(prefix="reviewscore-bench-baselines-") as scratch:
+        return _measure_limit(cfg, texts, default, models_to_measure(cfg, Path(scratch)))
+
+
+def _measure_limit(
+    cfg: Config, texts: list[str], default: ModelInfo, models: list[tuple[ModelInfo, bool]]
+) -> LimitRow:
+    loaded = [load(info, baseline) for info, baseline in models]
     sample = texts[: cfg.limit_reviews]
     by_batch: dict[str, dict[int, float]] = {key(m): {} for m in loaded}
     for batch in cfg.limit_batch_sizes:
