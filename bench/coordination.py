@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
+from bench.cpu import tree_cpu_seconds  # noqa: E402
 from reviewscore.core.settings import Settings  # noqa: E402
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
@@ -99,28 +100,7 @@ def postgres(tmp: Path) -> Iterator[tuple[str, int]]:
 def postgres_cpu_s(postmaster: int) -> float:
     """CPU seconds of the PostgreSQL server so far: the postmaster, its live backends and the
     backends that already exited (counted in the postmaster's children times)."""
-    main = psutil.Process(postmaster)
-    times = main.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for child in main.children(recursive=True):
-        try:
-            t = child.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-def tree_cpu_s(pid: int) -> float:
-    main = psutil.Process(pid)
-    total = 0.0
-    for proc in [main, *main.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
+    return tree_cpu_seconds(postmaster, with_exited_children=True)
 
 
 # --- the trivial model ------------------------------------------------------------------------------
@@ -304,7 +284,7 @@ class Bench:
     def _drain(self, app: Any, destination: list[str], node: Any, run: str) -> dict[str, Any]:
         job_id, upload_s = self.upload(run)
         pg_before = postgres_cpu_s(self.postmaster)
-        workers_before = tree_cpu_s(node.process.pid)
+        workers_before = tree_cpu_seconds(node.process.pid)
         started = time.perf_counter()
         app.control.add_consumer("bulk", destination=destination, reply=True)
         job = wait(
@@ -316,7 +296,7 @@ class Bench:
         )
         wall_s = time.perf_counter() - started
         pg_s = postgres_cpu_s(self.postmaster) - pg_before
-        workers_s = tree_cpu_s(node.process.pid) - workers_before
+        workers_s = tree_cpu_seconds(node.process.pid) - workers_before
         records = chunk_records(node.log_path, job_id)
         assert job["status"] == "succeeded" and job["scored"] == self.cfg.rows, job
         chunks = len(records)

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from bench.cpu import cpu_seconds
 from bench.results import CpuShare, LoadRun
 from bench.service import Service
 
@@ -59,17 +60,6 @@ def write_lua(path: Path, texts: list[str]) -> Path:
 # --- CPU shares -------------------------------------------------------------------------------
 
 
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in processes:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def _machine_busy_seconds() -> float:
     t = psutil.cpu_times()
     return float(t.user + t.nice + t.system + t.irq + t.softirq)
@@ -87,14 +77,14 @@ class _Meter:
         groups = {kind: service.processes(kind) for kind in ("api", "worker", "redis")}
         return cls(
             groups,
-            {k: _cpu_seconds(v) for k, v in groups.items()},
+            {k: cpu_seconds(v) for k, v in groups.items()},
             _machine_busy_seconds(),
             time.perf_counter(),
         )
 
     def stop(self, client_cpu_s: float) -> CpuShare:
         wall = time.perf_counter() - self.wall
-        used = {k: (_cpu_seconds(v) - self.started[k]) / wall for k, v in self.groups.items()}
+        used = {k: (cpu_seconds(v) - self.started[k]) / wall for k, v in self.groups.items()}
         return CpuShare(
             client=client_cpu_s / wall,
             api=used["api"],

@@ -86,12 +86,7 @@ class JsonLinesReviews(Reviews):
     ) -> None:
         self._first_read = False
         self._text = TextLines(
-            stream,
-            head,
-            at_eof,
-            encoding=options.encoding,
-            max_record_bytes=limits.max_row_bytes,
-            where=self._where,
+            stream, head, at_eof, limits=limits, options=options, where=self._where
         )
         self.encoding = self._text.encoding
         self._lines = self._text.lines()

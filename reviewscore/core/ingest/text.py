@@ -17,7 +17,7 @@ from reviewscore.core.ingest.detect import (
     guess_legacy,
     is_ascii_compatible,
 )
-from reviewscore.core.ingest.rows import MAX_FIELDS
+from reviewscore.core.ingest.rows import MAX_FIELDS, IngestLimits, UploadOptions
 from reviewscore.core.ingest.streams import (
     CappedLines,
     CrToLf,
@@ -37,10 +37,11 @@ class TextLines:
         head: bytes,
         at_eof: bool,
         *,
-        encoding: str | None,
-        max_record_bytes: int,
+        limits: IngestLimits,
+        options: UploadOptions,
         where: Callable[[], str],
     ) -> None:
+        encoding = options.encoding
         self.codec = codec_name(encoding) if encoding else detect_encoding(head, at_eof)
         self.encoding = display_name(self.codec)
         self.where = where
@@ -57,7 +58,7 @@ class TextLines:
         self._decoder = codecs.getincrementaldecoder(line_codec)(
             "strict" if self.exact_rows else "surrogatepass"
         )
-        self._max_record_bytes = max_record_bytes
+        self._max_record_bytes = limits.max_row_bytes
         self._lines: CappedLines | None = None
 
     def lines(self, separator: str = "") -> Iterator[str]:
