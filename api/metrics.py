@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -125,14 +126,18 @@ class RequestMetrics:
 # ---------------------------------------------------------------- rows ----
 
 
+@lru_cache
 def _redis() -> redis.Redis:
     # Its own client with short timeouts, not Celery's connection (which retries for seconds):
-    # a Redis that is down must not hold up a scrape or a DELETE.
+    # a Redis that is down must not hold up a scrape or a DELETE. One per process: its pool
+    # keeps the connection between scrapes.
     settings = get_settings()
     options: dict[str, Any] = {
         "socket_connect_timeout": 1,
         "socket_timeout": 2,
-        "retry": Retry(NoBackoff(), 0),  # redis-py would back off for seconds between tries
+        # No backoff (redis-py's would wait seconds); one more try only for a connection that
+        # died in the pool (a Redis restart), never for a Redis that does not answer in time.
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
     }
     return redis.Redis.from_url(settings.broker_url, **options)
 
@@ -153,8 +158,7 @@ def _ledgers(job_id: str | None = None) -> list[tuple[str, int, int]]:
 def add_growth(ledgers: list[tuple[str, int, int]]) -> tuple[int, int]:
     """Adds each job's growth since it was last counted; returns the totals (scored, failed)."""
     args = [str(value) for ledger in ledgers for value in ledger]
-    with _redis() as client:
-        scored, failed = client.eval(ADD_GROWTH, 2, TOTALS_KEY, COUNTED_KEY, *args)
+    scored, failed = _redis().eval(ADD_GROWTH, 2, TOTALS_KEY, COUNTED_KEY, *args)
     return int(scored or 0), int(failed or 0)
 
 
@@ -163,25 +167,25 @@ def prune_marks() -> None:
     ledger just before its delete may still be on its way to Redis, and without the mark it
     would count the job again. A job that is gone never comes back (ids are random)."""
     now = time.time()
-    with _redis() as client:
-        marked = [k.decode() if isinstance(k, bytes) else str(k) for k in client.hkeys(COUNTED_KEY)]
-        for start in range(0, len(marked), PRUNE_BATCH):
-            batch = marked[start : start + PRUNE_BATCH]
-            with session_scope(readonly=True) as session:
-                alive = set(session.scalars(select(Job.id).where(Job.id.in_(batch))))
-            gone = [job_id for job_id in batch if job_id not in alive]
-            if not gone:
-                continue
-            since = client.hmget(GONE_KEY, gone)
-            expired = [
-                j for j, t in zip(gone, since, strict=True) if t and now - float(t) > GONE_GRACE_S
-            ]
-            for job_id, seen in zip(gone, since, strict=True):
-                if seen is None:
-                    client.hsetnx(GONE_KEY, job_id, now)
-            if expired:
-                client.hdel(COUNTED_KEY, *expired)
-                client.hdel(GONE_KEY, *expired)
+    client = _redis()
+    marked = [k.decode() if isinstance(k, bytes) else str(k) for k in client.hkeys(COUNTED_KEY)]
+    for start in range(0, len(marked), PRUNE_BATCH):
+        batch = marked[start : start + PRUNE_BATCH]
+        with session_scope(readonly=True) as session:
+            alive = set(session.scalars(select(Job.id).where(Job.id.in_(batch))))
+        gone = [job_id for job_id in batch if job_id not in alive]
+        if not gone:
+            continue
+        since = client.hmget(GONE_KEY, gone)
+        expired = [
+            j for j, t in zip(gone, since, strict=True) if t and now - float(t) > GONE_GRACE_S
+        ]
+        for job_id, seen in zip(gone, since, strict=True):
+            if seen is None:
+                client.hsetnx(GONE_KEY, job_id, now)
+        if expired:
+            client.hdel(COUNTED_KEY, *expired)
+            client.hdel(GONE_KEY, *expired)
 
 
 def count_rows_before_delete(job_id: str) -> None:
@@ -229,9 +233,9 @@ def render() -> tuple[bytes, str]:
         prune_marks()
         # Through this module's client (short timeouts, no retries), not Celery's connection,
         # which retries for seconds: a hung Redis must not hold up the scrape.
-        with _redis() as client:
-            for queue in (BULK_QUEUE, SINGLES_QUEUE):
-                depth.labels(queue).set(sum(int(client.llen(n)) for n in priority_lists(queue)))
+        client = _redis()
+        for queue in (BULK_QUEUE, SINGLES_QUEUE):
+            depth.labels(queue).set(sum(int(client.llen(n)) for n in priority_lists(queue)))
     except Exception:  # noqa: BLE001
         # Redis down: leave the counters and depths out (a 0 would read as a counter reset).
         log.warning("Redis figures left out of this scrape", exc_info=True)

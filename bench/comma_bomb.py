@@ -25,8 +25,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.service import publish  # noqa: E402
 from reviewscore.core.migrate import upgrade  # noqa: E402
+from reviewscore.core.model_registry import publish_folder  # noqa: E402
 from reviewscore.core.settings import Settings  # noqa: E402
 from reviewscore.shell.runner import Stack  # noqa: E402
 
@@ -101,7 +101,7 @@ def main() -> None:
         redis_url="",
     )
     upgrade(settings.database_url)
-    publish(settings.database_url, REPO / "models")  # uploads name a published model
+    publish_folder(REPO / "models", settings.database_url)  # uploads name a published model
     stack = Stack(settings, extra_env={"REVIEWSCORE_API_PORT": str(port)})
     try:
         stack.start(flower=False, beat=False, workers=0)

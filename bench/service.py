@@ -101,17 +101,6 @@ def wait_models_loaded(stack: Stack, processes: int, timeout: float) -> None:
     stack.wait_until("models in every pool process", lambda: loaded() >= processes, timeout)
 
 
-def publish(database_url: str, models_dir: Path) -> None:
-    from reviewscore.core.db import make_engine
-    from reviewscore.core.model_registry import publish_folder
-
-    engine = make_engine(database_url)
-    try:
-        publish_folder(models_dir, engine)
-    finally:
-        engine.dispose()
-
-
 @contextmanager
 def running_service(
     cfg: Config,
@@ -124,6 +113,7 @@ def running_service(
     singles_worker: bool = False,
 ) -> Iterator[Service]:
     from reviewscore.core.migrate import upgrade
+    from reviewscore.core.model_registry import publish_folder
 
     # None: the product's default (one pool process per core).
     concurrency = concurrency or Settings().worker_processes
@@ -151,7 +141,7 @@ def running_service(
     stack = Stack(settings, extra_env=full_env)
     try:
         upgrade(database_url)
-        publish(database_url, cfg.models_dir)  # what `make run` does: workers load from it
+        publish_folder(cfg.models_dir, database_url)  # as `make run` does: workers load from it
         started = time.perf_counter()
         stack.start(flower=False, beat=True, workers=workers, singles_worker=singles_worker)
         stack.wait_ready(timeout=300)

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from reviewscore.client import Client
+from reviewscore.core.model_registry import publish_folder
 from reviewscore.core.settings import REPO_ROOT, Settings
 
 IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
@@ -108,7 +109,7 @@ def database_templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
 
     path = tmp_path_factory.mktemp("template") / "template.db"
     upgrade(f"sqlite:///{path}")
-    publish_models(f"sqlite:///{path}", stub_model_folder(tmp_path_factory))
+    publish_folder(stub_model_folder(tmp_path_factory), f"sqlite:///{path}")
     return {"sqlite": str(path)}
 
 
@@ -152,7 +153,7 @@ def _postgres_template(
             conn.execute(text("CREATE DATABASE rs_template"))
         admin.dispose()
         upgrade(_with_database(server, "rs_template"))
-        publish_models(_with_database(server, "rs_template"), stub_model_folder(tmp_path_factory))
+        publish_folder(stub_model_folder(tmp_path_factory), _with_database(server, "rs_template"))
         templates["postgres"] = server
     return templates["postgres"]
 
@@ -210,19 +211,6 @@ class RunningStack:
         return self.client.wait(job_id, poll=0.25, timeout=timeout)
 
 
-def publish_models(database_url: str, models_dir: Path) -> list[Any]:
-    """What `make run` does after migrating: the folder's models go to the shared registry.
-    Returns (ModelInfo, new) per model."""
-    from reviewscore.core.db import make_engine
-    from reviewscore.core.model_registry import publish_folder
-
-    engine = make_engine(database_url)
-    try:
-        return publish_folder(models_dir, engine)
-    finally:
-        engine.dispose()
-
-
 def start_stack(
     var_dir: Path, database_url: str, models_dir: Path, extra_env: dict[str, str] | None = None
 ) -> RunningStack:
@@ -248,7 +236,7 @@ def start_stack(
         redis_url="",
     )
     upgrade(database_url)
-    publish_models(database_url, models_dir)
+    publish_folder(models_dir, database_url)  # what `make run` does after migrating
     stack = Stack(settings, extra_env=env)
     try:
         stack.start(flower=False, beat=True)

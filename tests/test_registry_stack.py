@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from reviewscore.core.model_registry import publish_folder
 from tests.conftest import (
     RunningStack,
-    publish_models,
     sample_reviews,
     sqlite_stack,
     wait_for,
@@ -73,7 +73,7 @@ def test_a_new_save_reaches_new_jobs_without_a_restart_and_old_jobs_keep_theirs(
     before = stack.wait_job(stack.client.upload(path, id_column="id")["id"])
     default = before["model"]
     saves = resave(models_dir, default, tmp_path / "saves")
-    [(new, is_new)] = publish_models(stack.settings.database_url, saves)  # `models publish`
+    [(new, is_new)] = publish_folder(saves, stack.settings.database_url)  # `models publish`
     assert is_new and new.version != before["model_version"]
     after = stack.wait_job(stack.client.upload(path, id_column="id")["id"])
     assert (after["model_version"], after["scored"], after["failed"]) == (new.version, 200, 0)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reviewscore.core.db import session_scope
+from reviewscore.core.db import make_engine, session_scope
 from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.schema import ModelVersion
 
@@ -163,14 +163,22 @@ def publish(session: Session, model: LocalModel) -> tuple[ModelInfo, bool]:
     return _info(row, model.file), True
 
 
-def publish_folder(models_dir: Path, engine: Engine | None = None) -> list[tuple[ModelInfo, bool]]:
+def publish_folder(
+    models_dir: Path, database_url: str | None = None
+) -> list[tuple[ModelInfo, bool]]:
     """Publishes every model folder under `models_dir` (what `make run` does at start) to the
-    configured database, or to `engine`'s. Returns (model, newly published) for each."""
-    published = []
-    for model in read_folder(models_dir):
-        with session_scope(engine) as session:
-            published.append(publish(session, model))
-    return published
+    configured database, or to the one at `database_url` (as `migrate.upgrade` takes it).
+    Returns (model, newly published) for each."""
+    engine = make_engine(database_url) if database_url else None
+    try:
+        published = []
+        for model in read_folder(models_dir):
+            with session_scope(engine) as session:
+                published.append(publish(session, model))
+        return published
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 # --- resolving ----------------------------------------------------------------------------------
