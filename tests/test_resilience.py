@@ -660,15 +660,17 @@ def test_a_chunk_scored_for_over_three_leases_keeps_its_worker_and_fails_no_row(
     """Scoring that outlasts the lease several times (a slower model: the test-only
     REVIEWSCORE_SCORE_DELAY_S adds 10 s to each chunk, spent in slices with the heartbeat
     between them, against a 3 s lease and a sweep every second): the worker keeps renewing its
-    lease, so the sweeper never hands the chunk to anyone else and no row is given up."""
+    lease, so the sweeper never hands the chunk to the other, idle pool process (without the
+    heartbeat it does, three times, and the rows are given up) and no row fails."""
     env = {
         "REVIEWSCORE_CHUNK_LEASE_S": "3",
         "REVIEWSCORE_SCORE_DELAY_S": "10",
         "REVIEWSCORE_SWEEP_INTERVAL_S": "1",
         "REVIEWSCORE_CHUNK_SIZE": "100",
+        "REVIEWSCORE_WORKER_CONCURRENCY": "2",  # one process scores; the other could steal
     }
     with sqlite_stack(tmp_path / "var", models_dir, env) as stack:
-        rows = sample_reviews(200, seed=1108)
+        rows = sample_reviews(100, seed=1108)  # one chunk
         started = time.monotonic()
         job_id = upload_rows(stack, rows, tmp_path / "long.csv")
         job = stack.wait_job(job_id, timeout=240)
@@ -681,7 +683,7 @@ def test_a_chunk_scored_for_over_three_leases_keeps_its_worker_and_fails_no_row(
         f"max attempts per chunk {counts['max_attempts']}",
         counts,
     )
-    assert (job["status"], job["scored"], job["failed"]) == ("succeeded", 200, 0)
+    assert (job["status"], job["scored"], job["failed"]) == ("succeeded", 100, 0)
     assert counts["max_attempts"] == 1, "the sweeper took a chunk from a worker still scoring it"
     assert "no longer ours" not in worker_log
 
