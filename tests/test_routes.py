@@ -463,3 +463,15 @@ def test_a_preview_reads_the_first_mib_and_stores_nothing(api: TestClient) -> No
     )
     assert refused.status_code == 422 and "Excel workbook" in refused.json()["detail"]
     assert api.get("/v1/jobs").json()["total"] == 0
+
+
+def test_each_operation_is_listed_under_exactly_one_tag_in_the_openapi_page(
+    api: TestClient,
+) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    tags = {
+        (method.upper(), path): operation.get("tags", [])
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+    }
+    assert {op: t for op, t in tags.items() if len(t) != 1} == {}

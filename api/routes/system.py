@@ -135,11 +135,11 @@ async def readyz() -> Response:
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
-# Everything under /v1 needs a key in production, the model list included.
+# Everything under /v1 needs a key in production, the model list included. No tags of its own:
+# FastAPI adds a route's tags to its router's, which listed it twice on /docs.
 @router.get(
     "/v1/models",
     response_model=ModelList,
-    tags=["models"],
     dependencies=[Depends(current_key_id)],
     responses=error_responses(),
 )
