@@ -54,6 +54,12 @@ class BadRequestError(ReviewscoreError):
     status_code = 422
 
 
+class URLRefusedError(ReviewscoreError):
+    """A URL given to the service is outside REVIEWSCORE_URL_ALLOW, or its host is private."""
+
+    status_code = 422
+
+
 class ServiceUnavailableError(ReviewscoreError):
     status_code = 503
 

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # `reviewscore run`: how long a stop waits for workers to finish their chunk.
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 60.0
 
+    # URLs the service may fetch from or send to (reviewscore/core/urls.py): comma-separated
+    # prefixes; empty = every URL refused. file:// URLs only under these folders.
+    url_allow: str = ""
+    url_file_dirs: str = ""
+
     chunk_max_attempts: Annotated[int, Field(ge=1)] = 3
     # A running chunk whose worker went silent this long is handed to another worker.
     chunk_lease_s: float = 300.0
