@@ -127,6 +127,24 @@ def test_jsonl_gz_reads_with_no_option(imdb: list[dict[str, str]]) -> None:
     assert ids_and_texts(reader) == [(r["id"], r["text"]) for r in rows]
 
 
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzipped"])
+def test_jsonl_over_the_record_cap_in_total_is_read_whole(
+    imdb: list[dict[str, str]], compress: bool
+) -> None:
+    # The record cap (1 MiB here) bounds one line; ~2.7 KB lines adding up to > 2 MiB must all
+    # be read, not refused at the line that crosses byte 1,048,576 of the file.
+    rows = [
+        {"review_id": str(i), "text": (r["text"] * 3)[:2700]}
+        for i, r in enumerate(sample(imdb, 900, seed=7))
+    ]
+    data = jsonl(rows)
+    assert len(data) > 2 * 1024 * 1024
+    reader = read(gzip.compress(data) if compress else data)
+    parsed = list(reader)
+    assert [r.error for r in parsed if r.error] == []
+    assert len(parsed) == len(rows)
+
+
 def test_jsonl_numbers_as_ids_keep_their_exact_characters() -> None:
     data = b'{"id": -1, "text": "a"}\n{"id": 1.50, "text": "b"}\n{"id": "+44", "text": "c"}\n'
     assert [r.ext_id for r in read(data)] == ["-1", "1.50", "+44"]

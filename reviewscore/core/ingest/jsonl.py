@@ -89,7 +89,7 @@ class JsonLinesReviews(Reviews):
             stream, head, at_eof, limits=limits, options=options, where=self._where
         )
         self.encoding = self._text.encoding
-        self._lines = self._text.lines()
+        self._lines = self._records(self._text.lines())
         self._checks = RowChecks(limits, None)
         self._first = self._read_first()
         self._first_read = True
@@ -131,6 +131,12 @@ class JsonLinesReviews(Reviews):
         if not self._first_read:
             return "line 1"
         return f"data row {self._checks.rows + 1:,}"
+
+    def _records(self, lines: Iterator[str]) -> Iterator[str]:
+        """The lines, each its own record: the cap is on one line, never on the file so far."""
+        for line in lines:
+            self._text.new_record()
+            yield line
 
     def _read_first(self) -> dict[str, Any]:
         for line in self._lines:
