@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Enum,
@@ -161,6 +162,10 @@ class Job(Base):
     encoding: Mapped[str | None] = mapped_column(String(64))
     delimiter: Mapped[str | None] = mapped_column(String(8))
     keep_columns: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    # Set for a job uploaded in parts (core/parts.py): the options every part is read with.
+    part_options: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The part count `complete` was called with; the upload is closed from then on.
+    parts_total: Mapped[int | None] = mapped_column(Integer)
     # Known once the upload has finished; until then the job cannot complete. The counts of
     # rows received, scored and failed are not kept here: they are summed from the chunks, so
     # no worker ever writes (and locks) the job's row to count its chunk.
@@ -196,6 +201,29 @@ class Job(Base):
     @property
     def finished(self) -> bool:
         return JobStatus(self.status).is_final
+
+
+class PartState(StrEnum):
+    storing = "storing"
+    stored = "stored"
+
+
+class JobPart(Base):
+    """One numbered part of an upload in parts: while `storing`, the request that claimed it
+    is parsing it (its heartbeat `updated_at` moves); once `stored`, its bytes' sha256 and its
+    rows are known and a resend of the same bytes stores nothing."""
+
+    __tablename__ = "job_parts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[PartState] = mapped_column(_stored_as_text(PartState))
+    # Which request holds a `storing` part, so a request that lost it never marks it stored.
+    token: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
 
 
 class InputRow(Base):
