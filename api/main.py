@@ -21,7 +21,7 @@ from starlette.routing import Match
 
 from api import docs, errors, ui
 from api.metrics import RequestMetrics
-from api.routes import jobs, score, system
+from api.routes import jobs, parts, score, system
 from api.schemas import ErrorBody
 from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.settings import Environment, get_settings
@@ -157,6 +157,7 @@ def create_app() -> FastAPI:
     app.include_router(system.router)
     app.include_router(score.router)
     app.include_router(jobs.router)
+    app.include_router(parts.router)
     app.include_router(ui.router)
     app.include_router(docs.router)
     return app

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
 from api.worker_models import WorkerModelState
-from reviewscore.core.schema import JobStatus
+from reviewscore.core.schema import JobStatus, PartState
 
 
 class ScoreRequest(BaseModel):
@@ -85,6 +85,12 @@ class JobView(BaseModel):
     keep_columns: list[str] | None = Field(
         None, description="input columns copied next to the scores in the results"
     )
+    in_parts: bool = Field(
+        False, description="uploaded in parts (POST /v1/jobs?parts=true); see GET .../parts"
+    )
+    parts_total: int | None = Field(
+        None, description="the part count the upload in parts was completed with"
+    )
     total: int | None = Field(
         validation_alias="total_rows", description="rows in the job; null while uploading"
     )
@@ -157,6 +163,39 @@ class PreviewView(BaseModel):
     error: str | None = Field(
         description="what stopped the sample short (a bad row, a file sent cut short), if anything"
     )
+
+
+class PartView(BaseModel):
+    """One part of an upload in parts, as stored (or being stored)."""
+
+    number: int
+    state: PartState
+    rows: int = Field(description="rows stored from the part (0 while storing)")
+    sha256: str | None = Field(description="of the part's bytes as sent; null while storing")
+    size_bytes: int | None
+
+
+class StoredPartView(BaseModel):
+    number: int
+    state: Literal["stored"] = "stored"
+    rows: int
+    sha256: str
+    size_bytes: int
+    already_stored: bool = Field(
+        description="true when the same bytes were stored before: nothing was stored again"
+    )
+
+
+class PartList(BaseModel):
+    job_id: str
+    parts: list[PartView]
+    parts_total: int | None = Field(
+        description="the count `complete` was called with; null until the upload is complete"
+    )
+
+
+class CompleteRequest(BaseModel):
+    parts: int = Field(ge=1, le=10_000, description="the number of parts, numbered 1..parts")
 
 
 class JobList(BaseModel):

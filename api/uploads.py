@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from api.errors import BusyError
 from api.multipart import BodyReader, MultipartFileReader
+from reviewscore.core import part_uploads
 from reviewscore.core.celery_app import enqueue_chunk
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, UnsupportedMediaError, UploadInterruptedError
@@ -276,3 +277,38 @@ def receive_preview(body: RequestBodyStream, content_type: str, query: UploadQue
     and the body is read only as far as needed."""
     source = open_upload(body, content_type, query)
     return preview_upload(source.reader, source.options, settings=get_settings())  # type: ignore[arg-type]
+
+
+def create_parts_job(query: UploadQuery, owner: int | None) -> str:
+    """A job that takes its file in parts (PUT /v1/jobs/{id}/parts/{n}), read with these
+    options; blocking: run it in a worker thread."""
+    settings = get_settings()
+    with session_scope(readonly=True) as session:
+        model = get_model(session, query.model, settings.default_model)
+    given = {k: v for k, v in query.model_dump().items() if v}
+    return part_uploads.create_parts_job(_options(given, None), model=model, owner_key_id=owner)
+
+
+def receive_part(
+    body: RequestBodyStream,
+    content_type: str,
+    job_id: str,
+    number: int,
+    owner: int | None,
+) -> part_uploads.StoredPart:
+    """Stores one part from a raw request body (blocking: run it in a worker thread)."""
+    ctype, _ = parse_options_header(content_type)
+    if ctype == b"multipart/form-data":
+        raise UnsupportedMediaError(
+            "a part is sent as the raw body (any type but multipart/form-data, e.g. "
+            "application/octet-stream): it is a piece of the file itself"
+        )
+    return part_uploads.store_part(
+        BodyReader(body.pull),  # type: ignore[arg-type]
+        job_id,
+        number,
+        content_type=content_type or None,
+        settings=get_settings(),
+        enqueue=enqueue_chunk,
+        owner_key_id=owner,
+    )

@@ -26,13 +26,14 @@ from api.uploads import (
     OPTION_NAMES,
     RequestBodyStream,
     UploadQuery,
+    create_parts_job,
     receive_preview,
     receive_upload,
     upload_slot,
 )
 from reviewscore.core import jobs, results
 from reviewscore.core.db import session_scope
-from reviewscore.core.errors import JobStateError
+from reviewscore.core.errors import BadUploadError, JobStateError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
@@ -74,13 +75,38 @@ UPLOAD_BODY = {
     status_code=202,
     response_model=JobView,
     description=UPLOAD_DOC,
-    responses=error_responses(400, 408, 409, 413, 415, 422, 503),
+    responses={
+        201: {"model": JobView, "description": "a job in parts (parts=true), uploading"},
+        **error_responses(400, 408, 409, 413, 415, 422, 503),
+    },
     # The body is streamed by hand, so FastAPI cannot infer it: document it here.
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def create_job(
-    request: Request, owner: Owner, query: Annotated[UploadQuery, Query()]
+    request: Request,
+    response: Response,
+    owner: Owner,
+    query: Annotated[UploadQuery, Query()],
+    parts: Annotated[
+        bool,
+        Query(
+            description="create the job with no body, to send its file in parts (PUT "
+            "/v1/jobs/{id}/parts/{n}, then POST /v1/jobs/{id}/complete): answers 201"
+        ),
+    ] = False,
 ) -> JobView:
+    if parts:
+        if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in (
+            request.headers
+        ):
+            raise BadUploadError(
+                "a job in parts is created with no body: send the file as its parts, "
+                "PUT /v1/jobs/{id}/parts/1, 2, ...",
+                400,
+            )
+        job_id = await anyio.to_thread.run_sync(create_parts_job, query, owner)
+        response.status_code = 201
+        return await anyio.to_thread.run_sync(view, job_id, owner)
     # The body arrives on the event loop; parsing and SQL run in a thread of the uploads' own
     # pool (see api/uploads.py upload_slot), never in the one every `def` route waits on.
     async with upload_slot() as threads:

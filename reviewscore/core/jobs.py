@@ -24,6 +24,7 @@ from reviewscore.core.schema import (
     ChunkStatus,
     InputRow,
     Job,
+    JobPart,
     JobStatus,
     Result,
 )
@@ -36,7 +37,7 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def _label(value: str | None, size: int = 255) -> str | None:
+def label(value: str | None, size: int = 255) -> str | None:
     # Names that come from the request (file name, column names) only label the job: drop NULs
     # (PostgreSQL text refuses them) and cut to the column's width (PostgreSQL enforces it).
     return None if value is None else value.replace("\x00", "")[:size]
@@ -61,9 +62,9 @@ def create_job(
         status=JobStatus.uploading,
         model_name=model_name,
         model_version=model_version,
-        filename=_label(filename),
-        text_column=_label(text_column),
-        id_column=_label(id_column),
+        filename=label(filename),
+        text_column=label(text_column),
+        id_column=label(id_column),
         owner_key_id=owner_key_id,
         input_format=input_format,
         encoding=encoding,
@@ -211,4 +212,5 @@ def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     session.execute(delete(Result).where(Result.job_id == job_id))
     session.execute(delete(InputRow).where(InputRow.job_id == job_id))
     session.execute(delete(Chunk).where(Chunk.job_id == job_id))
+    session.execute(delete(JobPart).where(JobPart.job_id == job_id))
     session.execute(delete(Job).where(Job.id == job_id))

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ class PartsMissingError(JobStateError):
 @dataclass(frozen=True)
 class PartView:
     number: int
-    state: str
+    state: PartState
     rows: int
     sha256: str | None
     size_bytes: int | None
@@ -157,16 +157,18 @@ def drop(job_id: str, number: int, token: str) -> None:
         ).first()
         if owned is None:
             return
+        # Chunks first: deleting them waits for (and then fences off) a worker completing one,
+        # so no result of the part can be written after its results are deleted.
+        session.execute(
+            delete(Chunk).where(
+                Chunk.job_id == job_id, Chunk.seq >= seq_lo, Chunk.seq < seq_lo + PART_STRIDE
+            )
+        )
         in_part = and_(Result.row_num > lo, Result.row_num <= hi)
         session.execute(delete(Result).where(Result.job_id == job_id, in_part))
         session.execute(
             delete(InputRow).where(
                 InputRow.job_id == job_id, InputRow.row_num > lo, InputRow.row_num <= hi
-            )
-        )
-        session.execute(
-            delete(Chunk).where(
-                Chunk.job_id == job_id, Chunk.seq >= seq_lo, Chunk.seq < seq_lo + PART_STRIDE
             )
         )
         session.execute(
@@ -267,7 +269,7 @@ def idle_parts_jobs(ttl_s: float) -> list[str]:
                 select(Job.id).where(
                     Job.part_options.is_not(None),
                     Job.upload_finished_at.is_(None),
-                    or_(Job.status == JobStatus.uploading, Job.status == JobStatus.cancelled),
+                    Job.status == JobStatus.uploading,
                     Job.created_at < db_now_plus(-ttl_s),
                     ~recent,
                 )

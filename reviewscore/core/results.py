@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import case, func, null, select
 from sqlalchemy.orm import Session
 
+from reviewscore.core import parts
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.schema import InputRow, Job, Result
@@ -52,6 +53,9 @@ def iter_results(
     last = 0
     # Without kept columns a constant NULL stands in, so the JSON column is not read at all.
     extra_column: Any = InputRow.extra if with_extra else null()
+    with session_scope(readonly=True) as session:
+        # A job in parts numbers its rows by part (core/parts.py): ids are their ordinals.
+        offsets = parts.ordinal_offsets(session, job_id)
     while True:
         with session_scope(readonly=True) as session:
             page = session.execute(
@@ -81,7 +85,7 @@ def iter_results(
         for row_num, ext_id, in_error, p, truncated, version, error, extra in page:
             has_result = version is not None
             yield ResultLine(
-                id=ext_id if ext_id is not None else str(row_num),
+                id=ext_id if ext_id is not None else parts.default_id(row_num, offsets),
                 p_positive=p,
                 label=label_of(p),
                 model_version=version,

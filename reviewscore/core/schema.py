@@ -202,6 +202,10 @@ class Job(Base):
     def finished(self) -> bool:
         return JobStatus(self.status).is_final
 
+    @property
+    def in_parts(self) -> bool:
+        return self.part_options is not None
+
 
 class PartState(StrEnum):
     storing = "storing"

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # A queued chunk still untouched this long while the queue is empty lost its message.
     queued_grace_s: float = 120.0
     upload_stall_s: float = 300.0
+    # An upload in parts nothing was sent to for this long, never completed, ends failed.
+    parts_upload_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     sweep_interval_s: float = 30.0
     job_retention_days: float = 30.0
 

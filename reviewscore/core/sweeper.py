@@ -12,12 +12,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, exists, not_, select, tuple_, update
+from sqlalchemy import and_, exists, not_, or_, select, tuple_, update
 
-from reviewscore.core import jobs
+from reviewscore.core import jobs, parts
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope, single_statement
-from reviewscore.core.schema import Chunk, ChunkStatus, Job, JobStatus
+from reviewscore.core.schema import Chunk, ChunkStatus, Job, JobPart, JobStatus, PartState
 from reviewscore.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,12 @@ def stalled_uploads(stall_s: float) -> list[str]:
             session.execute(
                 select(Job.id).where(
                     Job.upload_finished_at.is_(None),
-                    Job.status.in_([JobStatus.uploading, JobStatus.cancelled]),
+                    # A job in parts is open until `complete`, between parts too: its idle
+                    # end is parts.idle_parts_jobs's (REVIEWSCORE_PARTS_UPLOAD_TTL_S).
+                    or_(
+                        Job.status == JobStatus.cancelled,
+                        and_(Job.status == JobStatus.uploading, Job.part_options.is_(None)),
+                    ),
                     Job.created_at < db_now_plus(-stall_s),
                     not_(recent_chunk),
                 )
@@ -99,6 +104,33 @@ def close_stalled_upload(job_id: str) -> None:
             error=(
                 f"{jobs.UPLOAD_INTERRUPTED}: no data arrived for a while; the {received:,} rows "
                 "received before the cut were kept and scored"
+            ),
+        )
+    jobs.try_complete(job_id)
+
+
+def close_idle_parts_upload(job_id: str, ttl_s: float) -> None:
+    """A job in parts that nothing was sent to for `ttl_s` and never completed: parts left
+    half-stored by a request that died are dropped, and the job ends failed once the parts
+    it stored are scored."""
+    with session_scope(readonly=True) as session:
+        storing = session.execute(
+            select(JobPart.number, JobPart.token).where(
+                JobPart.job_id == job_id, JobPart.state == PartState.storing
+            )
+        ).all()
+    for number, token in storing:
+        parts.drop(job_id, number, token)
+    with session_scope() as session:
+        received = jobs.get_job(session, job_id).received_rows
+        jobs.finish_upload(
+            session,
+            job_id,
+            error=(
+                f"{jobs.UPLOAD_INTERRUPTED}: the upload in parts was not completed (POST "
+                f"/v1/jobs/{{id}}/complete) within {ttl_s:,.0f} s of its last part "
+                f"(REVIEWSCORE_PARTS_UPLOAD_TTL_S); the {received:,} rows of its stored parts "
+                "were kept and scored"
             ),
         )
     jobs.try_complete(job_id)
@@ -180,6 +212,16 @@ def sweep(
         ids = stalled_uploads(settings.upload_stall_s)
         report.stalled = _each(report, "closing the stalled upload", ids, close_stalled_upload)
 
+    def idle_parts() -> None:
+        ttl = settings.parts_upload_ttl_s
+        ids = parts.idle_parts_jobs(ttl)
+        report.stalled += _each(
+            report,
+            "closing the idle upload in parts",
+            ids,
+            lambda j: close_idle_parts_upload(j, ttl),
+        )
+
     def completed() -> None:
         ids = [job_id for job_id in uncompleted_jobs() if jobs.try_complete(job_id)]
         report.completed = ids
@@ -192,6 +234,7 @@ def sweep(
         ("re-queueing expired leases", expired),
         ("re-queueing lost messages", lost),
         ("closing stalled uploads", stalled),
+        ("closing idle uploads in parts", idle_parts),
         ("completing finished jobs", completed),
         ("purging old jobs", purged),
     ):

@@ -99,11 +99,19 @@ class ChunkWriter:
     """Buffers parsed rows and stores them chunk by chunk: each chunk is committed, then queued,
     so scoring starts while the upload still streams."""
 
-    def __init__(self, job_id: str, chunk_size: int, enqueue: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        chunk_size: int,
+        enqueue: Callable[[str, int], None],
+        *,
+        first_seq: int = 0,
+    ) -> None:
         self.job_id = job_id
         self.chunk_size = chunk_size
         self.enqueue = enqueue
-        self.seq = 0
+        # A part of an upload in parts numbers its chunks from its own range (core/parts.py).
+        self.seq = first_seq
         self.stored = 0
         self.buffer: list[ParsedRow] = []
 
