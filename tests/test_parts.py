@@ -158,9 +158,7 @@ def test_a_refused_part_leaves_the_job_and_its_other_parts_as_they_were(
         assert "nothing of it was kept" in refused.json()["detail"]
         state = http.get(f"/v1/jobs/{job['id']}").json()
         assert state["received"] == 40 and state["status"] != "failed"
-        assert [p["number"] for p in http.get(f"/v1/jobs/{job['id']}/parts").json()["parts"]] == [
-            1
-        ]
+        assert [p["number"] for p in http.get(f"/v1/jobs/{job['id']}/parts").json()["parts"]] == [1]
         fixed = csv_part(rows[40:90], ["n", "text"])
         assert http.put(f"/v1/jobs/{job['id']}/parts/2", content=fixed).status_code == 201
         assert http.post(f"/v1/jobs/{job['id']}/complete", json={"parts": 2}).status_code == 200
@@ -196,9 +194,7 @@ def test_parts_spread_over_two_api_processes_at_once(service: RunningStack) -> N
 def test_parts_need_a_job_created_for_them(service: RunningStack) -> None:
     with service.http() as http:
         body = csv_part(numbered(5), ["n", "text"])
-        job = http.post(
-            "/v1/jobs", content=body, headers={"Content-Type": "text/csv"}
-        ).json()
+        job = http.post("/v1/jobs", content=body, headers={"Content-Type": "text/csv"}).json()
         refused = http.put(f"/v1/jobs/{job['id']}/parts/1", content=body)
         assert refused.status_code == 409 and "not created for parts" in refused.json()["detail"]
         with_body = http.post("/v1/jobs", params={"parts": "true"}, content=body)

@@ -128,3 +128,50 @@ def test_a_job_whose_completion_was_missed_is_completed() -> None:
         chunks.complete_chunk(s, work, f.results_for(work))
     assert run_sweep()[0].completed == [job_id]
     assert f.job(job_id).status is JobStatus.succeeded
+
+
+def parts_job_with_a_dead_part() -> str:
+    """A job in parts with part 1 stored and part 2 claimed by a request that died."""
+    import io
+
+    from reviewscore.core import part_uploads, parts
+    from reviewscore.core.ingest import UploadOptions
+    from reviewscore.core.model_registry import ModelInfo
+
+    model = ModelInfo(name="stub", version="stub-1", architecture="stub")
+    job_id = part_uploads.create_parts_job(UploadOptions(), model=model)
+    body = b"text\n" + b"".join(b"review %d\n" % i for i in range(30))
+    part_uploads.store_part(
+        io.BytesIO(body), job_id, 1, content_type=None, settings=get_settings(), enqueue=noop
+    )
+    parts.claim(job_id, 2, stale_s=30)
+    return job_id
+
+
+def noop(job_id: str, seq: int) -> None:
+    pass
+
+
+def test_an_upload_in_parts_waits_for_its_next_part_past_the_stall_time() -> None:
+    job_id = parts_job_with_a_dead_part()
+    age(Job, "created_at", get_settings().upload_stall_s + 1, id=job_id)
+    age(Chunk, "created_at", get_settings().upload_stall_s + 1, job_id=job_id)
+    report, _ = run_sweep()
+    assert report.stalled == []
+    assert f.job(job_id).status is JobStatus.uploading
+
+
+def test_an_upload_in_parts_idle_past_its_ttl_ends_failed_with_its_stored_parts_scored() -> None:
+    from reviewscore.core.schema import JobPart
+
+    job_id = parts_job_with_a_dead_part()
+    ttl = get_settings().parts_upload_ttl_s
+    age(Job, "created_at", ttl + 1, id=job_id)
+    age(JobPart, "updated_at", ttl + 1, job_id=job_id)
+    report, _ = run_sweep()
+    assert report.stalled == [job_id]
+    job = f.job(job_id)
+    assert job.total_rows == 30 and "REVIEWSCORE_PARTS_UPLOAD_TTL_S" in (job.error or "")
+    with session_scope(readonly=True) as session:
+        left = session.execute(select(JobPart.number).where(JobPart.job_id == job_id)).all()
+    assert [n for (n,) in left] == [1], "the dead request's part is dropped"

@@ -79,8 +79,9 @@ UPLOAD_BODY = {
         201: {"model": JobView, "description": "a job in parts (parts=true), uploading"},
         **error_responses(400, 408, 409, 413, 415, 422, 503),
     },
-    # The body is streamed by hand, so FastAPI cannot infer it: document it here.
-    openapi_extra={"requestBody": UPLOAD_BODY},
+    # The body is streamed by hand, so FastAPI cannot infer it: document it here. It is left
+    # out for a job in parts (parts=true).
+    openapi_extra={"requestBody": UPLOAD_BODY | {"required": False}},
 )
 async def create_job(
     request: Request,
