@@ -40,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
+from bench import ingest  # noqa: E402
 from bench.cpu import tree_cpu_seconds  # noqa: E402
 from reviewscore.core.settings import Settings  # noqa: E402
 
@@ -217,6 +218,30 @@ class Bench:
         self.stack.start_redis()
         self.stack.spawn("api", self.stack.api_args())
         wait("the API", lambda: httpx.get(self.url + "/healthz", timeout=2).is_success, 120)
+
+    def ingest(self) -> list[dict[str, Any]]:
+        """Single stream against parts (bench/ingest.py), before any worker node exists."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        args = self.stack.api_args()
+        args[args.index("--port") + 1] = str(port)
+        second = self.stack.spawn("api2", args)
+        url2 = f"http://127.0.0.1:{port}"
+        try:
+            wait("the second API", lambda: httpx.get(url2 + "/healthz", timeout=2).is_success, 120)
+            body = csv_bytes(self.texts, self.cfg.rows, "ingest")
+            first_pid = self.stack.children["api"].process.pid
+            return ingest.measure(
+                self.url,
+                first_pid,
+                (url2, second.process.pid),
+                self.postmaster,
+                body,
+                self.cfg.rows,
+            )
+        finally:
+            self.stack.stop_child("api2")
 
     def celery(self) -> Any:
         from reviewscore.core.celery_app import make_celery
@@ -505,16 +530,27 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 bench.start()
                 writes = result_writes(cfg, url, postmaster)
+                ingest_runs = bench.ingest()
                 runs = [bench.run(n) for n in cfg.workers]
             finally:
                 bench.stop()
-    text = report(cfg, runs, writes)
+    text = (
+        report(cfg, runs, writes)
+        + "\n"
+        + "\n".join(ingest.table(ingest_runs, MODEL_REVIEWS_PER_CORE_S))
+    )
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     out = RESULTS_DIR / f"{dt.date.today()}-{platform.node() or 'host'}-coordination.json"
     out.write_text(
         json.dumps(
-            {"config": cfg.__dict__, "runs": runs, "result_writes": writes, "table": text},
+            {
+                "config": cfg.__dict__,
+                "runs": runs,
+                "result_writes": writes,
+                "ingest": ingest_runs,
+                "table": text,
+            },
             indent=2,
             default=str,
         )
