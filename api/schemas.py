@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_fie
 
 from api.worker_models import WorkerModelState
 from reviewscore.core.schema import JobStatus, PartState
+from reviewscore.core.urls import shown
 
 
 class ScoreRequest(BaseModel):
@@ -62,6 +63,10 @@ class SummaryView(BaseModel):
     )
 
 
+# A URL as a job shows it: its query string (a presigned URL's signature) is never echoed.
+Shown = Annotated[str | None, BeforeValidator(lambda v: None if v is None else shown(v))]
+
+
 class JobView(BaseModel):
     """A job as the server reports it. `finished` is the one answer to "is it done?": true once
     the status is final (succeeded, failed or cancelled) and nothing about the job will change.
@@ -90,6 +95,18 @@ class JobView(BaseModel):
     )
     parts_total: int | None = Field(
         None, description="the part count the upload in parts was completed with"
+    )
+    source_url: Shown = Field(None, description="where the input was fetched from")
+    result_url: Shown = Field(
+        None, description="where the results are PUT once the job is finished (no query string)"
+    )
+    result_format: str | None = None
+    delivered_at: UtcTime | None = Field(
+        None, description="when the results were taken by result_url"
+    )
+    delivery_attempts: int = 0
+    delivery_error: str | None = Field(
+        None, description="why the last PUT to result_url failed; retried with backoff"
     )
     total: int | None = Field(
         validation_alias="total_rows", description="rows in the job; null while uploading"

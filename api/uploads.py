@@ -27,10 +27,12 @@ from reviewscore.core.settings import get_settings
 from reviewscore.core.uploads import (
     Preview,
     RequestRefusedError,
+    ResultDestination,
     UploadOptions,
     preview_upload,
     store_upload,
 )
+from reviewscore.core.urls import check_url
 
 # Raw (non-multipart) bodies accepted; the format is still decided by the content first.
 RAW_TYPES = {
@@ -81,6 +83,14 @@ class UploadQuery(BaseModel):
     )
     filename: str | None = Field(
         None, description="the file's name, for a raw body (multipart sends its own)"
+    )
+    result_url: str | None = Field(
+        None,
+        description="once the job is finished, PUT its results file here (a presigned "
+        "object-store URL, say); must be under a prefix in REVIEWSCORE_URL_ALLOW",
+    )
+    result_format: str | None = Field(
+        None, description="the format of the file PUT to result_url: csv (default), jsonl, parquet"
     )
 
 
@@ -173,6 +183,25 @@ class UploadSource:
     reader: io.RawIOBase
     options: UploadOptions
     model: str | None
+    destination: ResultDestination | None = None
+
+
+RESULT_FORMATS = ("csv", "jsonl", "parquet")
+
+
+def result_destination(values: dict[str, str | None]) -> ResultDestination | None:
+    """The checked result_url and its format, before any byte of the file is stored."""
+    url, fmt = values.get("result_url"), values.get("result_format")
+    if not url:
+        if fmt:
+            raise BadUploadError("result_format is given without a result_url", 422)
+        return None
+    if fmt and fmt not in RESULT_FORMATS:
+        raise BadUploadError(
+            f"result_format {fmt[:40]!r} is not one of {', '.join(RESULT_FORMATS)}", 422
+        )
+    check_url(url, get_settings())
+    return ResultDestination(url, fmt or "csv")
 
 
 def _charset(content_type: bytes | str | None) -> str | None:
@@ -233,12 +262,14 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             reader=multipart,
             options=_options(values, multipart.content_type),
             model=values.get("model"),
+            destination=result_destination(values),
         )
     if ctype in RAW_TYPES:
         return UploadSource(
             reader=BodyReader(body.pull),
             options=_options(given, content_type),
             model=query.model,
+            destination=result_destination(given),
         )
     if ctype == b"application/json":
         raise UnsupportedMediaError(
@@ -269,6 +300,7 @@ def receive_upload(
         settings=settings,
         enqueue=enqueue_chunk,
         owner_key_id=owner,
+        destination=source.destination,
     )
 
 
@@ -286,7 +318,12 @@ def create_parts_job(query: UploadQuery, owner: int | None) -> str:
     with session_scope(readonly=True) as session:
         model = get_model(session, query.model, settings.default_model)
     given = {k: v for k, v in query.model_dump().items() if v}
-    return part_uploads.create_parts_job(_options(given, None), model=model, owner_key_id=owner)
+    return part_uploads.create_parts_job(
+        _options(given, None),
+        model=model,
+        owner_key_id=owner,
+        destination=result_destination(given),
+    )
 
 
 def receive_part(

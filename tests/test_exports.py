@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.exports import kept_names, neutralise
+from reviewscore.core.exports import kept_names, neutralise
 
 
 @pytest.mark.parametrize(

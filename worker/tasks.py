@@ -19,14 +19,16 @@ from celery.exceptions import Reject
 from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import DBAPIError
 
-from reviewscore.core import chunks, jobs, replies, sweeper
+from reviewscore.core import chunks, delivery, jobs, replies, sweeper
 from reviewscore.core.celery_app import (
     BULK_QUEUE,
+    DELIVER_RESULTS,
     SCORE_CHUNK,
     SCORE_TEXTS,
     SWEEP,
     celery_app,
     enqueue_chunk,
+    enqueue_delivery,
     forget_worker,
     queue_depth,
     report_worker,
@@ -328,7 +330,8 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     if written:
         _remember(work.model_version, outcome.new_scores)
         remembered = time.perf_counter()
-        jobs.try_complete(work.job_id)
+        if jobs.try_complete(work.job_id):
+            _deliver_soon(work.job_id)
     done = time.perf_counter()
     # Where a chunk's time goes, as one JSON record (the benchmark reads these).
     log.info(
@@ -403,6 +406,19 @@ def _score_texts(texts: list[str], model: str | None) -> dict[str, Any]:
     }
 
 
+def _deliver_soon(job_id: str) -> None:
+    try:
+        enqueue_delivery(job_id)
+    except Exception:  # noqa: BLE001 - the sweeper sends every due delivery again
+        log.warning("could not queue the delivery of job %s; the sweeper will", job_id)
+
+
+@celery_app.task(name=DELIVER_RESULTS, ignore_result=True)
+def deliver_results(job_id: str) -> bool:
+    """PUTs a finished job's results to its result_url, if it has one and they are due."""
+    return delivery.deliver(job_id, get_settings())
+
+
 @celery_app.task(name=SWEEP, ignore_result=True)
 def sweep() -> dict[str, int]:
     """Re-queues lost chunks, closes stalled uploads, completes and purges jobs."""
@@ -410,6 +426,7 @@ def sweep() -> dict[str, int]:
         get_settings(),
         queue_is_empty=lambda: queue_depth(BULK_QUEUE) == 0,
         enqueue=enqueue_chunk,
+        deliver=enqueue_delivery,
     )
     counts = report.counts()
     if any(counts.values()):

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.auth import current_key_id
-from api.exports import EXPORTS, ExportRequest
 from api.schemas import (
     Histogram,
     JobList,
@@ -34,6 +33,7 @@ from api.uploads import (
 from reviewscore.core import jobs, results
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, JobStateError
+from reviewscore.core.exports import EXPORTS, ExportRequest
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]

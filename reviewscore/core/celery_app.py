@@ -20,6 +20,7 @@ redis_transport.install()
 SCORE_CHUNK = "reviewscore.score_chunk"
 SCORE_TEXTS = "reviewscore.score_texts"
 SWEEP = "reviewscore.sweep"
+DELIVER_RESULTS = "reviewscore.deliver_results"
 
 BULK_QUEUE = "bulk"
 SINGLES_QUEUE = "singles"
@@ -69,6 +70,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
             SCORE_CHUNK: {"queue": BULK_QUEUE},
             SCORE_TEXTS: {"queue": SINGLES_QUEUE},
             SWEEP: {"queue": BULK_QUEUE},
+            DELIVER_RESULTS: {"queue": BULK_QUEUE},
         },
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -94,6 +96,11 @@ def enqueue_chunk(job_id: str, seq: int) -> None:
     celery_app.send_task(
         SCORE_CHUNK, args=[job_id, seq], queue=BULK_QUEUE, priority=chunk_priority(seq)
     )
+
+
+def enqueue_delivery(job_id: str) -> None:
+    """Sends a finished job's results to its result_url (core/delivery.py), from a worker."""
+    celery_app.send_task(DELIVER_RESULTS, args=[job_id], queue=BULK_QUEUE, priority=0)
 
 
 def singles_message(

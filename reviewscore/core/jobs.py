@@ -56,6 +56,8 @@ def create_job(
     encoding: str | None = None,
     delimiter: str | None = None,
     keep_columns: list[str] | None = None,
+    result_url: str | None = None,
+    result_format: str | None = None,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -70,6 +72,8 @@ def create_job(
         encoding=encoding,
         delimiter=delimiter,
         keep_columns=keep_columns or None,
+        result_url=result_url,
+        result_format=result_format if result_url else None,
     )
     session.add(job)
     session.flush()

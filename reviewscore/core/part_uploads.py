@@ -28,7 +28,7 @@ from reviewscore.core.ingest import ROW_NUMBER_ID, ParsedRow, Reviews, UploadOpt
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.schema import Job
 from reviewscore.core.settings import Settings
-from reviewscore.core.uploads import ChunkWriter, limits_from
+from reviewscore.core.uploads import ChunkWriter, ResultDestination, limits_from
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ class PartRefusedError(ReviewscoreError):
 
 
 def create_parts_job(
-    options: UploadOptions, *, model: ModelInfo, owner_key_id: int | None = None
+    options: UploadOptions,
+    *,
+    model: ModelInfo,
+    owner_key_id: int | None = None,
+    destination: ResultDestination | None = None,
 ) -> str:
     """A job that takes its file in parts: `uploading` until `complete`."""
     with session_scope() as session:
@@ -72,6 +76,7 @@ def create_parts_job(
             text_column=options.text_column or "",
             id_column=options.id_column,
             owner_key_id=owner_key_id,
+            **(destination.job_fields() if destination else {}),
         )
         session.execute(
             update(Job).where(Job.id == job_id).values(part_options=_options_json(options))

@@ -166,6 +166,17 @@ class Job(Base):
     part_options: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # The part count `complete` was called with; the upload is closed from then on.
     parts_total: Mapped[int | None] = mapped_column(Integer)
+    # Where the input was fetched from (core/fetch.py), its query string (a presigned URL's
+    # signature) left out.
+    source_url: Mapped[str | None] = mapped_column(Text)
+    # Where the results file is PUT once the job is finished (core/delivery.py), in
+    # result_format; the outcome: delivered_at, or the last error and the next try.
+    result_url: Mapped[str | None] = mapped_column(Text)
+    result_format: Mapped[str | None] = mapped_column(String(16))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    delivery_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivery_error: Mapped[str | None] = mapped_column(Text)
     # Known once the upload has finished; until then the job cannot complete. The counts of
     # rows received, scored and failed are not kept here: they are summed from the chunks, so
     # no worker ever writes (and locks) the job's row to count its chunk.

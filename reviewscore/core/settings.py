@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # An upload in parts nothing was sent to for this long, never completed, ends failed.
     parts_upload_ttl_s: Annotated[float, Field(gt=0)] = 86_400.0
     sweep_interval_s: float = 30.0
+    # Results PUT to a job's result_url: tries before giving up, and how long one PUT may take.
+    delivery_max_attempts: Annotated[int, Field(ge=1)] = 8
+    delivery_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     job_retention_days: float = 30.0
 
     # PostgreSQL: how long a statement waits for a lock, how long the server keeps a transaction

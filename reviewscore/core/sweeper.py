@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, exists, not_, or_, select, tuple_, update
 
-from reviewscore.core import jobs, parts
+from reviewscore.core import delivery, jobs, parts
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope, single_statement
 from reviewscore.core.schema import Chunk, ChunkStatus, Job, JobPart, JobStatus, PartState
@@ -31,12 +31,21 @@ class SweepReport:
     stalled: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
+    delivering: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
             name: len(getattr(self, name))
-            for name in ("expired", "lost", "stalled", "completed", "purged", "errors")
+            for name in (
+                "expired",
+                "lost",
+                "stalled",
+                "completed",
+                "delivering",
+                "purged",
+                "errors",
+            )
         }
 
 
@@ -197,6 +206,7 @@ def sweep(
     *,
     queue_is_empty: Callable[[], bool],
     enqueue: Callable[[str, int], None],
+    deliver: Callable[[str], None] | None = None,
 ) -> SweepReport:
     report = SweepReport()
 
@@ -226,6 +236,11 @@ def sweep(
         ids = [job_id for job_id in uncompleted_jobs() if jobs.try_complete(job_id)]
         report.completed = ids
 
+    def delivering() -> None:
+        # Finished jobs whose results are still to be PUT (a first try missed, a retry due).
+        if deliver is not None:
+            report.delivering = delivery.due_jobs(settings.delivery_max_attempts)
+
     def purged() -> None:
         ids = expired_jobs(settings.job_retention_days)
         report.purged = _each(report, "purging", ids, purge_job)
@@ -236,9 +251,15 @@ def sweep(
         ("closing stalled uploads", stalled),
         ("closing idle uploads in parts", idle_parts),
         ("completing finished jobs", completed),
+        ("delivering results", delivering),
         ("purging old jobs", purged),
     ):
         _step(report, name, action)
+    for job_id in report.delivering:
+        try:
+            deliver(job_id)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - still due: the next sweep sends it again
+            log.warning("sweep: could not send the delivery of job %s: %s", job_id, exc)
     for job_id, seq in report.expired + report.lost:
         try:
             enqueue(job_id, seq)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Preview",
     "RequestRefusedError",
+    "ResultDestination",
     "UploadFailedError",
     "UploadOptions",
     "preview_upload",
@@ -83,6 +84,17 @@ class UploadDatabaseLostError(DatabaseUnavailableError):
 # The database is unreachable or dropped the connection (a restart, a cut link, a lock waited
 # on past lock_timeout): worth a 503 and a retry, unlike a constraint or a programming error.
 DATABASE_AWAY = (OperationalError, InterfaceError)
+
+
+@dataclass(frozen=True)
+class ResultDestination:
+    """Where a job's results are PUT once it is finished (core/delivery.py)."""
+
+    url: str
+    format: str = "csv"
+
+    def job_fields(self) -> dict[str, Any]:
+        return {"result_url": self.url, "result_format": self.format}
 
 
 def limits_from(settings: Settings) -> IngestLimits:
@@ -202,6 +214,7 @@ def store_upload(
     settings: Settings,
     enqueue: Callable[[str, int], None],
     owner_key_id: int | None = None,
+    destination: ResultDestination | None = None,
 ) -> str:
     """Streams an upload into the database and queues its chunks as they are stored.
 
@@ -227,6 +240,7 @@ def store_upload(
                 encoding=reviews.encoding,
                 delimiter=reviews.delimiter,
                 keep_columns=reviews.keep_columns,
+                **(destination.job_fields() if destination else {}),
             )
         _store_rows(job_id, first, rows, settings, enqueue)
     finally:

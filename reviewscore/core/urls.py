@@ -7,7 +7,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from reviewscore.core.errors import URLRefusedError
 from reviewscore.core.settings import Settings
@@ -23,6 +23,17 @@ class CheckedURL:
     url: str
     addresses: tuple[str, ...]
     file_path: Path | None = None
+
+
+def shown(url: str) -> str:
+    """The URL as messages and job views show it: without its query string, where a presigned
+    URL carries its signature, and cut to 200 characters."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0][:200]
+    hidden = "?..." if parts.query else ""
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:200] + hidden
 
 
 def _split(values: str) -> list[str]:
@@ -77,7 +88,7 @@ def _check_file(url: str, parts: SplitResult, settings: Settings) -> CheckedURL:
         if path.is_relative_to(Path(folder).resolve()):
             return CheckedURL(url=url, addresses=(), file_path=path)
     raise URLRefusedError(
-        f"the file URL {url[:200]!r} is not under a folder listed in REVIEWSCORE_URL_FILE_DIRS"
+        f"the file URL {shown(url)!r} is not under a folder listed in REVIEWSCORE_URL_FILE_DIRS"
     )
 
 
@@ -92,14 +103,14 @@ def check_url(url: str, settings: Settings) -> CheckedURL:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise URLRefusedError(f"{url[:200]!r} is not a valid URL") from None
+        raise URLRefusedError(f"{shown(url)!r} is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme == "file":
         return _check_file(url, parts, settings)
     if scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise URLRefusedError(f"{url[:200]!r}: only http and https URLs are accepted")
+        raise URLRefusedError(f"{shown(url)!r}: only http and https URLs are accepted")
     if parts.username or parts.password:
-        raise URLRefusedError(f"{url[:200]!r}: credentials in the URL are not accepted")
+        raise URLRefusedError(f"{shown(url)!r}: credentials in the URL are not accepted")
     origin = (scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme])
     matched = None
     for prefix in prefixes:
@@ -109,7 +120,7 @@ def check_url(url: str, settings: Settings) -> CheckedURL:
             break
     if matched is None:
         raise URLRefusedError(
-            f"{url[:200]!r} does not start with any prefix in REVIEWSCORE_URL_ALLOW"
+            f"{shown(url)!r} does not start with any prefix in REVIEWSCORE_URL_ALLOW"
         )
     addresses = _resolve(origin[1], origin[2])
     # A prefix naming the host by literal IP is the operator's explicit consent to reach that
@@ -119,7 +130,7 @@ def check_url(url: str, settings: Settings) -> CheckedURL:
         bad = [a for a in addresses if _unsafe(a)]
         if bad:
             raise URLRefusedError(
-                f"{url[:200]!r}: its host resolves to {bad[0]}, a private, loopback, "
+                f"{shown(url)!r}: its host resolves to {bad[0]}, a private, loopback, "
                 "link-local, multicast or reserved address"
             )
     return CheckedURL(url=url, addresses=addresses)
