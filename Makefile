@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck faults multihost bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast lint typecheck faults multihost bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ typecheck: $(STAMP)
 
 test: $(STAMP) browser test-tools lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The in-process layer, no stack started (real SQLite and PostgreSQL, a stub scorer where a
+# model would be): a few minutes, for every change. `make test` still runs everything.
+FAST_TESTS := $(addprefix tests/test_,api_process.py batcher.py bench.py cache.py chunks.py \
+	exports.py formats.py ingest.py model_registry.py routes.py schema.py singles_message.py \
+	sweeper.py text.py urls.py worker_models.py)
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
 
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
