@@ -1235,3 +1235,40 @@ def test_sigkill_of_the_runner_leaves_no_orphans(run_cmd: RunCommand) -> None:
         "SIGKILL of `reviewscore run`",
         f"all {len(tree) - 1} processes it started gone in {gone_s:.1f} s",
     )
+
+
+def test_a_slow_upload_still_sending_is_never_failed_by_the_sweeper(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """Issue 20, defect 2, as it was seen: chunks of 100 rows, UPLOAD_STALL_S 6 s, a sweep every
+    second; 1 MiB fast, then about 3 KB/s for 16 s (above the API's 1 KiB/s minimum, but a
+    chunk only every ~40 s). Before the fix the sweeper failed the job mid-stream and the later
+    chunks were scored into the finished job (received above total)."""
+    env = {
+        "REVIEWSCORE_CHUNK_SIZE": "100",
+        "REVIEWSCORE_UPLOAD_STALL_S": "6",
+        "REVIEWSCORE_SWEEP_INTERVAL_S": "1",
+    }
+    line = "r{},A slow review that arrives a little at a time: " + "and it goes on. " * 80 + "\n"
+    fast = "id,text\n" + "".join(line.format(i) for i in range(800))
+    slow = "".join(line.format(i) for i in range(800, 840))
+
+    def body() -> Iterator[bytes]:
+        yield fast.encode()
+        data = slow.encode()
+        for at in range(0, len(data), 1500):
+            yield data[at : at + 1500]
+            time.sleep(0.5)  # the client's pace: about 3 KB/s
+
+    with sqlite_stack(tmp_path / "var", models_dir, env) as stack:
+        answer = httpx.post(
+            stack.url + "/v1/jobs",
+            params={"id_column": "id"},
+            content=body(),
+            headers={"Content-Type": "text/csv"},
+            timeout=120,
+        )
+        assert answer.status_code == 202, answer.text
+        job = stack.wait_job(answer.json()["id"])
+    assert job["error"] is None and job["status"] == "succeeded"
+    assert (job["total"], job["received"], job["scored"]) == (840, 840, 840)

@@ -1,4 +1,5 @@
-"""result delivery: a job's results PUT to a URL once it is finished; the URL its input came from
+"""result delivery: a job's results PUT to a URL once it is finished; the URL its input came
+from; when an upload's bytes were last seen arriving
 
 Revision ID: 0006
 Revises: 0005
@@ -18,6 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("upload_seen_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("source_url", sa.Text(), nullable=True))
         batch.add_column(sa.Column("result_url", sa.Text(), nullable=True))
         batch.add_column(sa.Column("result_format", sa.String(length=16), nullable=True))
@@ -39,5 +41,6 @@ def downgrade() -> None:
             "result_format",
             "result_url",
             "source_url",
+            "upload_seen_at",
         ):
             batch.drop_column(name)

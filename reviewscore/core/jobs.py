@@ -81,9 +81,23 @@ def create_job(
 
 
 def accepts_rows(session: Session, job_id: str) -> bool:
-    """Whether an upload may still add rows: the job exists and was not cancelled meanwhile."""
-    status = session.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
-    return status is not None and status is not JobStatus.cancelled
+    """Whether an upload may still add rows: the job exists, is still uploading and its upload
+    is not closed (by a cancel, or by the sweeper). The job's row is locked until the caller
+    commits the rows, so a close cannot slip in between: nothing is added to a final job."""
+    found = session.execute(
+        select(Job.status, Job.upload_finished_at).where(Job.id == job_id).with_for_update()
+    ).one_or_none()
+    return found is not None and found[0] is JobStatus.uploading and found[1] is None
+
+
+def touch_upload(job_id: str) -> None:
+    """The upload's bytes are still arriving (see sweeper.stalled_uploads)."""
+    with get_engine().begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.upload_finished_at.is_(None))
+            .values(upload_seen_at=db_now())
+        )
 
 
 def finish_upload(session: Session, job_id: str, error: str | None = None) -> None:

@@ -191,6 +191,10 @@ class Job(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
     upload_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the upload's request last saw bytes arrive (core/uploads.py beats while they do):
+    # the sweeper calls an upload stalled from this, never from chunks, which a slow client
+    # fills slowly.
+    upload_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

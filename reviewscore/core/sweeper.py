@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, exists, not_, or_, select, tuple_, update
+from sqlalchemy import and_, exists, func, not_, or_, select, tuple_, update
 
 from reviewscore.core import delivery, jobs, parts
 from reviewscore.core.clock import db_now, db_now_plus
@@ -83,9 +83,12 @@ def requeue_lost_messages(grace_s: float) -> list[ChunkKey]:
 
 
 def stalled_uploads(stall_s: float) -> list[str]:
-    """Uploads with no new chunk for `stall_s`: their connection (or their API) is gone. A job
-    cancelled during its upload is among them until its upload is closed too."""
+    """Uploads whose bytes stopped arriving `stall_s` ago (the request beats while they arrive:
+    core/uploads.py), and with no new chunk since: their connection (or their API) is gone. A
+    slow client still sending is never among them. A job cancelled during its upload is among
+    them until its upload is closed too."""
     recent_chunk = exists().where(Chunk.job_id == Job.id, Chunk.created_at >= db_now_plus(-stall_s))
+    seen = func.coalesce(Job.upload_seen_at, Job.created_at)
     with session_scope(readonly=True) as session:
         return list(
             session.execute(
@@ -98,6 +101,7 @@ def stalled_uploads(stall_s: float) -> list[str]:
                         and_(Job.status == JobStatus.uploading, Job.part_options.is_(None)),
                     ),
                     Job.created_at < db_now_plus(-stall_s),
+                    seen < db_now_plus(-stall_s),
                     not_(recent_chunk),
                 )
             ).scalars()

@@ -6,6 +6,7 @@ file was read (options sent after the file): its job is cancelled and deleted.""
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import threading
@@ -153,8 +154,8 @@ class UploadStoppedError(JobStateError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(
-            f"job {job_id} was cancelled or deleted during its upload; the rows sent after "
-            "that were not stored"
+            f"job {job_id} was cancelled, closed or deleted during its upload; the rows sent "
+            "after that were not stored"
         )
         self.job_id = job_id
 
@@ -221,7 +222,9 @@ def store_upload(
     Errors in the header raise before any job exists. Errors later end the job `failed` but
     keep, and score, every row received before them.
     """
-    reviews = open_reviews(raw, limits_from(settings), options)
+    arriving = _CountingReader(raw)
+    reviews = open_reviews(arriving, limits_from(settings), options)  # type: ignore[arg-type]
+    beat: _UploadBeat | None = None
     try:
         rows = iter(reviews)
         first = next(rows, None)
@@ -242,10 +245,56 @@ def store_upload(
                 keep_columns=reviews.keep_columns,
                 **(destination.job_fields() if destination else {}),
             )
+        beat = _UploadBeat(job_id, arriving, min(5.0, settings.upload_stall_s / 3))
         _store_rows(job_id, first, rows, settings, enqueue)
     finally:
+        if beat is not None:
+            beat.stop()
         reviews.close()
     return job_id
+
+
+class _CountingReader(io.RawIOBase):
+    """The upload's bytes, counted as they arrive (what says an upload is alive)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.received += len(data)
+        return len(data)
+
+
+class _UploadBeat:
+    """Marks the job's upload as alive every `every_s` in which bytes arrived, from a thread of
+    its own: a slow client's upload is judged by its bytes, not by how fast it fills chunks."""
+
+    def __init__(self, job_id: str, arriving: _CountingReader, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(job_id, arriving, every_s), name=f"upload-{job_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, job_id: str, arriving: _CountingReader, every_s: float) -> None:
+        last = arriving.received
+        while not self._stop.wait(every_s):
+            if arriving.received != last:
+                last = arriving.received
+                try:
+                    jobs.touch_upload(job_id)
+                except Exception:  # noqa: BLE001 - a missed beat: the next one may pass
+                    log.warning("could not mark the upload of job %s alive", job_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _store_rows(
