@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast lint typecheck faults multihost bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast bench-storage lint typecheck faults multihost bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench: $(STAMP)
 # the last row of `make bench`.
 bench-coordination: $(STAMP)
 	$(BIN)/python -m bench.coordination $(BENCH_ARGS)
+
+# Database bytes per finished row on SQLite and PostgreSQL (texts dropped vs kept).
+bench-storage: $(STAMP)
+	$(BIN)/python -m bench.storage $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -101,6 +101,7 @@ class JobView(BaseModel):
         None, description="where the results are PUT once the job is finished (no query string)"
     )
     result_format: str | None = None
+    keep_texts: bool = Field(False, description="the review texts are kept once scored")
     delivered_at: UtcTime | None = Field(
         None, description="when the results were taken by result_url"
     )

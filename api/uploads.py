@@ -84,6 +84,11 @@ class UploadQuery(BaseModel):
     filename: str | None = Field(
         None, description="the file's name, for a raw body (multipart sends its own)"
     )
+    keep_texts: bool = Field(
+        False,
+        description="keep the review texts in the database once scored (by default each "
+        "chunk's texts are dropped when it is done: ids, kept columns and results stay)",
+    )
     result_url: str | None = Field(
         None,
         description="once the job is finished, PUT its results file here (a presigned "
@@ -184,9 +189,21 @@ class UploadSource:
     options: UploadOptions
     model: str | None
     destination: ResultDestination | None = None
+    keep_texts: bool = False
 
 
 RESULT_FORMATS = ("csv", "jsonl", "parquet")
+
+
+def _flag(value: str | bool | None) -> bool:
+    """A yes/no option from a form field or the query."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("", "0", "false", "no", "off"):
+        return False
+    raise BadUploadError(f"keep_texts must be true or false, not {value[:20]!r}", 422)
 
 
 def result_destination(values: dict[str, str | None]) -> ResultDestination | None:
@@ -263,6 +280,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             options=_options(values, multipart.content_type),
             model=values.get("model"),
             destination=result_destination(values),
+            keep_texts=_flag(values.get("keep_texts")),
         )
     if ctype in RAW_TYPES:
         return UploadSource(
@@ -270,6 +288,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             options=_options(given, content_type),
             model=query.model,
             destination=result_destination(given),
+            keep_texts=query.keep_texts,
         )
     if ctype == b"application/json":
         raise UnsupportedMediaError(
@@ -301,6 +320,7 @@ def receive_upload(
         enqueue=enqueue_chunk,
         owner_key_id=owner,
         destination=source.destination,
+        keep_texts=source.keep_texts,
     )
 
 
@@ -323,6 +343,7 @@ def create_parts_job(query: UploadQuery, owner: int | None) -> str:
         model=model,
         owner_key_id=owner,
         destination=result_destination(given),
+        keep_texts=query.keep_texts,
     )
 
 

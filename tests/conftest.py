@@ -312,3 +312,30 @@ def service(
     running = start_stack(var_dir, database_url, models_dir)
     yield running
     running.stack.stop()
+
+
+def stored_texts(engine: Any, job_id: str) -> list[tuple[str | None, str]]:
+    """(ext_id, text) of a job's stored rows in input order, as the workers read them: texts
+    from the chunks' blobs (kept after scoring only with keep_texts=true), or from input_rows
+    for rows stored before blobs existed."""
+    from sqlalchemy import select
+
+    from reviewscore.core.chunks import unpack_texts
+    from reviewscore.core.schema import Chunk, ChunkText, InputRow
+
+    with engine.connect() as conn:
+        ids = conn.execute(
+            select(InputRow.ext_id, InputRow.text)
+            .where(InputRow.job_id == job_id)
+            .order_by(InputRow.row_num)
+        ).all()
+        blobs = conn.execute(
+            select(ChunkText.data)
+            .join(Chunk, (Chunk.job_id == ChunkText.job_id) & (Chunk.seq == ChunkText.seq))
+            .where(ChunkText.job_id == job_id)
+            .order_by(Chunk.first_row)
+        ).scalars()
+        texts = [t for data in blobs for t in unpack_texts(data)]
+    if not texts:
+        return [(ext_id, text) for ext_id, text in ids]
+    return [(ext_id, text) for (ext_id, _), text in zip(ids, texts, strict=True)]

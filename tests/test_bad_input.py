@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningStack, sample_reviews, sqlite_stack, wait_for
+from tests.conftest import RunningStack, sample_reviews, sqlite_stack, stored_texts, wait_for
 
 # Most cases run on SQLite only: the ingest and HTTP paths are the same on both backends. The
 # ones whose data lands differently in each database (NULs, Unicode, line breaks) run on both.
@@ -226,21 +226,13 @@ def test_unterminated_quote_is_malformed_csv(service: RunningStack) -> None:
 def test_crlf_and_newlines_in_quoted_fields_are_kept(service: RunningStack) -> None:
     text = 'Line one,\r\nline two\nand a "quote".'
     body = csv_bytes([["id", "text"], ["x", text], ["y", "Plain."]], lineterminator="\r\n")
-    job = upload_ok(service, body, id_column="id")
+    job = upload_ok(service, body, id_column="id", keep_texts="true")
     assert (job["scored"], job["failed"]) == (2, 0)
     with service.http() as http:
         lines = http.get(f"/v1/jobs/{job['id']}/results", params={"format": "jsonl"}).text
     assert [json.loads(line)["id"] for line in lines.splitlines()] == ["x", "y"]
     engine = service.engine()
-    from sqlalchemy import select
-
-    from reviewscore.core.schema import InputRow
-
-    with engine.connect() as conn:
-        stored = conn.execute(
-            select(InputRow.text).where(InputRow.job_id == job["id"]).order_by(InputRow.row_num)
-        ).scalars()
-        assert list(stored) == [text, "Plain."]
+    assert [t for _, t in stored_texts(engine, job["id"])] == [text, "Plain."]
     engine.dispose()
 
 
@@ -317,18 +309,12 @@ def test_invalid_utf8_at_row_10001_names_it_and_keeps_every_row_before_it(
 
 def test_a_legacy_encoding_is_detected_and_one_given_is_used(service: RunningStack) -> None:
     body = 'text\n"Un film très réussi, «bravo»."\n'.encode("latin-1")
-    detected = upload_ok(service, body)
-    named = upload_ok(service, body, encoding="latin-1")
+    detected = upload_ok(service, body, keep_texts="true")
+    named = upload_ok(service, body, encoding="latin-1", keep_texts="true")
     assert (detected["encoding"], named["encoding"]) == ("windows-1252", "iso8859-1")
     engine = service.engine()
-    from sqlalchemy import select
-
-    from reviewscore.core.schema import InputRow
-
-    with engine.connect() as conn:
-        for job in (detected, named):
-            stored = conn.execute(select(InputRow.text).where(InputRow.job_id == job["id"]))
-            assert stored.scalar_one() == "Un film très réussi, «bravo»."
+    for job in (detected, named):
+        assert stored_texts(engine, job["id"]) == [(None, "Un film très réussi, «bravo».")]
     engine.dispose()
 
 

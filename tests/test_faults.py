@@ -24,7 +24,14 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from reviewscore.core.schema import Chunk, InputRow, Result, ScoreCache
-from tests.conftest import RunningStack, sample_reviews, start_stack, wait_for, write_csv
+from tests.conftest import (
+    RunningStack,
+    sample_reviews,
+    start_stack,
+    stored_texts,
+    wait_for,
+    write_csv,
+)
 from tests.tables import table_fixture
 
 ROWS = 4000
@@ -166,12 +173,7 @@ def assert_rows_intact(stack: RunningStack, job_id: str, rows: list[dict[str, st
     """The rows kept from a broken-off upload are the file's first rows, none torn."""
     engine = stack.engine()
     try:
-        with engine.connect() as conn:
-            stored = conn.execute(
-                select(InputRow.ext_id, InputRow.text)
-                .where(InputRow.job_id == job_id)
-                .order_by(InputRow.row_num)
-            ).all()
+        stored = stored_texts(engine, job_id)
     finally:
         engine.dispose()
     assert [tuple(r) for r in stored] == [(r["id"], r["text"]) for r in rows[: len(stored)]]
@@ -287,7 +289,7 @@ def test_api_killed_during_a_slow_upload(
             with httpx.Client(base_url=stack.url, timeout=60) as http:
                 outcome["response"] = http.post(
                     "/v1/jobs",
-                    params={"id_column": "id"},
+                    params={"id_column": "id", "keep_texts": "true"},
                     content=slow_body(),
                     headers={"Content-Type": "text/csv"},
                 )
@@ -339,8 +341,8 @@ def test_client_gone_mid_upload(
     port = int(stack.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as conn:
         conn.sendall(
-            b"POST /v1/jobs?id_column=id HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            b"POST /v1/jobs?id_column=id&keep_texts=true HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: text/csv\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode()
         )
         conn.sendall(body[: len(body) // 2])  # half the file, then the client is gone
         job = wait_for(

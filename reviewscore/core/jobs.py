@@ -22,6 +22,7 @@ from reviewscore.core.schema import (
     FINAL_STATUSES,
     Chunk,
     ChunkStatus,
+    ChunkText,
     InputRow,
     Job,
     JobPart,
@@ -58,6 +59,7 @@ def create_job(
     keep_columns: list[str] | None = None,
     result_url: str | None = None,
     result_format: str | None = None,
+    keep_texts: bool = False,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -74,6 +76,7 @@ def create_job(
         keep_columns=keep_columns or None,
         result_url=result_url,
         result_format=result_format if result_url else None,
+        keep_texts=keep_texts,
     )
     session.add(job)
     session.flush()
@@ -229,6 +232,7 @@ def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     # Children first: bulk deletes do not rely on the backend's ON DELETE CASCADE.
     session.execute(delete(Result).where(Result.job_id == job_id))
     session.execute(delete(InputRow).where(InputRow.job_id == job_id))
+    session.execute(delete(ChunkText).where(ChunkText.job_id == job_id))
     session.execute(delete(Chunk).where(Chunk.job_id == job_id))
     session.execute(delete(JobPart).where(JobPart.job_id == job_id))
     session.execute(delete(Job).where(Job.id == job_id))

@@ -64,6 +64,7 @@ def create_parts_job(
     model: ModelInfo,
     owner_key_id: int | None = None,
     destination: ResultDestination | None = None,
+    keep_texts: bool = False,
 ) -> str:
     """A job that takes its file in parts: `uploading` until `complete`."""
     with session_scope() as session:
@@ -77,6 +78,7 @@ def create_parts_job(
             id_column=options.id_column,
             owner_key_id=owner_key_id,
             **(destination.job_fields() if destination else {}),
+            keep_texts=keep_texts,
         )
         session.execute(
             update(Job).where(Job.id == job_id).values(part_options=_options_json(options))

@@ -21,7 +21,16 @@ from reviewscore.core import jobs
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import JobStateError, ReviewscoreError
-from reviewscore.core.schema import Chunk, InputRow, Job, JobPart, JobStatus, PartState, Result
+from reviewscore.core.schema import (
+    Chunk,
+    ChunkText,
+    InputRow,
+    Job,
+    JobPart,
+    JobStatus,
+    PartState,
+    Result,
+)
 
 MAX_PARTS = 10_000
 # Rows (and chunk numbers) of part n are (n - 1) * PART_STRIDE + 1 ... : 10,000 parts of up to
@@ -162,6 +171,13 @@ def drop(job_id: str, number: int, token: str) -> None:
         session.execute(
             delete(Chunk).where(
                 Chunk.job_id == job_id, Chunk.seq >= seq_lo, Chunk.seq < seq_lo + PART_STRIDE
+            )
+        )
+        session.execute(
+            delete(ChunkText).where(
+                ChunkText.job_id == job_id,
+                ChunkText.seq >= seq_lo,
+                ChunkText.seq < seq_lo + PART_STRIDE,
             )
         )
         in_part = and_(Result.row_num > lo, Result.row_num <= hi)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     select,
     text,
@@ -191,6 +192,9 @@ class Job(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
     upload_finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Keep the review texts once scored (keep_texts=true); by default a chunk's texts are
+    # dropped when it is done, as only ids, kept columns and results are ever read back.
+    keep_texts: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # When the upload's request last saw bytes arrive (core/uploads.py beats while they do):
     # the sweeper calls an upload stalled from this, never from chunks, which a slow client
     # fills slowly.
@@ -243,6 +247,18 @@ class JobPart(Base):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     rows: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+
+
+class ChunkText(Base):
+    """A chunk's review texts, in row order, as one compressed blob (chunks.pack_texts): one
+    SQL row per chunk instead of a text per row, dropped once the chunk is done unless its job
+    keeps them (Job.keep_texts). Rows stored before this table have their text in input_rows."""
+
+    __tablename__ = "chunk_texts"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class InputRow(Base):

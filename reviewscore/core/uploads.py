@@ -216,6 +216,7 @@ def store_upload(
     enqueue: Callable[[str, int], None],
     owner_key_id: int | None = None,
     destination: ResultDestination | None = None,
+    keep_texts: bool = False,
 ) -> str:
     """Streams an upload into the database and queues its chunks as they are stored.
 
@@ -244,6 +245,7 @@ def store_upload(
                 delimiter=reviews.delimiter,
                 keep_columns=reviews.keep_columns,
                 **(destination.job_fields() if destination else {}),
+                keep_texts=keep_texts,
             )
         beat = _UploadBeat(job_id, arriving, min(5.0, settings.upload_stall_s / 3))
         _store_rows(job_id, first, rows, settings, enqueue)
