@@ -198,3 +198,37 @@ def test_expired_and_past_stamps_compare_on_the_database_clock() -> None:
             )
         ).all()
     assert expired == [(0,)]
+
+
+def test_a_cancel_that_returned_sees_no_completion_after_it() -> None:
+    """Issue 20, defect 4: a completion in flight when a cancel arrives either lands before the
+    cancel (the cancel waits for it) or not at all; what the cancel's caller read stays true."""
+    job_id = f.make_job(40, 20)
+    work = f.claim(job_id, 0)
+    assert work is not None
+    written, release = threading.Event(), threading.Event()
+
+    def complete_slowly() -> None:
+        with session_scope() as session:
+            chunks.complete_chunk(session, work, f.results_for(work))
+            written.set()
+            release.wait(10)  # the transaction stays open: a slow commit
+
+    worker = threading.Thread(target=complete_slowly)
+    worker.start()
+    assert written.wait(10)
+    seen: dict[str, int] = {}
+
+    def cancel() -> None:
+        with session_scope() as session:
+            jobs.cancel_job(session, job_id)
+        seen["scored"] = f.job(job_id).scored_rows
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    canceller.join(1.0)  # the cancel waits for the completion in flight (PostgreSQL, SQLite)
+    release.set()
+    worker.join()
+    canceller.join(30)
+    assert f.job(job_id).status is JobStatus.cancelled
+    assert f.job(job_id).scored_rows == seen["scored"], "scored moved after the cancel returned"

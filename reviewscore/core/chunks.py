@@ -15,8 +15,10 @@ chunk that keeps failing ends with its rows failed instead of looping), and `com
 writes only while the chunk is not done, in the transaction that marks it done, so a second
 delivery can at worst score the chunk again; it never writes or counts a row twice.
 
-No function here locks a job's row: claims, renewals and completions touch only their chunk,
-so a host cut off mid-transaction holds up that one chunk, never other jobs.
+No function here writes a job's row: claims, renewals and completions touch only their chunk,
+so a host cut off mid-transaction holds up that one chunk, never other jobs. A completion only
+share-locks its job's row (see _mark_done): other completions go on, a cancel or a delete of
+that job waits for it (at most the idle-transaction timeout, for a host cut off).
 
 `chunks.claimed_by` names the claiming process as "<Celery node name>:<pid>" (for example
 "worker@host:4242"). Node names are unique among live workers, so a node that starts finds
@@ -235,7 +237,13 @@ def _mark_done(
 ) -> tuple[int, int] | None:
     """The fence every write goes through: the chunk turns done once, with its counts; None if
     it was done already (or its job cancelled or deleted). Taking the chunk's row lock first
-    makes a concurrent second completion wait here and then find the chunk done."""
+    makes a concurrent second completion wait here and then find the chunk done.
+
+    The job's row is share-locked first, until the caller commits: completions of a job's
+    chunks never wait for each other, but a cancel (which writes the job's row) waits for the
+    completions in flight, and one after it finds the job cancelled. Without it a cancel could
+    commit between this check and the commit, and `scored` moved after the cancel returned."""
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update(read=True))
     return session.execute(
         update(Chunk)
         .where(_still_open(job_id, seq))

@@ -85,10 +85,13 @@ def create_job(
 
 def accepts_rows(session: Session, job_id: str) -> bool:
     """Whether an upload may still add rows: the job exists, is still uploading and its upload
-    is not closed (by a cancel, or by the sweeper). The job's row is locked until the caller
-    commits the rows, so a close cannot slip in between: nothing is added to a final job."""
+    is not closed (by a cancel, or by the sweeper). The job's row is share-locked until the
+    caller commits the rows, so a close cannot slip in between (nothing is added to a final
+    job), while parts stored at once and chunks completing never wait for each other."""
     found = session.execute(
-        select(Job.status, Job.upload_finished_at).where(Job.id == job_id).with_for_update()
+        select(Job.status, Job.upload_finished_at)
+        .where(Job.id == job_id)
+        .with_for_update(read=True)
     ).one_or_none()
     return found is not None and found[0] is JobStatus.uploading and found[1] is None
 
@@ -222,6 +225,9 @@ def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -
 
 def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -> None:
     job = get_job(session, job_id, owner_key_id)
+    # The job's row first, then its chunks: the order a chunk's completion takes them in
+    # (chunks._mark_done), so a delete and a completion wait for each other, never deadlock.
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
     if job.status is JobStatus.uploading:
         # The upload would go on storing rows of a job that is gone. A cancelled job can go:
         # its upload stops at the next chunk (see accepts_rows).
