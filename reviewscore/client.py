@@ -9,18 +9,25 @@ and the benchmark. The server says whether a job is finished; `wait()` asks it.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import itertools
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
+
+from reviewscore import splitting
 
 if TYPE_CHECKING:  # pandas is optional: imported only where a DataFrame is asked for
     import pandas as pd
@@ -265,7 +272,14 @@ class Client:
     def __init__(
         self, url: str | None = None, api_key: str | None = None, timeout: float = 60.0
     ) -> None:
-        self.url = normalise_url(url or os.environ.get("REVIEWSCORE_API_URL") or DEFAULT_URL)
+        given = url or os.environ.get("REVIEWSCORE_API_URL") or DEFAULT_URL
+        # Several API hosts, comma-separated: a request whose connection fails is tried on the
+        # next one, and the parts of an upload go to each in turn.
+        self.urls = [normalise_url(u) for u in given.split(",") if u.strip()]
+        self.url = self.urls[0]
+        self._turn = itertools.count()
+        self._sending: dict[str, threading.Thread] = {}
+        self._send_errors: dict[str, BaseException] = {}
         api_key = api_key or os.environ.get("REVIEWSCORE_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         headers["Accept"] = "application/json"
@@ -283,12 +297,25 @@ class Client:
     # ------------------------------------------------------------------ plumbing ----
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
-        _check(response, self.url)
-        return response
+        if len(self.urls) == 1:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                raise _unreachable(self.url, exc) from exc
+            _check(response, self.url)
+            return response
+        first = next(self._turn)
+        for k in range(len(self.urls)):
+            base = self.urls[(first + k) % len(self.urls)]
+            try:
+                response = self.http.request(method, base + path, **kwargs)
+            except httpx.TransportError as exc:
+                if k == len(self.urls) - 1:
+                    raise _unreachable(base, exc) from exc
+                continue
+            _check(response, base)
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)
@@ -327,6 +354,13 @@ class Client:
         filename: str | None = None,
         send_as: str = "csv",
         progress: Callable[[int], None] | None = None,
+        parallel: int = 4,
+        wait: bool = True,
+        part_bytes: int = splitting.PART_BYTES,
+        keep_texts: bool = False,
+        result_url: str | None = None,
+        result_format: str | None = None,
+        on_resume: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Uploads a file (CSV, TSV, JSON Lines, Parquet; gzip welcome) or a pandas DataFrame
         (streamed as CSV, or Parquet with send_as="parquet") and returns the job (202).
@@ -340,9 +374,18 @@ class Client:
             delimiter=delimiter,
             format=format,
             keep_columns=keep_columns,
+            keep_texts="true" if keep_texts else None,
+            result_url=result_url,
+            result_format=result_format,
         )
         if isinstance(source, str | os.PathLike):
-            return self._submit_file(Path(source), params, filename, progress)
+            path = Path(source)
+            if parallel >= 1 and _splittable(path, format):
+                if filename or path.name:
+                    params["filename"] = filename or path.name
+                upload = PartsUpload(self, path, params, parallel, part_bytes, format)
+                return upload.run(wait=wait, progress=progress, on_resume=on_resume)
+            return self._submit_file(path, params, filename, progress)
         if send_as == "parquet":
             pieces, ctype = _dataframe_parquet(source), UPLOAD_TYPES[".parquet"]
             params.setdefault("format", "parquet")
@@ -351,6 +394,17 @@ class Client:
         name = filename or f"dataframe.{'parquet' if send_as == 'parquet' else 'csv'}"
         boundary, body, _ = _multipart(name, ctype, pieces)
         return self._post_upload(params, body, boundary, None)
+
+    def upload_done(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """After submit(..., wait=False): waits until every part is sent and the upload is
+        complete, raises what stopped it, and returns the job."""
+        sender = self._sending.pop(job_id, None)
+        if sender is not None:
+            sender.join(timeout)
+        error = self._send_errors.pop(job_id, None)
+        if error is not None:
+            raise error
+        return self.job(job_id)
 
     def upload(self, path: Path, **options: Any) -> dict[str, Any]:
         """submit() for a file path (the older name)."""
@@ -518,3 +572,184 @@ class Client:
             raise _unreachable(self.url, exc) from exc
         os.replace(tmp, dest)
         return written
+
+
+# ------------------------------------------------------------------ uploads in parts ----
+
+# A failed part is tried this many times, after 0.5, 1, 2 ... 10 s.
+PART_TRIES = 8
+
+
+def _splittable(path: Path, format: str | None) -> bool:
+    try:
+        return splitting.can_split(path, format)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return False  # the single upload names the problem
+
+
+def state_dir() -> Path:
+    """Where interrupted uploads are remembered, to be resumed by the same command."""
+    given = os.environ.get("REVIEWSCORE_STATE_DIR")
+    if given:
+        return Path(given)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "reviewscore" / "uploads"
+
+
+class PartsUpload:
+    """One file sent in parts: the job created (or found again from an earlier, interrupted
+    run of the same upload), the parts the server lacks sent `parallel` at once, each retried
+    with backoff, then the upload completed. The state file (the job's id, under state_dir(),
+    keyed by the server, the file's path, size and modification time, the options and the part
+    size) is written as soon as the job exists and removed once the upload is complete."""
+
+    def __init__(
+        self,
+        client: Client,
+        path: Path,
+        params: dict[str, str],
+        parallel: int,
+        part_bytes: int,
+        format: str | None,
+    ) -> None:
+        self.client = client
+        self.path = path.resolve()
+        self.params = params
+        self.parallel = parallel
+        self.part_bytes = part_bytes
+        self.format = format
+        stat = self.path.stat()
+        key = json.dumps(
+            [self.client.url, str(self.path), stat.st_size, stat.st_mtime_ns, params, part_bytes],
+            sort_keys=True,
+        )
+        self.state_file = state_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+    def parts(self) -> Iterator[bytes]:
+        return splitting.split(self.path, self.format, part_bytes=self.part_bytes)
+
+    def run(
+        self,
+        *,
+        wait: bool,
+        progress: Callable[[int], None] | None,
+        on_resume: Callable[[str], None] | None,
+    ) -> dict[str, Any]:
+        job, stored = self._job_to_resume()
+        if job is not None and stored is None:
+            return job  # its upload was completed by the earlier run
+        if job is None:
+            job = self.client._json("POST", "/v1/jobs", params={**self.params, "parts": "true"})
+            self._save(job["id"])
+            stored = {}
+        elif on_resume is not None:
+            total = sum(1 for _ in self.parts())
+            have = len([n for n in stored or {} if n <= total])
+            on_resume(f"resuming job {job['id']}: {have} of {total} parts already stored")
+        job_id: str = job["id"]
+        known: dict[int, str] = stored or {}
+        if wait:
+            return self._send_all(job_id, known, progress)
+
+        def background() -> None:
+            try:
+                self._send_all(job_id, known, progress)
+            except BaseException as exc:  # noqa: BLE001 - handed to upload_done()
+                self.client._send_errors[job_id] = exc
+
+        sender = threading.Thread(target=background, name=f"upload-{job_id}", daemon=True)
+        self.client._sending[job_id] = sender
+        sender.start()
+        return job  # type: ignore[no-any-return]
+
+    def _job_to_resume(self) -> tuple[dict[str, Any] | None, dict[int, str] | None]:
+        """The earlier run's job and the sha256 of the parts it stored; (job, None) if its
+        upload is complete; (None, None) if there is nothing to resume."""
+        try:
+            job_id = json.loads(self.state_file.read_text())["job_id"]
+        except (OSError, ValueError, KeyError):
+            return None, None
+        try:
+            job = self.client.job(job_id)
+        except ApiError:
+            job = None
+        if job is None or job["status"] in ("cancelled", "failed"):
+            self.state_file.unlink(missing_ok=True)
+            return None, None
+        if job.get("upload_finished_at"):
+            self.state_file.unlink(missing_ok=True)
+            return job, None
+        listed = self.client._json("GET", f"/v1/jobs/{job_id}/parts")
+        return job, {p["number"]: p["sha256"] for p in listed["parts"] if p["state"] == "stored"}
+
+    def _save(self, job_id: str) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"job_id": job_id, "file": str(self.path)}))
+        temporary.replace(self.state_file)  # atomic: a kill never leaves half a state file
+
+    def _send_all(
+        self, job_id: str, stored: dict[int, str], progress: Callable[[int], None] | None
+    ) -> dict[str, Any]:
+        count = 0
+        pending: list[Future[None]] = []
+        with ThreadPoolExecutor(self.parallel, thread_name_prefix="part") as pool:
+            for count, data in enumerate(self.parts(), start=1):
+                digest = hashlib.sha256(data).hexdigest()
+                if count in stored:
+                    if stored[count] != digest:
+                        raise ClientError(
+                            f"part {count} of job {job_id} was stored with other bytes: the "
+                            f"file changed since; remove {self.state_file} to start over"
+                        )
+                    if progress is not None:
+                        progress(len(data))
+                    continue
+                # At most `parallel` parts in flight and one being made: bounded memory.
+                while len([f for f in pending if not f.done()]) >= self.parallel:
+                    next(f for f in pending if not f.done()).result()
+                for f in [f for f in pending if f.done()]:
+                    f.result()
+                    pending.remove(f)
+                pending.append(pool.submit(self._put, job_id, count, data, progress))
+            for f in pending:
+                f.result()
+        if count == 0:
+            raise ClientError(f"{self.path.name} holds no records to send")
+        job = self.client._json("POST", f"/v1/jobs/{job_id}/complete", json={"parts": count})
+        self.state_file.unlink(missing_ok=True)
+        return job  # type: ignore[no-any-return]
+
+    def _put(
+        self, job_id: str, number: int, data: bytes, progress: Callable[[int], None] | None
+    ) -> None:
+        delay = 0.5
+        for attempt in range(1, PART_TRIES + 1):
+            try:
+                self.client._send(
+                    "PUT",
+                    f"/v1/jobs/{job_id}/parts/{number}",
+                    content=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                    timeout=httpx.Timeout(60.0, read=None),
+                )
+                break
+            except (ServiceUnreachableError, NotReviewscoreError, ApiError) as exc:
+                if attempt == PART_TRIES or not _worth_retrying(exc):
+                    raise
+            time.sleep(delay)
+            delay = min(10.0, delay * 2)
+        if progress is not None:
+            progress(len(data))
+
+
+def _worth_retrying(exc: ClientError) -> bool:
+    """A cut connection, an overloaded or restarting server, a part another request of ours is
+    still storing (the connection broke while the server kept reading): worth another try."""
+    if isinstance(exc, ServiceUnreachableError | NotReviewscoreError):
+        return True
+    if isinstance(exc, ApiError):
+        if exc.status_code in (408, 429) or exc.status_code >= 500:
+            return True
+        return exc.status_code == 409 and "being stored by another request" in exc.detail
+    return False

@@ -253,10 +253,24 @@ def score(
         str | None,
         typer.Option(help="csv, jsonl or parquet (default: from the output file's suffix)"),
     ] = None,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=64,
+            help="parts sent at once (the file is cut at record boundaries); 0: one request",
+        ),
+    ] = 4,
+    part_mb: Annotated[
+        float, typer.Option(min=0.01, max=64, help="the size of a part in MiB (default 8)")
+    ] = 8.0,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Upload a file, show progress while the workers score it, and write the results."""
+    """Upload a file, show progress while the workers score it, and write the results.
+
+    The file goes in parts, --parallel at a time, each retried on failure; killed or cut off,
+    the same command run again resumes the same job and sends only the parts not stored."""
     client = _client(url, api_key)
     try:
         with Progress(
@@ -277,10 +291,16 @@ def score(
                 format=input_format,
                 keep_columns=keep_columns,
                 progress=lambda n: progress.advance(task, n),
+                parallel=parallel,
+                part_bytes=int(part_mb * 1024 * 1024),
+                on_resume=say,
             )
     except KeyboardInterrupt:
         say(
-            "upload interrupted: the server keeps the rows it received in a job that ends "
+            "upload interrupted: run the same command again to resume it (the parts already "
+            "stored are not sent again)"
+            if parallel
+            else "upload interrupted: the server keeps the rows it received in a job that ends "
             "failed (`reviewscore jobs` lists it); run the same command again to score it all"
         )
         raise typer.Exit(INTERRUPTED) from None
