@@ -180,7 +180,8 @@ def fetch_span(
                 raise SourceFetchError(
                     f"{target.shown}: {what} at byte {pos:,}, {failures} times in a row"
                 ) from None
-            progress.resumes += 1
+            with progress.lock:
+                progress.resumes += 1
             time.sleep(backoff_s(failures))
         except SourceFetchError as exc:
             raise SourceFetchError(f"{target.shown}: {exc.message}", exc.status_code) from None
