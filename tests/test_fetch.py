@@ -207,3 +207,20 @@ def test_requests_go_to_the_checked_address_with_the_url_host_named() -> None:
     assert target.headers == {"Host": "data.example.com:8443"}
     assert target.extensions == {"sni_hostname": "data.example.com"}
     assert target.shown == "https://data.example.com:8443/a.csv"
+
+
+def test_a_source_slower_than_the_minimum_rate_is_given_up(
+    webserver: WebServer, tmp_path: Path
+) -> None:
+    # /slow/ sends 256 KiB/s: under a minimum of 1 MiB/s once the 1 s grace is over.
+    put(webserver, "dump.csv", 4 * 1024 * KIB)
+    settings = settings_for(
+        webserver,
+        tmp_path,
+        fetch_parallel=1,
+        upload_min_bytes_per_s=1024 * KIB,
+        upload_idle_timeout_s=1,
+    )
+    with pytest.raises(SourceFetchError, match="UPLOAD_MIN_BYTES_PER_S"):
+        fetch_to_file(f"{webserver.url}/slow/dump.csv", settings, tmp_path / "spool")
+    assert list((tmp_path / "spool").iterdir()) == []

@@ -74,6 +74,11 @@ class Progress:
     validator: str | None
     limit: int
     on_progress: Callable[[int], None] | None = None
+    # A source slower than this on average past `grace_s` is given up: the fetch holds an
+    # upload's place, and a trickling server must not hold it for days.
+    min_rate: int = 0
+    grace_s: float = 30.0
+    started: float = field(default_factory=time.monotonic)
     received: int = 0
     resumes: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -85,6 +90,12 @@ class Progress:
             total = self.received
         if self.on_progress is not None:
             self.on_progress(total)
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.grace_s and total / elapsed < self.min_rate:
+            raise SourceFetchError(
+                f"it arrived at {total / elapsed:,.0f} bytes/s over {elapsed:.0f} s, under the "
+                f"minimum of {self.min_rate:,} (REVIEWSCORE_UPLOAD_MIN_BYTES_PER_S)"
+            )
 
 
 def validator_of(response: httpx.Response) -> str | None:

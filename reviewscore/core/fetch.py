@@ -123,7 +123,13 @@ def _fetch_http(
     on_progress: Callable[[int], None] | None,
 ) -> FetchedFile:
     target, first = _follow(client, url, settings)
-    progress = Progress(validator_of(first), settings.max_upload_bytes, on_progress)
+    progress = Progress(
+        validator_of(first),
+        settings.max_upload_bytes,
+        on_progress,
+        min_rate=settings.upload_min_bytes_per_s,
+        grace_s=settings.upload_idle_timeout_s,
+    )
     try:
         # A one-byte range of an empty file is not satisfiable: 416, "bytes */0".
         empty = first.status_code == 416 and first.headers.get("content-range") == "bytes */0"
