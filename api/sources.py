@@ -111,12 +111,14 @@ async def requested_source(
 
 def receive_source(source: Source, owner: int | None) -> str:
     """Fetches the source and stores it as a job; returns its id (blocking: run it in a worker
-    thread). The model is resolved first, so a wrong name fails before any byte is fetched."""
+    thread). The model and any result_url are checked first, so a wrong one fails before any
+    byte is fetched."""
     settings = get_settings()
+    values = {k: v for k, v in source.options.model_dump().items() if v}
+    destination = uploads.result_destination(values)
     with session_scope(readonly=True) as session:
         model = get_model(session, source.options.model, settings.default_model)
     with fetched(source.url, settings) as found, found.path.open("rb") as raw:
-        values = {k: v for k, v in source.options.model_dump().items() if v}
         values.setdefault("filename", found.filename)
         return store_upload(
             raw,
@@ -126,4 +128,5 @@ def receive_source(source: Source, owner: int | None) -> str:
             # Looked up at call time: the fast tests replace the uploads' enqueue.
             enqueue=uploads.enqueue_chunk,
             owner_key_id=owner,
+            destination=destination,
         )

@@ -146,7 +146,7 @@ def test_an_error_answer_names_the_url_without_its_query(
             tmp_path / "spool",
         )
     assert refused.value.status_code == 422
-    assert refused.value.message == f"{webserver.url}/files/none.csv: answered 404 Not Found"
+    assert refused.value.message == f"{webserver.url}/files/none.csv?...: answered 404 Not Found"
 
 
 def test_file_urls_are_read_in_place_under_listed_folders_only(tmp_path: Path) -> None:
@@ -206,7 +206,7 @@ def test_requests_go_to_the_checked_address_with_the_url_host_named() -> None:
     assert target.url == "https://203.0.113.9:8443/a.csv?sig=x"
     assert target.headers == {"Host": "data.example.com:8443"}
     assert target.extensions == {"sni_hostname": "data.example.com"}
-    assert target.shown == "https://data.example.com:8443/a.csv"
+    assert target.shown == "https://data.example.com:8443/a.csv?..."
 
 
 def test_a_source_slower_than_the_minimum_rate_is_given_up(

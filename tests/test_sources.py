@@ -115,3 +115,19 @@ def test_a_body_and_a_source_url_together_are_refused(
     unknown = api.post("/v1/jobs", json={"source_url": f"{webserver.url}/files/r.csv", "x": 1})
     assert unknown.status_code == 422 and "JSON body, x" in unknown.json()["detail"]
     assert webserver.requests() == []
+
+
+def test_a_refused_result_url_fails_before_the_source_is_fetched(
+    api: TestClient, webserver: WebServer
+) -> None:
+    (webserver.root / "r.csv").write_text(REVIEWS)
+    answer = api.post(
+        "/v1/jobs",
+        json={
+            "source_url": f"{webserver.url}/files/r.csv",
+            "result_url": "http://127.0.0.1:9/out.csv?sig=s3cret",
+        },
+    )
+    assert answer.status_code == 422 and "REVIEWSCORE_URL_ALLOW" in answer.json()["detail"]
+    assert "s3cret" not in answer.text
+    assert webserver.requests() == []

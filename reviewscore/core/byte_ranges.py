@@ -16,7 +16,8 @@ import httpx
 
 from reviewscore.core.errors import SourceFetchError, UploadTooLargeError
 from reviewscore.core.settings import Settings
-from reviewscore.core.urls import CheckedURL, display_url
+from reviewscore.core.urls import CheckedURL
+from reviewscore.core.urls import shown as shown_url
 
 PIECE_BYTES = 256 * 1024
 # The bytes as stored: a range of a gzip-encoded answer would be a range of other bytes.
@@ -46,7 +47,7 @@ class Target:
         tls = {"sni_hostname": host} if parts.scheme.lower() == "https" else {}
         return cls(
             url=urlunsplit(parts._replace(netloc=netloc)),
-            shown=display_url(checked.url),
+            shown=shown_url(checked.url),
             headers={"Host": parts.netloc},
             extensions=tls,
         )

@@ -26,7 +26,8 @@ from reviewscore.core.byte_ranges import (
 )
 from reviewscore.core.errors import SourceFetchError, UploadTooLargeError, URLRefusedError
 from reviewscore.core.settings import Settings
-from reviewscore.core.urls import DEFAULT_PORTS, CheckedURL, check_url, display_url
+from reviewscore.core.urls import DEFAULT_PORTS, CheckedURL, check_url
+from reviewscore.core.urls import shown as shown_url
 
 MAX_REDIRECTS = 5
 
@@ -64,10 +65,10 @@ def _local(checked: CheckedURL, settings: Settings) -> FetchedFile:
     path = checked.file_path
     assert path is not None
     if not path.is_file():
-        raise SourceFetchError(f"{display_url(checked.url)}: no such file", 422)
+        raise SourceFetchError(f"{shown_url(checked.url)}: no such file", 422)
     size = path.stat().st_size
     if size > settings.max_upload_bytes:
-        raise _too_large(display_url(checked.url), size, settings)
+        raise _too_large(shown_url(checked.url), size, settings)
     return FetchedFile(path, size, path.name, None, spooled=False, ranges=0, received=0, resumes=0)
 
 
@@ -100,11 +101,11 @@ def _follow(client: httpx.Client, url: str, settings: Settings) -> tuple[Target,
         following = urljoin(checked.url, response.headers["location"])
         if _origin(following) != _origin(url):
             raise URLRefusedError(
-                f"{target.shown} redirects to {display_url(following)!r}, another origin "
+                f"{target.shown} redirects to {shown_url(following)!r}, another origin "
                 "(scheme, host and port) than the URL given: refused"
             )
         checked = check_url(following, settings)
-    raise SourceFetchError(f"{display_url(url)}: more than {MAX_REDIRECTS} redirects", 422)
+    raise SourceFetchError(f"{shown_url(url)}: more than {MAX_REDIRECTS} redirects", 422)
 
 
 def _size_of(response: httpx.Response) -> int | None:
