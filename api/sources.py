@@ -129,4 +129,5 @@ def receive_source(source: Source, owner: int | None) -> str:
             enqueue=uploads.enqueue_chunk,
             owner_key_id=owner,
             destination=destination,
+            source_url=source.url,
         )

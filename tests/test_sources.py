@@ -57,6 +57,7 @@ def test_a_source_url_in_the_query_becomes_a_job_with_the_files_rows(
     assert answer.status_code == 202, answer.text
     job = answer.json()
     assert (job["filename"], job["received"], job["total"]) == ("reviews.csv", 10, 10)
+    assert job["source_url"] == f"{webserver.url}/files/reviews.csv?..."
     work_off(sent)
     done = api.get(f"/v1/jobs/{job['id']}").json()
     assert (done["status"], done["scored"]) == ("succeeded", 10)

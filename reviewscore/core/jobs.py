@@ -28,6 +28,7 @@ from reviewscore.core.schema import (
     JobStatus,
     Result,
 )
+from reviewscore.core.urls import shown
 
 UPLOAD_INTERRUPTED = "upload interrupted"
 UNFINISHED = [s for s in JobStatus if s not in FINAL_STATUSES]
@@ -58,6 +59,7 @@ def create_job(
     keep_columns: list[str] | None = None,
     result_url: str | None = None,
     result_format: str | None = None,
+    source_url: str | None = None,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -74,6 +76,8 @@ def create_job(
         keep_columns=keep_columns or None,
         result_url=result_url,
         result_format=result_format if result_url else None,
+        # Never its query: a presigned URL's signature must not sit in the database.
+        source_url=shown(source_url) if source_url else None,
     )
     session.add(job)
     session.flush()

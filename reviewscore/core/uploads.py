@@ -215,6 +215,7 @@ def store_upload(
     enqueue: Callable[[str, int], None],
     owner_key_id: int | None = None,
     destination: ResultDestination | None = None,
+    source_url: str | None = None,
 ) -> str:
     """Streams an upload into the database and queues its chunks as they are stored.
 
@@ -241,6 +242,7 @@ def store_upload(
                 delimiter=reviews.delimiter,
                 keep_columns=reviews.keep_columns,
                 **(destination.job_fields() if destination else {}),
+                source_url=source_url,
             )
         _store_rows(job_id, first, rows, settings, enqueue)
     finally:
