@@ -264,7 +264,9 @@ ERROR_MEANINGS = {
     409: "the job is not in a state that allows this",
     413: "the upload is over a size or row limit",
     415: "the body is not a CSV content type",
-    422: "invalid parameters, or a file that cannot be read as the CSV needed",
+    422: "invalid parameters, or a file that cannot be read as the CSV needed (or a source_url "
+    "refused, or answered with an error)",
+    502: "the source_url's server failed, or went away past the retries",
     503: "a part is unavailable (the database, Redis, the workers; `detail` names it), or too many "
     "uploads at once: try again after `Retry-After` seconds",
     504: "no worker answered in time",

@@ -260,6 +260,15 @@ def _options(values: dict[str, str | None], content_type: str | None) -> UploadO
     )
 
 
+def json_is_not_an_upload() -> UnsupportedMediaError:
+    """The answer to a JSON body, unless it names a source_url (api/sources.py)."""
+    return UnsupportedMediaError(
+        "a JSON body is not an upload: send reviews to POST /v1/score as "
+        '{"reviews": [...]}, or a JSON Lines file as application/x-ndjson or as '
+        "multipart field 'file'"
+    )
+
+
 def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) -> UploadSource:
     """Picks the reader for the content type and resolves the options: the query wins over form
     fields sent before the file, which win over the charset of the file's content type."""
@@ -291,11 +300,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             keep_texts=query.keep_texts,
         )
     if ctype == b"application/json":
-        raise UnsupportedMediaError(
-            "a JSON body is not an upload: send reviews to POST /v1/score as "
-            '{"reviews": [...]}, or a JSON Lines file as application/x-ndjson or as '
-            "multipart field 'file'"
-        )
+        raise json_is_not_an_upload()
     raise UnsupportedMediaError(
         f"unsupported content type {ctype.decode('latin-1')[:80] or 'none'!r}: send the file as "
         "multipart/form-data field 'file', or as a raw body typed text/csv, "

@@ -2,12 +2,14 @@
 # Debian packages some tests use, installed when missing (as root; CI runs as root):
 #   libfaketime     a worker host with a skewed clock in the multi-host suite (tests/multihost)
 #   docker-compose  `docker-compose config` checks docker-compose.yml (tests/test_compose.py)
+#   nginx           a real web server serving byte ranges for source_url (tests/test_fetch.py)
 # Not root, or no apt-get: say what is missing; the tests that need it skip and say why.
 set -euo pipefail
 missing=()
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1 ] \
   || missing+=(libfaketime)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

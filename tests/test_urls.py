@@ -57,3 +57,16 @@ def test_file_url_only_under_listed_dirs(tmp_path: Path) -> None:
     assert check_url(f"file://{ok}/a.csv", settings).file_path == ok / "a.csv"
     with pytest.raises(URLRefusedError, match="REVIEWSCORE_URL_FILE_DIRS"):
         check_url(f"file://{ok}/../a.csv", settings)
+
+
+def test_refusals_never_echo_the_query_or_credentials() -> None:
+    # A presigned URL carries its signature in the query: messages show the URL without it.
+    with pytest.raises(URLRefusedError) as refused:
+        check_url("http://127.0.0.1:9/a.csv?X-Amz-Signature=s3cret", _settings("http://10.0.0.1/"))
+    assert (
+        "s3cret" not in refused.value.message
+        and "http://127.0.0.1:9/a.csv" in refused.value.message
+    )
+    with pytest.raises(URLRefusedError) as refused:
+        check_url("http://user:pw@127.0.0.1/a", _settings("http://127.0.0.1/"))
+    assert "pw" not in refused.value.message

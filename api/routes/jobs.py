@@ -21,6 +21,7 @@ from api.schemas import (
     SummaryView,
     error_responses,
 )
+from api.sources import SOURCE_URL_DOC, receive_source, requested_source, with_source_body
 from api.uploads import (
     OPTION_NAMES,
     RequestBodyStream,
@@ -44,7 +45,9 @@ separator and text encoding detected), TSV, JSON Lines (`.jsonl`, one object per
 Parquet, each plain or gzipped. The format is detected from the content, then the file name
 and content type (`format` overrides). Options come as query parameters, or as form fields
 placed before the file; an option after the file is refused (400). Rows are stored and queued
-for scoring while the upload streams; the answer (202) comes once the whole file is stored."""
+for scoring while the upload streams; the answer (202) comes once the whole file is stored.
+Or, with no body, `source_url` (in the query, or a JSON body with the options) names the file
+for the service to fetch, from a URL prefix the operator allows (REVIEWSCORE_URL_ALLOW)."""
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -77,11 +80,11 @@ UPLOAD_BODY = {
     description=UPLOAD_DOC,
     responses={
         201: {"model": JobView, "description": "a job in parts (parts=true), uploading"},
-        **error_responses(400, 408, 409, 413, 415, 422, 503),
+        **error_responses(400, 408, 409, 413, 415, 422, 502, 503),
     },
     # The body is streamed by hand, so FastAPI cannot infer it: document it here. It is left
-    # out for a job in parts (parts=true).
-    openapi_extra={"requestBody": UPLOAD_BODY | {"required": False}},
+    # out for a job in parts (parts=true), and is JSON or absent with a source_url.
+    openapi_extra={"requestBody": with_source_body(UPLOAD_BODY) | {"required": False}},
 )
 async def create_job(
     request: Request,
@@ -95,7 +98,10 @@ async def create_job(
             "/v1/jobs/{id}/parts/{n}, then POST /v1/jobs/{id}/complete): answers 201"
         ),
     ] = False,
+    source_url: Annotated[str | None, Query(description=SOURCE_URL_DOC)] = None,
 ) -> JobView:
+    if parts and source_url is not None:
+        raise BadUploadError("parts=true and source_url exclude each other: choose one", 400)
     if parts:
         if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in (
             request.headers
@@ -111,11 +117,14 @@ async def create_job(
     # The body arrives on the event loop; parsing and SQL run in a thread of the uploads' own
     # pool (see api/uploads.py upload_slot), never in the one every `def` route waits on.
     async with upload_slot() as threads:
-        body = RequestBodyStream(request)
-        content_type = request.headers.get("content-type", "")
-        job_id = await anyio.to_thread.run_sync(
-            partial(receive_upload, body, content_type, query, owner), limiter=threads
-        )
+        source = await requested_source(request, query, source_url)
+        if source is not None:  # fetched in this pool too: a slow server holds an upload's place
+            receive = partial(receive_source, source, owner)
+        else:
+            body = RequestBodyStream(request)
+            content_type = request.headers.get("content-type", "")
+            receive = partial(receive_upload, body, content_type, query, owner)
+        job_id = await anyio.to_thread.run_sync(receive, limiter=threads)
     return await anyio.to_thread.run_sync(view, job_id, owner)
 
 

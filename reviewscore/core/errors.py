@@ -60,6 +60,15 @@ class URLRefusedError(ReviewscoreError):
     status_code = 422
 
 
+class SourceFetchError(ReviewscoreError):
+    """A source_url could not be fetched: its server answered an error (422: the URL is wrong
+    or expired), or failed or went away past the retries (502)."""
+
+    def __init__(self, message: str, status_code: int = 502) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class ServiceUnavailableError(ReviewscoreError):
     status_code = 503
 

@@ -29,6 +29,7 @@ from reviewscore.core.schema import (
     JobStatus,
     Result,
 )
+from reviewscore.core.urls import shown
 
 UPLOAD_INTERRUPTED = "upload interrupted"
 UNFINISHED = [s for s in JobStatus if s not in FINAL_STATUSES]
@@ -60,6 +61,7 @@ def create_job(
     result_url: str | None = None,
     result_format: str | None = None,
     keep_texts: bool = False,
+    source_url: str | None = None,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -77,6 +79,8 @@ def create_job(
         result_url=result_url,
         result_format=result_format if result_url else None,
         keep_texts=keep_texts,
+        # Never its query: a presigned URL's signature must not sit in the database.
+        source_url=shown(source_url) if source_url else None,
     )
     session.add(job)
     session.flush()

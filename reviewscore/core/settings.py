@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     # prefixes; empty = every URL refused. file:// URLs only under these folders.
     url_allow: str = ""
     url_file_dirs: str = ""
+    # Fetching a source_url (reviewscore/core/fetch.py): byte ranges at once and their size,
+    # tries of one request that makes no progress (backoff between), and the socket timeout.
+    fetch_parallel: Annotated[int, Field(ge=1, le=64)] = 4
+    fetch_range_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024**2
+    fetch_attempts: Annotated[int, Field(ge=1)] = 8
+    fetch_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
     chunk_max_attempts: Annotated[int, Field(ge=1)] = 3
     # A running chunk whose worker went silent this long is handed to another worker.

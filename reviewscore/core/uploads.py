@@ -217,6 +217,7 @@ def store_upload(
     owner_key_id: int | None = None,
     destination: ResultDestination | None = None,
     keep_texts: bool = False,
+    source_url: str | None = None,
 ) -> str:
     """Streams an upload into the database and queues its chunks as they are stored.
 
@@ -246,6 +247,7 @@ def store_upload(
                 keep_columns=reviews.keep_columns,
                 **(destination.job_fields() if destination else {}),
                 keep_texts=keep_texts,
+                source_url=source_url,
             )
         beat = _UploadBeat(job_id, arriving, min(5.0, settings.upload_stall_s / 3))
         _store_rows(job_id, first, rows, settings, enqueue)

@@ -33,7 +33,9 @@ def shown(url: str) -> str:
     except ValueError:
         return url.split("?", 1)[0][:200]
     hidden = "?..." if parts.query else ""
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))[:200] + hidden
+    # Credentials (refused anyway) are left out as the signature is.
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:200] + hidden
 
 
 def _split(values: str) -> list[str]:
