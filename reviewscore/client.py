@@ -576,8 +576,9 @@ class Client:
 
 # ------------------------------------------------------------------ uploads in parts ----
 
-# A failed part is tried this many times, after 0.5, 1, 2 ... 10 s.
-PART_TRIES = 8
+# A failed part is tried this many times, after 0.5, 1, 2 ... 10 s (about 85 s in all: past the
+# 30 s after which the server gives a part whose API host went silent to another request).
+PART_TRIES = 12
 
 
 def _splittable(path: Path, format: str | None) -> bool:
@@ -716,31 +717,40 @@ class PartsUpload:
                 f.result()
         if count == 0:
             raise ClientError(f"{self.path.name} holds no records to send")
-        job = self.client._json("POST", f"/v1/jobs/{job_id}/complete", json={"parts": count})
+        job = _retrying(
+            lambda: self.client._json("POST", f"/v1/jobs/{job_id}/complete", json={"parts": count})
+        )
         self.state_file.unlink(missing_ok=True)
         return job  # type: ignore[no-any-return]
 
     def _put(
         self, job_id: str, number: int, data: bytes, progress: Callable[[int], None] | None
     ) -> None:
-        delay = 0.5
-        for attempt in range(1, PART_TRIES + 1):
-            try:
-                self.client._send(
-                    "PUT",
-                    f"/v1/jobs/{job_id}/parts/{number}",
-                    content=data,
-                    headers={"Content-Type": "application/octet-stream"},
-                    timeout=httpx.Timeout(60.0, read=None),
-                )
-                break
-            except (ServiceUnreachableError, NotReviewscoreError, ApiError) as exc:
-                if attempt == PART_TRIES or not _worth_retrying(exc):
-                    raise
-            time.sleep(delay)
-            delay = min(10.0, delay * 2)
+        _retrying(
+            lambda: self.client._send(
+                "PUT",
+                f"/v1/jobs/{job_id}/parts/{number}",
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        )
         if progress is not None:
             progress(len(data))
+
+
+def _retrying(call: Callable[[], Any]) -> Any:
+    """`call`, tried again with backoff while it fails in a way worth retrying; each try may go
+    to the next API URL (Client._send)."""
+    delay = 0.5
+    for attempt in range(1, PART_TRIES + 1):
+        try:
+            return call()
+        except (ServiceUnreachableError, NotReviewscoreError, ApiError) as exc:
+            if attempt == PART_TRIES or not _worth_retrying(exc):
+                raise
+        time.sleep(delay)
+        delay = min(10.0, delay * 2)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _worth_retrying(exc: ClientError) -> bool:
