@@ -60,7 +60,8 @@ def work_off(messages: list[tuple[str, int]]) -> None:
         job_id, seq = messages.pop(0)
         work = f.claim(job_id, seq)
         if work is not None:
-            tasks._score_and_write(work, 0.0)
+            with tasks.LeaseKeeper(work, lease_s=60) as keeper:
+                tasks._score_and_write(work, 0.0, keeper)
 
 
 def upload(api: TestClient, body: str, **params: str) -> dict:  # type: ignore[type-arg]
