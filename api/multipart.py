@@ -8,12 +8,19 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from reviewscore.core.errors import BadUploadError
+from reviewscore.core.errors import BadUploadError, UploadTooLargeError
 
 # How much of the body after the file is read to find fields there; more is refused.
 MAX_TRAILER_BYTES = 1024 * 1024
+# Bounds on what is kept before the file (and after it): a part's header section, the number of
+# header lines in a part, the number of fields, and each field's value. Options are short.
+MAX_PART_HEADER_BYTES = 16 * 1024
+MAX_PART_HEADERS = 16
+MAX_FIELDS = 32
+MAX_FIELD_BYTES = 64 * 1024
 
 
 class MultipartFileReader(io.RawIOBase):
@@ -38,10 +45,14 @@ class MultipartFileReader(io.RawIOBase):
         self._file_seen = False
         self._file_done = False
         self._body_done = False
-        self._header_name = b""
+        # A header's pieces, as the parser hands them over, joined once at its end.
+        self._header_name: list[bytes] = []
+        self._header_value: list[bytes] = []
+        self._header_bytes = 0
         self._headers: dict[bytes, bytes] = {}
         self._part_name = b""
         self._part_value = bytearray()
+        self._field_count = 0
         self.fields: dict[str, str] = {}
         self._parser_bytes = 0
         self.filename: str | None = None
@@ -57,23 +68,37 @@ class MultipartFileReader(io.RawIOBase):
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
             },
+            # The parser's own bounds (per header line, header lines per part), set to ours.
+            max_header_size=MAX_PART_HEADER_BYTES,
+            max_header_count=MAX_PART_HEADERS,
         )
 
     # parser callbacks ------------------------------------------------------------------
     def _on_part_begin(self) -> None:
         self._headers = {}
-        self._header_name = b""
+        self._header_name = []
+        self._header_value = []
+        self._header_bytes = 0
         self._part_value = bytearray()
 
+    def _count_header_bytes(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise _headers_too_large()
+
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
+        self._count_header_bytes(end - start)
+        self._header_name.append(data[start:end])
 
     def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        key = self._header_name.lower()
-        self._headers[key] = self._headers.get(key, b"") + data[start:end]
+        self._count_header_bytes(end - start)
+        self._header_value.append(data[start:end])
 
     def _on_header_end(self) -> None:
-        self._header_name = b""
+        key = b"".join(self._header_name).lower()
+        self._headers[key] = self._headers.get(key, b"") + b"".join(self._header_value)
+        self._header_name = []
+        self._header_value = []
 
     def _on_headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
@@ -84,12 +109,26 @@ class MultipartFileReader(io.RawIOBase):
             self.filename = raw_name.decode("utf-8", "replace") if raw_name else None
             ctype = self._headers.get(b"content-type")
             self.content_type = ctype.decode("latin-1") if ctype else None
+            return
+        self._field_count += 1
+        if self._field_count > MAX_FIELDS:
+            raise BadUploadError(
+                f"the form has more than {MAX_FIELDS} form fields besides the file: send only "
+                "the options (each once) and the file",
+                400,
+            )
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
             self._pending.append(data[start:end])
-        elif len(self._part_value) < 4096:
-            self._part_value += data[start:end]
+            return
+        if len(self._part_value) + (end - start) > MAX_FIELD_BYTES:
+            name = self._part_name.decode("utf-8", "replace")[:40]
+            raise UploadTooLargeError(
+                f"form field {name!r} is longer than {MAX_FIELD_BYTES:,} bytes, the limit for "
+                "one form field"
+            )
+        self._part_value += data[start:end]
 
     def _on_part_end(self) -> None:
         if self._in_file:
@@ -110,6 +149,16 @@ class MultipartFileReader(io.RawIOBase):
         self._parser_bytes += len(data)
         try:
             self._parser.write(data)
+        except BadUploadError:
+            raise  # a bound of ours, raised from a callback
+        except MultipartParseError as exc:
+            if str(exc).startswith("Maximum header size"):
+                raise _headers_too_large() from exc
+            if str(exc).startswith("Maximum header count"):
+                raise BadUploadError(
+                    f"a part of the form has more than {MAX_PART_HEADERS} header lines", 400
+                ) from exc
+            raise BadUploadError(f"the multipart body is malformed: {exc}", 400) from exc
         except Exception as exc:  # noqa: BLE001 - python-multipart raises its own error types
             raise BadUploadError(f"the multipart body is malformed: {exc}", 400) from exc
         return True
@@ -163,6 +212,13 @@ class MultipartFileReader(io.RawIOBase):
         else:
             self._pending[0] = chunk[n:]
         return n
+
+
+def _headers_too_large() -> UploadTooLargeError:
+    return UploadTooLargeError(
+        f"a part of the form has more than {MAX_PART_HEADER_BYTES:,} bytes of headers, the limit "
+        "for one part's headers"
+    )
 
 
 class BodyReader(io.RawIOBase):

@@ -8,6 +8,7 @@ import csv
 import gzip
 import io
 import json
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -60,7 +61,8 @@ def work_off(messages: list[tuple[str, int]]) -> None:
         job_id, seq = messages.pop(0)
         work = f.claim(job_id, seq)
         if work is not None:
-            tasks._score_and_write(work, 0.0)
+            with tasks.LeaseKeeper(work, lease_s=60) as keeper:
+                tasks._score_and_write(work, 0.0, keeper)
 
 
 def upload(api: TestClient, body: str, **params: str) -> dict:  # type: ignore[type-arg]
@@ -383,6 +385,55 @@ def test_an_unknown_form_field_is_refused(api: TestClient) -> None:
     assert (
         response.status_code == 400 and "unknown form field 'id_colum'" in response.json()["detail"]
     )
+
+
+def test_a_part_header_of_a_megabyte_is_refused_at_once_naming_the_limit(api: TestClient) -> None:
+    body, headers = multipart([("file", b"text\nok\n", "r.csv")])
+    padded = body.replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"a" * 1_000_000 + b"\r\n\r\n", 1)
+    started = time.monotonic()
+    response = api.post("/v1/jobs", content=padded, headers=headers)
+    assert response.status_code == 413, response.text
+    assert "16,384 bytes" in response.json()["detail"], response.text
+    assert time.monotonic() - started < 5
+    assert api.get("/v1/jobs").json()["total"] == 0
+
+
+def test_a_header_line_sent_in_small_pieces_is_refused_once_past_the_limit() -> None:
+    from api.multipart import MAX_PART_HEADER_BYTES, MultipartFileReader
+    from reviewscore.core.errors import UploadTooLargeError
+
+    body = multipart([("file", b"text\nok\n", "r.csv")])[0]
+    body = body.replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"a" * 1_000_000 + b"\r\n\r\n", 1)
+    pieces = iter(body[i : i + 100] for i in range(0, len(body), 100))
+    pulled: list[int] = []
+
+    def pull() -> bytes:
+        pulled.append(1)
+        return next(pieces, b"")
+
+    with pytest.raises(UploadTooLargeError):
+        MultipartFileReader(pull, b"rsb").wait_for_file()
+    assert len(pulled) * 100 <= MAX_PART_HEADER_BYTES + 200
+
+
+def test_more_than_32_fields_before_the_file_are_refused(api: TestClient) -> None:
+    many = [("format", b"csv", None)] * 1000 + [("file", b"text\nok\n", "r.csv")]
+    response = api.post("/v1/jobs", content=multipart(many)[0], headers=multipart(many)[1])
+    assert response.status_code == 400, response.text
+    assert "32 form fields" in response.json()["detail"], response.text
+    assert api.get("/v1/jobs").json()["total"] == 0
+    at_the_limit = [("format", b"csv", None)] * 32 + [("file", b"text\nok\n", "r.csv")]
+    body, headers = multipart(at_the_limit)
+    assert api.post("/v1/jobs", content=body, headers=headers).status_code == 202
+
+
+def test_a_form_field_over_64_kib_is_refused_naming_the_limit(api: TestClient) -> None:
+    parts = [("text_column", b"t" * 100_000, None), ("file", b"text\nok\n", "r.csv")]
+    body, headers = multipart(parts)
+    response = api.post("/v1/jobs", content=body, headers=headers)
+    assert response.status_code == 413, response.text
+    assert "'text_column'" in response.json()["detail"], response.text
+    assert "65,536 bytes" in response.json()["detail"], response.text
 
 
 def test_a_text_column_named_twice_is_422_naming_both(api: TestClient) -> None:

@@ -3,11 +3,15 @@ PostgreSQL: failure isolation, the lease heartbeat, and a lost lease that stops 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
+
 import pytest
 from sqlalchemy import select
 
+from reviewscore.core import sweeper
 from reviewscore.core.db import session_scope
-from reviewscore.core.schema import Result
+from reviewscore.core.schema import Chunk, ChunkStatus, Result
 from tests import factories as f
 from worker import tasks
 from worker.scoring import score_texts_isolating_failures
@@ -24,12 +28,12 @@ def test_a_row_that_makes_the_model_raise_fails_alone() -> None:
     assert sum(1 for value in p if value == value) == 19  # every other row has a score
 
 
-def test_the_lease_is_renewed_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_lease_is_renewed_on_a_timer_while_no_batch_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     job_id = f.make_job(12, 12)
     work = f.claim(job_id, 0)
     assert work is not None
-    keeper = tasks.LeaseKeeper(work, lease_s=0.0)  # renew after every piece of 4 batches
-    scorer = f.StubScorer(version="stub-1", batch_size=1)
     renewals: list[bool] = []
     real_renew = tasks.chunks.renew_lease
 
@@ -38,8 +42,10 @@ def test_the_lease_is_renewed_between_batches(monkeypatch: pytest.MonkeyPatch) -
         return renewals[-1]
 
     monkeypatch.setattr(tasks.chunks, "renew_lease", counting)
-    score_texts_isolating_failures(scorer, [r.text for r in work.rows], keeper)  # type: ignore[arg-type]
-    assert renewals == [True, True, True]
+    with tasks.LeaseKeeper(work, lease_s=0.3) as keeper:  # every 0.1 s
+        time.sleep(0.55)  # the scorer busy in one call: no batch ends, no piece ends
+        keeper()
+    assert len(renewals) >= 3 and all(renewals), renewals
 
 
 def test_a_worker_that_lost_its_chunk_stops_and_writes_nothing(
@@ -52,8 +58,46 @@ def test_a_worker_that_lost_its_chunk_stops_and_writes_nothing(
     monkeypatch.setattr(
         tasks, "get_scorer", lambda _name, _version=None: f.StubScorer(batch_size=4)
     )
-    monkeypatch.setattr(tasks.get_settings(), "chunk_lease_s", 0.0)
-    with pytest.raises(tasks.ChunkLostError):
-        tasks._score_and_write(stale, 0.0)
+    with pytest.raises(tasks.ChunkLostError), tasks.LeaseKeeper(stale, lease_s=60) as keeper:
+        tasks._score_and_write(stale, 0.0, keeper)
     with session_scope(readonly=True) as s:
         assert s.execute(select(Result)).first() is None
+
+
+class OneLongCallScorer(f.StubScorer):
+    """A slow host or model: one call to the scorer (a whole chunk) outlasts the lease; the
+    sweeper runs while it scores, as beat would, and hands back any chunk whose lease ran out."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(batch_size=256)
+        self.seconds = seconds
+        self.handed_back: list[tuple[str, int]] = []
+
+    def score(self, texts: Sequence[str]) -> f.StubScores:
+        time.sleep(self.seconds)
+        self.handed_back += sweeper.requeue_expired_leases()
+        return super().score(texts)
+
+
+def test_a_chunk_scored_in_one_call_longer_than_its_lease_keeps_its_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = f.make_job(12, 12)  # one chunk, one piece: no renewal between pieces could help
+    scorer = OneLongCallScorer(seconds=2.5)
+    settings = tasks.get_settings()
+    monkeypatch.setattr(settings, "chunk_lease_s", 1.0)
+    monkeypatch.setattr(settings, "score_delay_s", 0.0)  # its sleep renewed, and hid the bug
+    monkeypatch.setattr(tasks, "get_scorer", lambda _name, _version=None: scorer)
+    # Each delivery of the chunk's message (the sweeper re-sends a handed-back chunk), until it
+    # is done: the last claim past the attempt cap gives its rows up.
+    for _ in range(settings.chunk_max_attempts + 1):
+        tasks.score_chunk(job_id, 0)
+        with session_scope(readonly=True) as s:
+            status, attempts = s.execute(select(Chunk.status, Chunk.attempts)).one()
+        if status == ChunkStatus.done:
+            break
+    with session_scope(readonly=True) as s:
+        errors = s.execute(select(Result.error).where(Result.error.is_not(None))).scalars().all()
+    assert errors == [], errors[:1]
+    assert scorer.handed_back == [], "the sweeper took the chunk from a worker still scoring it"
+    assert (f.job(job_id).scored_rows, attempts) == (12, 1)

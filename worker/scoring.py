@@ -1,5 +1,6 @@
 """Scoring a claimed chunk: dedup against earlier scores, batch the rest, isolate rows that raise,
-and keep the chunk's lease alive between batches."""
+and stop between pieces once the chunk's lease is lost (worker.tasks.LeaseKeeper keeps it on a
+timer)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def score_texts_isolating_failures(
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Scores texts batch by batch; if a batch raises, re-scores it in halves so only the rows
     that really fail are marked failed (a poison row costs log2(n) extra calls, not the whole
-    chunk). `between_batches` runs after each batch (the lease heartbeat)."""
+    chunk). `between_batches` runs after each piece (it raises to stop once the lease is lost)."""
     n = len(texts)
     p = np.full(n, np.nan, dtype=np.float32)
     truncated = np.zeros(n, dtype=bool)
@@ -103,7 +104,8 @@ def score_texts_isolating_failures(
             run(mid, hi)
 
     # Pieces of a few batches: the scorer orders texts by length within a call (the CNN pads
-    # less), and the lease heartbeat runs between pieces; a 1,000-row chunk is one piece.
+    # less); a lost lease stops the work between pieces (the lease is kept on a timer, since
+    # a 1,000-row chunk is one piece).
     step = max(1, scorer.batch_size * PIECE_BATCHES)
     for lo in range(0, n, step):
         run(lo, min(n, lo + step))

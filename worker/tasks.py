@@ -246,20 +246,56 @@ def _backoff(tries: int, cap: float = 10.0) -> float:
 
 
 class LeaseKeeper:
-    """Renews the chunk's lease between batches (at most every quarter lease), so only a silent
-    worker loses its chunk; raises ChunkLostError once the chunk is no longer ours."""
+    """Keeps a claimed chunk's lease on a timer from the claim on: a daemon thread renews it every
+    third of the lease, whatever the scorer does meanwhile (a model load, one long call), so only
+    a silent worker loses its chunk. Calling the keeper raises ChunkLostError once a renewal found
+    the chunk no longer ours; `confirm` renews once more before the results are written."""
+
+    # The shortest wait between renewals: a zero lease (tests) must not spin the thread.
+    MIN_EVERY_S = 0.05
 
     def __init__(self, work: chunks.ChunkWork, lease_s: float) -> None:
         self.work = work
         self.lease_s = lease_s
-        self.renewed = time.monotonic()
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep, name=f"lease-{work.job_id}/{work.seq}", daemon=True
+        )
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _keep(self) -> None:
+        every = max(self.lease_s / 3, self.MIN_EVERY_S)
+        while not self._stop.wait(every):
+            try:
+                renewed = chunks.renew_lease(self.work, self.lease_s)
+            except Exception:  # noqa: BLE001 - the database is away: try again next tick
+                log.warning("chunk %s/%s: could not renew its lease", *self._key(), exc_info=True)
+                continue
+            if not renewed:
+                self.lost.set()
+                return
+
+    def _key(self) -> tuple[str, int]:
+        return self.work.job_id, self.work.seq
 
     def __call__(self) -> None:
-        if time.monotonic() - self.renewed < self.lease_s / 4:
-            return
+        if self.lost.is_set():
+            raise ChunkLostError("chunk {}/{} is no longer ours".format(*self._key()))
+
+    def confirm(self) -> None:
+        """Before writing: the chunk must still be ours (a stale attempt stops here)."""
+        self()
         if not chunks.renew_lease(self.work, self.lease_s):
-            raise ChunkLostError(f"chunk {self.work.job_id}/{self.work.seq} is no longer ours")
-        self.renewed = time.monotonic()
+            self.lost.set()
+            self()
 
 
 @celery_app.task(name=SCORE_CHUNK, bind=True, ignore_result=True, max_retries=None)
@@ -285,7 +321,9 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
         log.info("chunk_skipped %s", json.dumps({"job": job_id, "seq": seq}))
         return
     try:
-        _score_and_write(work, started)
+        # The lease is kept from here on, through the model load and the cache lookup too.
+        with LeaseKeeper(work, settings.chunk_lease_s) as keeper:
+            _score_and_write(work, started, keeper)
     except ChunkLostError:
         log.warning("chunk %s/%s attempt %s: lost its lease; stopped", job_id, seq, work.attempt)
     except Exception as exc:
@@ -300,14 +338,14 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
 
 def slow_down(seconds: float, keeper: LeaseKeeper) -> None:
     """The test-only switch REVIEWSCORE_SCORE_DELAY_S (0 unless set): a slower model's extra
-    time, spent in slices with the lease heartbeat between them, as scoring batches is."""
+    time, in slices, stopping early once the keeper found the lease lost."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.5))
         keeper()
 
 
-def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
+def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper) -> None:
     settings = get_settings()
     # The version the job is pinned to, whatever this host had installed: the registry has it.
     scorer = get_scorer(work.model_name, work.model_version)
@@ -319,9 +357,9 @@ def _score_and_write(work: chunks.ChunkWork, started: float) -> None:
     looked_up = time.perf_counter()
     held = hold_point(work)  # test-only fault switches: both off unless set
     hold(work, held, "score")
-    keeper = LeaseKeeper(work, settings.chunk_lease_s)
     slow_down(settings.score_delay_s, keeper)
     outcome = score_chunk_rows(scorer, work, hashes, cached, keeper)
+    keeper.confirm()
     scored = time.perf_counter()
     with session_scope() as session:
         written = chunks.complete_chunk(session, work, outcome.results)

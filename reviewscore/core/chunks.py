@@ -1,6 +1,6 @@
 """The chunk protocol: a job's rows are stored in chunks; a worker claims a chunk (one attempt,
-a lease on the database's clock), scores it, renews the lease as it goes, and completes it:
-its results and the chunk's counts are written together, once.
+a lease on the database's clock), scores it, renews the lease on a timer meanwhile, and
+completes it: its results and the chunk's counts are written together, once.
 
 A chunk can reach a worker more than once, in three ways:
 1. Celery redelivers it (`task_acks_late`): the message is acknowledged only when the task
