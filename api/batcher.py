@@ -2,7 +2,13 @@
 review, and no fixed wait. A request goes out at once when no batch is out. While one is out,
 requests gather and leave together (up to `max_size` texts) the moment it comes back, so batches
 grow with the load; only a full batch goes out beside others, up to `max_in_flight` at once
-(so several worker processes are kept busy when the load fills batches)."""
+(so several worker processes are kept busy when the load fills batches).
+
+A request's time counts from its arrival: one not answered within `timeout_s` gets a 504 even
+while it is still waiting for a batch to leave (and is then never sent). At most `max_waiting`
+texts wait; past that a request gets a 503 at once, so a stalled worker pool cannot pile up
+requests and their texts without end. A request whose client left (its task cancelled) is
+dropped from the waiting list."""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from api.errors import BusyError
+from reviewscore.core.errors import ScoringTimeoutError
 
 SendBatch = Callable[[list[str], str | None], Awaitable[dict[str, Any]]]
 Close = Callable[[], Awaitable[None]]
@@ -31,7 +40,11 @@ class MicroBatcher:
         max_in_flight: int,
         max_size: int,
         on_close: Close | None = None,
+        timeout_s: float | None = None,
+        max_waiting: int | None = None,
     ) -> None:
+        self._timeout_s = timeout_s
+        self._max_waiting = max_waiting
         self._send = send
         self._max_in_flight = max(1, max_in_flight)
         self._max_size = max_size
@@ -42,11 +55,33 @@ class MicroBatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
 
     async def score(self, texts: list[str], model: str | None) -> dict[str, Any]:
+        if self._max_waiting is not None and self._waiting_texts + len(texts) > self._max_waiting:
+            raise BusyError(
+                f"{self._waiting_texts:,} reviews are already waiting for a worker "
+                "(REVIEWSCORE_SINGLES_MAX_WAITING); try again shortly",
+                retry_after_s=2,
+            )
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(texts, model, future))
         self._waiting_texts += len(texts)
         self._send_what_fits()
-        return await future
+        try:
+            # shield: a timeout cancels the future below, not the batch it may be part of.
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
+        except TimeoutError:
+            raise ScoringTimeoutError(
+                f"no worker answered within {self._timeout_s:g} s of the request's arrival "
+                "(REVIEWSCORE_SINGLES_TIMEOUT_S); check that a worker runs (GET /readyz)"
+            ) from None
+        finally:
+            # Timed out, or the client left: if it still waits it is never sent (_take_batch).
+            future.cancel()
+            self._forget_cancelled()
+
+    def _forget_cancelled(self) -> None:
+        if any(item.future.done() for item in self._waiting):
+            self._waiting = deque(item for item in self._waiting if not item.future.done())
+            self._waiting_texts = sum(len(item.texts) for item in self._waiting)
 
     @property
     def batches_in_flight(self) -> int:

@@ -160,3 +160,73 @@ def test_an_answer_with_the_wrong_number_of_scores_is_an_error() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_request_times_out_from_its_arrival_even_while_it_waits_for_a_batch() -> None:
+    """Issue 20, defect 5: with the workers stalled, a request behind a batch that is out got
+    its timeout only once its own batch left; now it is answered 504 at arrival + timeout and
+    is never sent."""
+    from reviewscore.core.errors import ScoringTimeoutError
+
+    workers = HeldWorkers()
+
+    async def main() -> float:
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100, timeout_s=0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = asyncio.ensure_future(batcher.score(["a"], None))
+        await settle()
+        second = asyncio.ensure_future(batcher.score(["b"], None))
+        for request in (first, second):
+            with pytest.raises(ScoringTimeoutError, match="of the request's arrival"):
+                await asyncio.wait_for(request, 5)
+        waited = loop.time() - started
+        workers.release.set()
+        await settle()
+        await batcher.close()
+        return waited
+
+    waited = asyncio.run(main())
+    assert waited < 1.0
+    assert workers.sent == [(["a"], None)], "the request that timed out while waiting never left"
+
+
+def test_the_waiting_list_is_bounded_and_a_request_past_it_is_refused_at_once() -> None:
+    from api.errors import BusyError
+
+    workers = HeldWorkers()
+
+    async def main() -> None:
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100, max_waiting=3)
+        out = asyncio.ensure_future(batcher.score(["out"], None))  # the batch in flight
+        await settle()
+        waiting = asyncio.ensure_future(batcher.score(["w1", "w2"], None))
+        await settle()
+        with pytest.raises(BusyError, match="REVIEWSCORE_SINGLES_MAX_WAITING"):
+            await batcher.score(["w3", "w4"], None)
+        workers.release.set()
+        await asyncio.gather(out, waiting)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert workers.sent == [(["out"], None), (["w1", "w2"], None)]
+
+
+def test_a_request_whose_client_left_is_dropped_before_its_batch_leaves() -> None:
+    workers = HeldWorkers()
+
+    async def main() -> None:
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100)
+        out = asyncio.ensure_future(batcher.score(["out"], None))
+        await settle()
+        gone = asyncio.ensure_future(batcher.score(["gone"], None))
+        stays = asyncio.ensure_future(batcher.score(["stays"], None))
+        await settle()
+        gone.cancel()  # what the route does when its client hangs up
+        await settle()
+        workers.release.set()
+        await asyncio.gather(out, stays)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert workers.sent == [(["out"], None), (["stays"], None)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -39,6 +40,9 @@ def batcher_of(request: Request) -> MicroBatcher:
             max_in_flight=settings.singles_max_in_flight,
             max_size=settings.singles_batch_max,
             on_close=channel.close,
+            # From arrival: the channel's own timeout (from a batch leaving) mostly comes first.
+            timeout_s=settings.singles_timeout_s + 1.0,
+            max_waiting=settings.singles_max_waiting,
         )
         request.app.state.batcher = batcher  # api.main's lifespan closes it
     return batcher
@@ -90,5 +94,17 @@ async def score(body: ScoreRequest, request: Request) -> Response:
     texts = checked_texts(body, get_settings())
     if body.model:
         await run_in_threadpool(check_model, body.model)
-    answer = await batcher_of(request).score(texts, body.model)
+    scoring = asyncio.ensure_future(batcher_of(request).score(texts, body.model))
+    watcher = asyncio.create_task(_drop_when_the_client_leaves(request, scoring))
+    try:
+        answer = await scoring
+    finally:
+        watcher.cancel()
     return score_response(answer)
+
+
+async def _drop_when_the_client_leaves(request: Request, scoring: asyncio.Future[Any]) -> None:
+    """A client that hung up is not waited for: its texts leave the waiting list unsent."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.25)
+    scoring.cancel()

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # 32 keeps two pool processes busy at 64 connections on 2 cores (measured: see Performance).
     singles_max_in_flight: Annotated[int, Field(ge=1)] = 4
     singles_batch_max: Annotated[int, Field(ge=1)] = 32
+    # Reviews waiting for a batch to leave, at most; a request past it is answered 503 at once.
+    singles_max_waiting: Annotated[int, Field(ge=1)] = 2048
 
     # Backpressure: uploads at once (more get 503 + Retry-After), and how slow one may be: no
     # byte for upload_idle_timeout_s, or under upload_min_bytes_per_s over that long, ends it.
