@@ -100,7 +100,7 @@ def list_parts(job_id: JobId, owner: Owner) -> PartList:
 
 
 @router.post(
-    "/{job_id}/complete", response_model=JobView, responses=error_responses(404, 409, 422, 503)
+    "/{job_id}/complete", response_model=JobView, responses=error_responses(400, 404, 409, 422, 503)
 )
 def complete_upload(job_id: JobId, owner: Owner, body: CompleteRequest) -> JobView:
     """Closes the upload in parts once parts 1..`parts` are all stored (409 naming the missing
