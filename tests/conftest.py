@@ -223,7 +223,7 @@ def start_stack(
         "REVIEWSCORE_SWEEP_INTERVAL_S": "2",
         "REVIEWSCORE_QUEUED_GRACE_S": "10",
         "REVIEWSCORE_CHUNK_LEASE_S": "60",
-        "REVIEWSCORE_UPLOAD_STALL_S": "15",
+        "REVIEWSCORE_UPLOAD_STALL_S": "40",
         "REVIEWSCORE_API_PORT": str(port),
         "REVIEWSCORE_SINGLES_TIMEOUT_S": "60",
     }
