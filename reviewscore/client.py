@@ -395,6 +395,42 @@ class Client:
         boundary, body, _ = _multipart(name, ctype, pieces)
         return self._post_upload(params, body, boundary, None)
 
+    def submit_url(
+        self,
+        source_url: str,
+        *,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        model: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+        format: str | None = None,
+        keep_columns: list[str] | str | None = None,
+        keep_texts: bool = False,
+        result_url: str | None = None,
+        result_format: str | None = None,
+    ) -> dict[str, Any]:
+        """A job whose file the service fetches itself from `source_url` (http, https or a
+        file:// URL under the operator's folders; the URL must be in the operator's
+        REVIEWSCORE_URL_ALLOW). Answers once the file is fetched and stored (202)."""
+        params = _options(
+            source_url=source_url,
+            text_column=text_column,
+            id_column=id_column,
+            model=model,
+            encoding=encoding,
+            delimiter=delimiter,
+            format=format,
+            keep_columns=keep_columns,
+            keep_texts="true" if keep_texts else None,
+            result_url=result_url,
+            result_format=result_format,
+        )
+        # The answer comes once the service has fetched and stored the whole file.
+        return self._json(  # type: ignore[no-any-return]
+            "POST", "/v1/jobs", params=params, timeout=httpx.Timeout(60.0, read=None)
+        )
+
     def upload_done(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """After submit(..., wait=False): waits until every part is sent and the upload is
         complete, raises what stopped it, and returns the job."""

@@ -309,7 +309,12 @@ def service(
         database_url = f"sqlite:///{var_dir / 'reviewscore.db'}"
     else:
         database_url = request.getfixturevalue("postgres_url")
-    running = start_stack(var_dir, database_url, models_dir)
+    # file:// sources under var/sources are allowed, as an operator lists a dump folder.
+    sources = var_dir / "sources"
+    sources.mkdir()
+    running = start_stack(
+        var_dir, database_url, models_dir, {"REVIEWSCORE_URL_FILE_DIRS": str(sources)}
+    )
     yield running
     running.stack.stop()
 

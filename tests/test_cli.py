@@ -271,6 +271,35 @@ def test_cli_score_sends_the_file_name_and_the_options(
     assert newest["filename"] == "semi.csv"
 
 
+@pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+def test_cli_scores_a_file_the_service_fetches_from_a_url(
+    service: RunningStack, tmp_path: Path
+) -> None:
+    rows = sample_reviews(150, seed=33)
+    # The stack lists var/sources in REVIEWSCORE_URL_FILE_DIRS, as an operator lists a folder.
+    dump = write_csv(service.settings.var_dir / "sources" / "dump.csv", rows, ["id", "text"])
+    out = tmp_path / "fetched.csv"
+    done = reviewscore(service, "score", dump.as_uri(), "-o", str(out), "--id-column", "id")
+    assert done.returncode == 0, done.stderr
+    assert f"the service fetches {dump.as_uri()}" in done.stderr
+    with out.open(newline="", encoding="utf-8") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == [r["id"] for r in rows]
+    assert service.client.jobs(limit=1)["jobs"][0]["filename"] == "dump.csv"
+
+    outside = write_csv(tmp_path / "elsewhere.csv", rows[:5], ["id", "text"])
+    refused = reviewscore(service, "score", outside.as_uri(), "-o", str(tmp_path / "x.csv"))
+    assert refused.returncode == 1
+    said = refused.stderr.strip().splitlines()
+    assert len(said) == 2 and said[-1].startswith("error: ") and "Traceback" not in refused.stderr
+    assert "is not under a folder listed in REVIEWSCORE_URL_FILE_DIRS (HTTP 422)" in said[-1]
+    missing = reviewscore(service, "score", str(tmp_path / "nope.csv"), "-o", "x.csv")
+    assert (missing.returncode, missing.stderr.strip()) == (
+        2,
+        f"error: {tmp_path / 'nope.csv'} does not exist (give a file, or an http(s):// or "
+        "file:// URL)",
+    )
+
+
 def test_status_prints_a_summary_of_any_shape_as_lines(capsys: pytest.CaptureFixture[str]) -> None:
     from reviewscore.shell.cli import print_job
 

@@ -57,6 +57,10 @@ def test_file_url_only_under_listed_dirs(tmp_path: Path) -> None:
     assert check_url(f"file://{ok}/a.csv", settings).file_path == ok / "a.csv"
     with pytest.raises(URLRefusedError, match="REVIEWSCORE_URL_FILE_DIRS"):
         check_url(f"file://{ok}/../a.csv", settings)
+    # A folder listed is enough: file:// URLs need no network prefix in REVIEWSCORE_URL_ALLOW.
+    assert check_url(f"file://{ok}/a.csv", _settings("", str(ok))).file_path == ok / "a.csv"
+    with pytest.raises(URLRefusedError, match="not listed any folder in REVIEWSCORE_URL_FILE"):
+        check_url(f"file://{ok}/a.csv", _settings("http://127.0.0.1/"))
 
 
 def test_refusals_never_echo_the_query_or_credentials() -> None:

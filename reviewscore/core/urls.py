@@ -85,8 +85,14 @@ def _resolve(host: str, port: int | None) -> tuple[str, ...]:
 
 def _check_file(url: str, parts: SplitResult, settings: Settings) -> CheckedURL:
     # resolve() follows symlinks and removes "..", so the test below sees the real location.
+    folders = _split(settings.url_file_dirs)
+    if not folders:
+        raise URLRefusedError(
+            "file:// URLs are refused: the operator has not listed any folder in "
+            "REVIEWSCORE_URL_FILE_DIRS"
+        )
     path = Path(unquote(parts.path)).resolve()
-    for folder in _split(settings.url_file_dirs):
+    for folder in folders:
         if path.is_relative_to(Path(folder).resolve()):
             return CheckedURL(url=url, addresses=(), file_path=path)
     raise URLRefusedError(
@@ -96,19 +102,21 @@ def _check_file(url: str, parts: SplitResult, settings: Settings) -> CheckedURL:
 
 def check_url(url: str, settings: Settings) -> CheckedURL:
     """The URL, checked against the allow-list; raises URLRefusedError naming the problem."""
-    prefixes = _split(settings.url_allow)
-    if not prefixes:
-        raise URLRefusedError(
-            "URLs are refused: the operator has not listed any in REVIEWSCORE_URL_ALLOW"
-        )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         raise URLRefusedError(f"{shown(url)!r} is not a valid URL") from None
     scheme = parts.scheme.lower()
+    # file:// URLs have their own list (folders), so an operator who lists only a dump folder
+    # needs no network prefix.
     if scheme == "file":
         return _check_file(url, parts, settings)
+    prefixes = _split(settings.url_allow)
+    if not prefixes:
+        raise URLRefusedError(
+            "URLs are refused: the operator has not listed any in REVIEWSCORE_URL_ALLOW"
+        )
     if scheme not in DEFAULT_PORTS or not parts.hostname:
         raise URLRefusedError(f"{shown(url)!r}: only http and https URLs are accepted")
     if parts.username or parts.password:

@@ -39,6 +39,7 @@ db_app = typer.Typer(help="The database schema.")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 console = Console(stderr=True)
+SOURCE_SCHEMES = ("http://", "https://", "file://")  # fetched by the service
 INTERRUPTED = 130  # the shell's code for a command stopped by Ctrl-C (128 + SIGINT)
 
 UrlOption = Annotated[
@@ -223,10 +224,12 @@ def _finish(job: dict[str, Any]) -> None:
 
 @app.command()
 def score(
-    input_file: Annotated[
-        Path,
+    source: Annotated[
+        str,
         typer.Argument(
-            exists=True, dir_okay=False, help="CSV, TSV, JSON Lines or Parquet (gzip welcome)"
+            metavar="FILE_OR_URL",
+            help="CSV, TSV, JSON Lines or Parquet (gzip welcome), or the http(s):// or file:// "
+            "URL of one for the service to fetch itself",
         ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="where to write the results")],
@@ -270,8 +273,29 @@ def score(
     """Upload a file, show progress while the workers score it, and write the results.
 
     The file goes in parts, --parallel at a time, each retried on failure; killed or cut off,
-    the same command run again resumes the same job and sends only the parts not stored."""
+    the same command run again resumes the same job and sends only the parts not stored.
+    Given a URL instead, the service fetches the file itself (the operator must list the URL
+    in REVIEWSCORE_URL_ALLOW, or its folder in REVIEWSCORE_URL_FILE_DIRS)."""
     client = _client(url, api_key)
+    if source.lower().startswith(SOURCE_SCHEMES):
+        say(f"the service fetches {source.split('?', 1)[0]}")
+        job = client.submit_url(
+            source,
+            text_column=text_column,
+            id_column=id_column,
+            model=model,
+            encoding=encoding,
+            delimiter=delimiter,
+            format=input_format,
+            keep_columns=keep_columns,
+        )
+        _score_job(client, job, output, results_format)
+        return
+    input_file = Path(source)
+    if not input_file.is_file():
+        what = "is a folder, not a file" if input_file.is_dir() else "does not exist"
+        say(f"error: {source} {what} (give a file, or an http(s):// or file:// URL)")
+        raise typer.Exit(2)
     try:
         with Progress(
             TextColumn("upload"),
@@ -304,6 +328,12 @@ def score(
             "failed (`reviewscore jobs` lists it); run the same command again to score it all"
         )
         raise typer.Exit(INTERRUPTED) from None
+    _score_job(client, job, output, results_format)
+
+
+def _score_job(
+    client: Client, job: dict[str, Any], output: Path, results_format: str | None
+) -> None:
     say(
         f"job {job['id']} ({job['received']:,} rows); "
         f"re-attach with: reviewscore wait {job['id']} -o {output}"
