@@ -21,6 +21,7 @@ ROWS = (
     "scale",
     "knobs",
     "singles-node",
+    "resume",
     "coordination",
 )
 KNOBS: tuple[dict[str, str], ...] = (

@@ -146,6 +146,14 @@ def rows_table(r: Results) -> Table:
                 f"p50 {on_node.p50_ms:.1f} ms, p99 {on_node.p99_ms:.1f} ms, "
                 f"{on_node.errors} errors ({on_node.generator})",
             )
+    if (resumed := rows.resume) is not None:
+        t.add_row(
+            f"10 resume: CLI SIGKILLed {resumed.kills}x",
+            fmt(resumed.rows / resumed.seconds, 0),
+            f"{resumed.rows:,} rows ({resumed.file_bytes / 1e6:,.0f} MB) in {resumed.seconds:.0f}s "
+            f"over {resumed.kills + 1} runs; sent {resumed.sent_ratio:.2f}x the file; every id "
+            f"once, in order: {resumed.ids_once_in_order}; seed {resumed.seed} (RESUME_SEED)",
+        )
     for label, variant in rows.knobs.items():
         t.add_row(
             f"knobs: {label}",

@@ -229,6 +229,25 @@ class SinglesNodeRow:
     dump_rows: int = 0
 
 
+@dataclass
+class ResumeRow:
+    """Row 10: a CLI upload SIGKILLed `kills` times and run again each time."""
+
+    rows: int
+    file_bytes: int
+    sent_bytes: int  # by every run together, counted by a proxy in front of the API
+    kills: int
+    resumes: int  # runs that said "resuming job ..."
+    seconds: float
+    ids_once_in_order: bool
+    seed: int
+    last_resume: str
+
+    @property
+    def sent_ratio(self) -> float:
+        return self.sent_bytes / self.file_bytes
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -245,6 +264,7 @@ class Rows:
     singles_node: SinglesNodeRow | None = None
     scale: dict[str, BestOf] = field(default_factory=dict)
     knobs: dict[str, BestOf] = field(default_factory=dict)
+    resume: ResumeRow | None = None
 
     def singles_at(self, connections: int) -> LoadRun | None:
         return next((r for r in self.singles if r.connections == connections), None)

@@ -27,7 +27,19 @@ from bench.config import IMDB_DIR, Config  # noqa: E402
 from bench.data import Texts, bulk_files, load_reviews  # noqa: E402
 from bench.load import load_generator  # noqa: E402
 from bench.results import Results, save  # noqa: E402
-from bench.rows import big, bulk, dedup, fairness, knobs, limit, naive, scale, seed, singles  # noqa: E402
+from bench.rows import (  # noqa: E402
+    big,
+    bulk,
+    dedup,
+    fairness,
+    knobs,
+    limit,
+    naive,
+    resume,
+    scale,
+    seed,
+    singles,
+)
 from bench.service import log, running_service  # noqa: E402
 from bench.targets import targets  # noqa: E402
 from reviewscore.core.model_registry import local_model  # noqa: E402
@@ -142,6 +154,12 @@ def run(cfg: Config) -> Results:
             rows.knobs = knobs.measure_knobs(cfg, default.name, files)
         if "singles-node" not in cfg.skip:
             rows.singles_node = fairness.measure_with_singles_node(cfg, default.name, texts, tmp)
+        if "resume" not in cfg.skip:
+            with running_service(cfg, default.name, "resume") as service:
+                rows.resume = resume.measure_resume(cfg, service, texts, tmp)
+            log(
+                f"resume: sent {rows.resume.sent_ratio:.2f}x the file in {rows.resume.seconds:.0f}s"
+            )
     if rows.limit is not None:
         limit.recheck_limit(cfg, texts.any, rows.limit, default)
         log(f"limit recheck: {rows.limit.recheck_reviews_per_s:.0f} reviews/s")

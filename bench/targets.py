@@ -87,6 +87,16 @@ def targets(rows: Rows, busy_connections: int) -> list[Target]:
                 2,
             )
         )
+    if (resumed := rows.resume) is not None:
+        out += [
+            Target(
+                f"resumed upload ({resumed.kills} SIGKILLs): bytes sent / file",
+                resumed.sent_ratio if resumed.ids_once_in_order else None,
+                "<",
+                1.5,
+                limited_by="" if resumed.ids_once_in_order else "ids lost, repeated or reordered",
+            )
+        ]
     if limit is not None and limit.agreement is not None:
         baseline = limit.model(limit.default_model, baseline=True)
         agreement = limit.agreement

@@ -8,71 +8,16 @@ from __future__ import annotations
 import csv
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RunningStack, sample_reviews, wait_for, write_csv
+from bench.proxy import counting_proxy
+from bench.rows.resume import kill_and_resume
+from tests.conftest import RunningStack, sample_reviews, write_csv
 
 KILLS = 3
-
-
-@contextmanager
-def counting_proxy(target_port: int) -> Iterator[tuple[int, list[int]]]:
-    """A loopback proxy to the API: its port, and the bytes clients sent through it so far."""
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    sent = [0]
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def pipe(src: socket.socket, dst: socket.socket, count: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if count:
-                    with lock:
-                        sent[0] += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", target_port))
-            for args in ((client, upstream, True), (upstream, client, False)):
-                threading.Thread(target=pipe, args=args, daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1]), sent
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 @pytest.mark.parametrize("service", ["sqlite"], indirect=True)
@@ -105,27 +50,7 @@ def test_a_killed_cli_resumes_its_upload_and_every_id_comes_back_once_in_order(
             "--url",
             f"http://127.0.0.1:{port}",
         ]
-        said: list[str] = []
-        for _ in range(KILLS):
-            start = sent[0]
-            process = subprocess.Popen(
-                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            # Killed once it has sent a random share of the file (never before it began).
-            share = chance.uniform(0.05, 0.3) * size
-            wait_for(
-                lambda s=start, p=process, share=share: (
-                    sent[0] - s > share  # type: ignore[misc]
-                    or p.poll() is not None
-                ),
-                120,
-                "the CLI to send part of the file",
-            )
-            process.send_signal(signal.SIGKILL)
-            said.append(process.communicate(timeout=30)[1])
-            time.sleep(0.05)
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        said.append(done.stderr)
+        done, said = kill_and_resume(command, env, size, sent, KILLS, chance)
     assert done.returncode == 0, done.stderr
     resumed = [line for text in said for line in text.splitlines() if "resuming job" in line]
     assert resumed, said
