@@ -33,8 +33,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Everything, with the slow suites in their short form (`-m "not long"`: the multi-host cases
+# another case covers too); `make multihost` runs every case.
 test: $(STAMP) browser test-tools lint typecheck
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
 
 # The in-process layer, no stack started (real SQLite and PostgreSQL, a stub scorer where a
 # model would be): a few minutes, for every change. `make test` still runs everything.

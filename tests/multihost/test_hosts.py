@@ -392,6 +392,7 @@ def test_a_worker_cut_off_while_holding_row_locks_holds_up_nothing_else(hosts: H
     assert_not_held_up(outcome)
 
 
+@pytest.mark.long
 def test_b_worker_cut_off_while_scoring_loses_only_its_lease(hosts: Hosts) -> None:
     hosts.heal()
     rows = hosts.reviews.take(ROWS, "b")
@@ -568,6 +569,7 @@ def test_e_postgres_restarted_mid_upload(hosts: Hosts) -> None:
     assert final_after_s < DEFAULT_SWEEP_INTERVAL_S
 
 
+@pytest.mark.long
 def test_f_postgres_restarted_mid_scoring(hosts: Hosts) -> None:
     hosts.heal()
     rows = hosts.reviews.take(ROWS, "f")
@@ -669,6 +671,7 @@ def _resave_default_model(hosts: Hosts, target: Path) -> Path:
     return target
 
 
+@pytest.mark.long
 def test_h_a_new_save_published_mid_job_reaches_new_jobs_and_running_jobs_keep_theirs(
     hosts: Hosts, tmp_path: Path
 ) -> None:
@@ -727,6 +730,7 @@ def test_h_a_new_save_published_mid_job_reaches_new_jobs_and_running_jobs_keep_t
         assert ready["status"] == "ready", ready
 
 
+@pytest.mark.long
 def test_i_a_worker_with_a_skewed_clock_loses_no_lease_and_rates_stay_sane(hosts: Hosts) -> None:
     if not FAKETIME_LIB.exists():
         pytest.skip(
