@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from reviewscore.core.results import POSITIVE_FROM
+
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
@@ -61,7 +63,7 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
 def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
-    predicted = (scores >= 0.5).astype(int)
+    predicted = (scores >= POSITIVE_FROM).astype(int)
     tp = int(((predicted == 1) & (labels == 1)).sum())
     tn = int(((predicted == 0) & (labels == 0)).sum())
     fp = int(((predicted == 1) & (labels == 0)).sum())

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from reviewscore.core.model_registry import ModelInfo
+from reviewscore.core.results import POSITIVE_FROM
 from reviewscore.model.layers import NGRAM_KEY_SPACE, NgramTableLogit, NgramVocabularyLogit
 from training import architectures as arch
 from training.data import load_dataset
@@ -102,9 +103,9 @@ def to_fingerprint_model(table_model: keras.Model, train_texts: list[str]) -> ke
 def agreement(labels: np.ndarray, old: np.ndarray, new: np.ndarray) -> dict[str, Any]:
     """How the re-exported model's test answers compare with the source model's."""
     return {
-        "label_agreement": float(np.mean((old >= 0.5) == (new >= 0.5))),
-        "labels_changed": int(np.sum((old >= 0.5) != (new >= 0.5))),
-        "source_test_accuracy": float(np.mean((old >= 0.5) == labels)),
+        "label_agreement": float(np.mean((old >= POSITIVE_FROM) == (new >= POSITIVE_FROM))),
+        "labels_changed": int(np.sum((old >= POSITIVE_FROM) != (new >= POSITIVE_FROM))),
+        "source_test_accuracy": float(np.mean((old >= POSITIVE_FROM) == labels)),
         "max_abs_p_difference": float(np.max(np.abs(old - new))),
     }
 

@@ -17,6 +17,7 @@ from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadRequestError
 from reviewscore.core.ingest import is_valid_unicode
 from reviewscore.core.model_registry import get_model
+from reviewscore.core.results import label_of
 from reviewscore.core.settings import Settings, get_settings
 
 router = APIRouter(prefix="/v1", tags=["score"])
@@ -76,7 +77,7 @@ def check_model(name: str) -> None:
 def score_response(answer: dict[str, Any]) -> Response:
     # Serialized by orjson straight from the worker's answer: the shape is ScoreResponse's.
     results = [
-        {"p_positive": p, "label": "positive" if p >= 0.5 else "negative", "truncated": t}
+        {"p_positive": p, "label": label_of(p), "truncated": t}
         for p, t in zip(answer["p_positive"], answer["truncated"], strict=True)
     ]
     body = {"model": answer["model"], "model_version": answer["model_version"], "results": results}

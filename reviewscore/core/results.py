@@ -36,8 +36,14 @@ class ResultLine:
     extra: dict[str, Any] | None = None
 
 
+# The one place a score becomes a label: jobs' results, exports and POST /v1/score alike.
+POSITIVE_FROM = 0.5
+
+
 def label_of(p_positive: float | None) -> str | None:
-    return None if p_positive is None else ("positive" if p_positive >= 0.5 else "negative")
+    if p_positive is None:
+        return None
+    return "positive" if p_positive >= POSITIVE_FROM else "negative"
 
 
 def _exists(session: Session, job_id: str) -> bool:
