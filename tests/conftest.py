@@ -325,7 +325,7 @@ def stored_texts(engine: Any, job_id: str) -> list[tuple[str | None, str]]:
     for rows stored before blobs existed."""
     from sqlalchemy import select
 
-    from reviewscore.core.chunks import unpack_texts
+    from reviewscore.core.chunk_texts import unpack_texts
     from reviewscore.core.schema import Chunk, ChunkText, InputRow
 
     with engine.connect() as conn:

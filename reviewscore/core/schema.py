@@ -250,7 +250,7 @@ class JobPart(Base):
 
 
 class ChunkText(Base):
-    """A chunk's review texts, in row order, as one compressed blob (chunks.pack_texts): one
+    """A chunk's review texts, in row order, as one compressed blob (core/chunk_texts.py): one
     SQL row per chunk instead of a text per row, dropped once the chunk is done unless its job
     keeps them (Job.keep_texts). Rows stored before this table have their text in input_rows."""
 
