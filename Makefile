@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast bench-storage lint typecheck faults multihost bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast bench-storage lint typecheck faults multihost deploy-check bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,8 @@ venv: $(STAMP)
 browser:
 	@bash scripts/install-chromium.sh
 
-# Debian packages some tests use (libfaketime, docker-compose), installed when missing.
+# Debian packages some tests use (libfaketime, docker-compose, nginx, prometheus, kubectl),
+# installed when missing.
 test-tools:
 	@bash scripts/install-test-tools.sh
 
@@ -50,6 +51,11 @@ test-fast: $(STAMP)
 
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
+
+# deploy/: the Kubernetes manifests rendered by `kubectl kustomize` and validated offline against
+# Kubernetes' and KEDA's schemas, the alerting rules through promtool and a real Prometheus.
+deploy-check: $(STAMP) test-tools
+	$(BIN)/python -m pytest tests/test_deploy.py $(PYTEST_ARGS)
 
 # Several hosts as network namespaces on this machine (needs root, as CI runs): prints the table.
 multihost: $(STAMP) test-tools

@@ -29,7 +29,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy import func, select
 
-from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists
+from api.worker_models import worker_models
+from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists, reported_workers
 from reviewscore.core.db import session_scope
 from reviewscore.core.model_registry import default_model_name, list_models
 from reviewscore.core.schema import Chunk, Job
@@ -236,6 +237,29 @@ def render() -> tuple[bytes, str]:
         client = _redis()
         for queue in (BULK_QUEUE, SINGLES_QUEUE):
             depth.labels(queue).set(sum(int(client.llen(n)) for n in priority_lists(queue)))
+        # What each worker process reports to Redis (renewed every 30 s, gone 90 s after a
+        # process died): ready (its model loaded), failed (a model error), or still loading.
+        reports = reported_workers(client)
+        processes = Gauge(
+            "reviewscore_worker_processes",
+            "Worker processes reporting to Redis, by state: ready, failed (a model error), loading",
+            ["state"],
+            registry=registry,
+        )
+        for state in ("ready", "failed", "loading"):
+            processes.labels(state).set(0)
+        for report in reports.values():
+            state = (
+                "failed" if report.get("error") else "ready" if report.get("device") else "loading"
+            )
+            processes.labels(state).inc()
+        # Registered only once known: a gauge without labels would read 0 ("fine") otherwise.
+        Gauge(
+            "reviewscore_workers_degraded",
+            "1 while /readyz says degraded: a worker process reports a model error, or worker "
+            "processes serve different versions of one model",
+            registry=registry,
+        ).set(int(worker_models(reports).degraded))
     except Exception:  # noqa: BLE001
         # Redis down: leave the counters and depths out (a 0 would read as a counter reset).
         log.warning("Redis figures left out of this scrape", exc_info=True)

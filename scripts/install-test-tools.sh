@@ -3,6 +3,9 @@
 #   libfaketime     a worker host with a skewed clock in the multi-host suite (tests/multihost)
 #   docker-compose  `docker-compose config` checks docker-compose.yml (tests/test_compose.py)
 #   nginx           a real web server serving byte ranges for source_url (tests/test_fetch.py)
+#   prometheus      promtool and a real Prometheus for the alerting rules (tests/test_deploy.py)
+#   kubernetes-client  `kubectl kustomize` renders deploy/kubernetes (tests/test_deploy.py);
+#                   only where no kubectl is installed (any kubectl with kustomize will do)
 # Not root, or no apt-get: say what is missing; the tests that need it skip and say why.
 set -euo pipefail
 missing=()
@@ -10,6 +13,8 @@ missing=()
   || missing+=(libfaketime)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -141,3 +141,8 @@ def test_metrics_show_jobs_queues_and_models(service: RunningStack, tmp_path: Pa
     assert 'reviewscore_jobs{status="succeeded"}' in text
     assert 'reviewscore_queue_depth{queue="bulk"}' in text
     assert "reviewscore_model_info{" in text
+    # The stack's worker pool processes that have their model loaded (those that scored).
+    ready = float(text.split('reviewscore_worker_processes{state="ready"} ')[1].split()[0])
+    assert 1 <= ready <= service.settings.worker_processes
+    assert 'reviewscore_worker_processes{state="failed"} 0.0' in text
+    assert "reviewscore_workers_degraded 0.0" in text

@@ -171,12 +171,18 @@ def forget_worker(process: str) -> None:
         conn.default_channel.client.delete(WORKER_KEY_PREFIX + process)
 
 
-def reported_workers() -> dict[str, dict[str, Any]]:
-    """Worker process ("<node>@<host>:<pid>") -> its last reported state."""
+def reported_workers(client: Any = None) -> dict[str, dict[str, Any]]:
+    """Worker process ("<node>@<host>:<pid>") -> its last reported state. `client`: a redis-py
+    client of the caller's own (short timeouts, as /metrics uses) instead of Celery's connection."""
+    if client is not None:
+        return _decode_reports(client)
     with celery_app.connection_for_read() as conn:
-        client = conn.default_channel.client
-        keys = list(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100))
-        values = client.mget(keys) if keys else []
+        return _decode_reports(conn.default_channel.client)
+
+
+def _decode_reports(client: Any) -> dict[str, dict[str, Any]]:
+    keys = list(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100))
+    values = client.mget(keys) if keys else []
     found: dict[str, dict[str, Any]] = {}
     for key, value in zip(keys, values, strict=True):
         if value is None:
