@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from reviewscore.client import Client, ClientError
 from reviewscore.core import idempotency, sweeper
 from reviewscore.core.clock import db_now_plus
 from reviewscore.core.db import session_scope
@@ -104,6 +106,7 @@ def test_after_24_hours_the_key_makes_a_new_job(api: TestClient) -> None:
     assert post(api, REVIEWS, key="daily").json()["id"] == later.json()["id"]
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # no SQL of its own
 def test_a_malformed_key_is_422(api: TestClient) -> None:
     answer = post(api, REVIEWS, key="x" * 300)
     assert answer.status_code == 422 and "Idempotency-Key" in answer.json()["detail"]
@@ -184,6 +187,7 @@ def test_a_job_past_its_deadline_ends_expired_with_the_rows_done_downloadable(
     assert f.tally(job["id"]).consistent
 
 
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # no SQL of its own
 def test_a_deadline_that_is_not_a_duration_is_422(api: TestClient) -> None:
     answer = post(api, REVIEWS, deadline="2 weeks")
     assert answer.status_code == 422
@@ -248,3 +252,64 @@ def test_results_expire_after_is_kept_within_the_retention_and_purges_the_job(
     assert sweep().purged == [short["id"]]
     assert api.get(f"/v1/jobs/{short['id']}").status_code == 404
     assert api.get(f"/v1/jobs/{kept['id']}").json()["finished"] is True
+
+
+# --- the client and the CLI ------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(api: TestClient) -> Client:
+    """The Python client, its HTTP going to the in-process app."""
+    found = Client("http://testserver")
+    found.http = api
+    return found
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # no SQL of its own
+def test_the_client_sends_labels_terms_and_the_idempotency_key(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVIEWSCORE_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / "reviews.csv"
+    path.write_text(REVIEWS)
+    asked: dict[str, Any] = {
+        "labels": {"team": "search", "run": "7"},
+        "deadline": "2h",
+        "results_expire_after": "7d",
+        "max_failed_fraction": 0.25,
+        "idempotency_key": "nightly-7",
+    }
+    one = client.submit(path, parallel=0, **asked)
+    assert one["metadata"] == {"team": "search", "run": "7"}
+    assert (one["max_failed_fraction"], one["results_expire_after_s"]) == (0.25, 7 * 86400)
+    assert one["deadline_at"] is not None
+    assert client.submit(path, parallel=0, **asked)["id"] == one["id"]
+    in_parts = client.submit(path, parallel=1, **(asked | {"idempotency_key": "parts-7"}))
+    assert in_parts["in_parts"] and in_parts["metadata"] == one["metadata"]
+    assert [j["id"] for j in client.jobs(labels={"team": "search"})["jobs"]] == [
+        in_parts["id"],
+        one["id"],
+    ]
+    assert client.jobs(labels={"team": "ads"})["total"] == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # no SQL of its own
+def test_the_cli_filters_jobs_by_label_and_refuses_a_label_without_equals(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from reviewscore.shell import cli
+
+    monkeypatch.setattr(cli, "_client", lambda _url, _key: client)
+    tagged = upload(client.http, REVIEWS, label="team:search")  # type: ignore[arg-type]
+    upload(client.http, REVIEWS)  # type: ignore[arg-type]
+    runner = CliRunner()
+    listed = runner.invoke(cli.app, ["jobs", "--label", "team=search"])
+    assert listed.exit_code == 0, listed.output
+    assert tagged["id"] in listed.output and listed.output.count("queued") == 1
+    path = tmp_path / "r.csv"
+    path.write_text(REVIEWS)
+    refused = runner.invoke(cli.app, ["score", str(path), "-o", "x.csv", "--label", "team"])
+    assert isinstance(refused.exception, ClientError)
+    assert "--label 'team' is not key=value" in str(refused.exception)
