@@ -101,8 +101,8 @@ class UploadQuery(BaseModel):
     result_format: str | None = Field(
         None, description="the format of the file PUT to result_url: csv (default), jsonl, parquet"
     )
-    label: list[str] | None = Field(
-        None,
+    label: list[str] = Field(
+        default_factory=list,
         description=f"a label of the job, key:value (repeat it, up to {MAX_LABELS}): shown as "
         "the job's `metadata`, and GET /v1/jobs?label=key:value finds the job",
     )

@@ -22,10 +22,17 @@ from reviewscore.core.schema import IdempotencyKey, Job
 from reviewscore.core.settings import get_settings
 from tests import factories as f
 from tests.test_routes import REVIEWS, api, sent, stub_model, upload, work_off
+from worker import tasks
 
 __all__ = ["api", "sent", "stub_model"]  # fixtures, imported to be used here
 
 pytestmark = pytest.mark.usefixtures("database")
+
+
+@pytest.fixture(autouse=True)
+def no_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that ends queues its results' delivery: there is no Redis here to send it to."""
+    monkeypatch.setattr(tasks, "enqueue_delivery", lambda _job_id: None)
 
 
 def post(api: TestClient, body: str, key: str | None = None, **params: Any) -> Any:
@@ -79,6 +86,29 @@ def test_a_key_on_a_job_in_parts_answers_it_again_with_201(api: TestClient) -> N
     assert again.json()["id"] == first.json()["id"] and again.json()["in_parts"]
     other = api.post("/v1/jobs", params={"parts": "true"}, headers={"Idempotency-Key": "p1"})
     assert other.status_code == 422 and "another request" in other.json()["detail"]
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # the same SQL as above
+def test_a_key_on_a_source_url_answers_its_job_without_fetching_again(
+    api: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "dumps" / "reviews.csv"
+    source.parent.mkdir()
+    source.write_text(REVIEWS)
+    monkeypatch.setenv("REVIEWSCORE_URL_ALLOW", "file:///")
+    monkeypatch.setenv("REVIEWSCORE_URL_FILE_DIRS", str(source.parent))
+    get_settings.cache_clear()
+    body = {"source_url": source.as_uri(), "id_column": "id"}
+    first = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "dump-1"})
+    assert first.status_code == 202, first.text
+    source.unlink()  # not fetched again: the key answers the job
+    again = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "dump-1"})
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"]
+    other = api.post(
+        "/v1/jobs", json=body | {"id_column": "text"}, headers={"Idempotency-Key": "dump-1"}
+    )
+    assert other.status_code == 422 and "dump-1" in other.json()["detail"]
 
 
 def test_two_requests_at_once_with_the_same_key_keep_one_job(api: TestClient) -> None:

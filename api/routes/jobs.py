@@ -229,16 +229,18 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     # Bounded: a huge offset overflows the databases' 64-bit integers (a 500, not a 422).
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    # A list, not list | None: a query parameter is never null, and an anyOf with null makes
+    # schema checkers expect refusals the query string cannot express.
     label: Annotated[
-        list[str] | None,
+        list[str],
         Query(
             description="only jobs with this label, key:value (or key, for any value); "
             "repeated, jobs with all of them"
         ),
-    ] = None,
+    ] = [],  # noqa: B006 - FastAPI copies a parameter's default per request
 ) -> JobList:
     """Recent jobs, newest first; `label` keeps those labelled so."""
-    wanted = [label_filter(given) for given in label or []]
+    wanted = [label_filter(given) for given in label]
     with session_scope(readonly=True) as session:
         found, total = jobs.list_jobs(
             session, limit=limit, offset=offset, owner_key_id=owner, labels=wanted

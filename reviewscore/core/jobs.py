@@ -11,6 +11,7 @@ one short statement, never by a worker counting its chunk.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import (
@@ -282,7 +283,11 @@ def expire(job_id: str) -> bool:
         job = get_job(session, job_id)
         done = job.scored_rows + job.failed_rows
         total = job.total_rows if job.total_rows is not None else job.received_rows
-        deadline = job.deadline_at.strftime("%Y-%m-%d %H:%M:%SZ") if job.deadline_at else "?"
+        deadline = "?"
+        if job.deadline_at is not None:  # SQLite hands back naive UTC, PostgreSQL aware
+            at = job.deadline_at
+            at = at.astimezone(UTC) if at.tzinfo is not None else at
+            deadline = at.strftime("%Y-%m-%d %H:%M:%SZ")
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.error.is_(None))
