@@ -54,6 +54,8 @@ class MultipartFileReader(io.RawIOBase):
         self._part_value = bytearray()
         self._field_count = 0
         self.fields: dict[str, str] = {}
+        # Every value of a field sent more than once (labels: one `label` field per pair).
+        self.repeated: dict[str, list[str]] = {}
         self._parser_bytes = 0
         self.filename: str | None = None
         self.content_type: str | None = None
@@ -136,9 +138,10 @@ class MultipartFileReader(io.RawIOBase):
             self._file_done = True
         elif self._part_name:
             fields = self.late_fields if self._file_done else self.fields
-            fields[self._part_name.decode("utf-8", "replace")] = self._part_value.decode(
-                "utf-8", "replace"
-            )
+            name = self._part_name.decode("utf-8", "replace")
+            fields[name] = self._part_value.decode("utf-8", "replace")
+            if not self._file_done:
+                self.repeated.setdefault(name, []).append(fields[name])
 
     # reading --------------------------------------------------------------------------
     def _feed(self) -> bool:

@@ -69,7 +69,8 @@ Shown = Annotated[str | None, BeforeValidator(lambda v: None if v is None else s
 
 class JobView(BaseModel):
     """A job as the server reports it. `finished` is the one answer to "is it done?": true once
-    the status is final (succeeded, failed or cancelled) and nothing about the job will change.
+    the status is final (succeeded, failed, cancelled or expired) and nothing about the job
+    will change.
     Times are UTC (ISO 8601 with Z), taken from the database's clock."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -109,6 +110,24 @@ class JobView(BaseModel):
     delivery_error: str | None = Field(
         None, description="why the last PUT to result_url failed; retried with backoff"
     )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias="label_pairs",
+        description="the job's labels (label=key:value on upload); GET /v1/jobs?label= finds it",
+    )
+    deadline_at: UtcTime | None = Field(
+        None,
+        description="past it no chunk is handed out and the job ends `expired` (from `deadline`)",
+    )
+    max_failed_fraction: float | None = Field(
+        None, description="past this share of failed rows the job ends `failed` early"
+    )
+    results_expire_after_s: float | None = Field(
+        None,
+        validation_alias="retention_s",
+        description="seconds the job and its results are kept once finished "
+        "(results_expire_after; null: the service's retention)",
+    )
     total: int | None = Field(
         validation_alias="total_rows", description="rows in the job; null while uploading"
     )
@@ -117,7 +136,7 @@ class JobView(BaseModel):
     failed: int = Field(validation_alias="failed_rows")
     device: str | None
     error: str | None = Field(
-        description="why the job ends (or ended) failed; its received rows are still scored"
+        description="why the job ends (or ended) failed or expired; the rows done are kept"
     )
     created_at: UtcTime
     updated_at: UtcTime

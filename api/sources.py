@@ -13,10 +13,12 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
 from api import uploads
-from api.uploads import UploadQuery
+from api.uploads import Created, UploadQuery
+from reviewscore.core import idempotency
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, UploadTooLargeError
 from reviewscore.core.fetch import fetched
+from reviewscore.core.idempotency import RequestKey
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
 from reviewscore.core.uploads import store_upload
@@ -80,9 +82,7 @@ def _from_json(body: dict[str, Any], query: UploadQuery, source_url: str | None)
         where = ".".join(str(part) for part in error["loc"])
         raise BadUploadError(f"JSON body, {where}: {error['msg']}", 422) from None
     # The query wins over the body, as it wins over form fields for an upload.
-    options = given.model_dump(exclude={"source_url"}) | {
-        k: v for k, v in query.model_dump().items() if v
-    }
+    options = given.model_dump(exclude={"source_url"}) | uploads.given_options(query)
     return Source(url=given.source_url, options=UploadQuery(**options))
 
 
@@ -109,20 +109,27 @@ async def requested_source(
     return Source(url=source_url, options=query)
 
 
-def receive_source(source: Source, owner: int | None) -> str:
-    """Fetches the source and stores it as a job; returns its id (blocking: run it in a worker
-    thread). The model and any result_url are checked first, so a wrong one fails before any
-    byte is fetched."""
+def receive_source(source: Source, owner: int | None, key: RequestKey | None = None) -> Created:
+    """Fetches the source and stores it as a job; returns it (blocking: run it in a worker
+    thread). The model, any result_url and the job's terms are checked first, so a wrong one
+    fails before any byte is fetched; a request already made under its Idempotency-Key
+    answers its job without fetching anything."""
     settings = get_settings()
-    values = {k: v for k, v in source.options.model_dump().items() if v}
+    values = uploads.given_options(source.options)
     destination = uploads.result_destination(values)
+    terms = uploads.terms(values)
     with session_scope(readonly=True) as session:
         model = get_model(session, source.options.model, settings.default_model)
-    with fetched(source.url, settings) as found, found.path.open("rb") as raw:
-        values.setdefault("filename", found.filename)
-        return store_upload(
+    # The URL whole (a presigned URL's signature too): only the sha256 is stored.
+    sha256 = idempotency.fingerprint("source", {"url": source.url, "options": values}).hexdigest()
+    found = idempotency.earlier(key) if key is not None else None
+    if key is not None and found is not None:
+        return Created(idempotency.answer(key, found, sha256), replayed=True)
+    with fetched(source.url, settings) as found_file, found_file.path.open("rb") as raw:
+        values.setdefault("filename", found_file.filename)
+        job_id = store_upload(
             raw,
-            uploads._options(values, found.content_type),  # the upload's own option rules
+            uploads._options(values, found_file.content_type),  # the upload's own option rules
             model=model,
             settings=settings,
             # Looked up at call time: the fast tests replace the uploads' enqueue.
@@ -131,4 +138,8 @@ def receive_source(source: Source, owner: int | None) -> str:
             destination=destination,
             source_url=source.url,
             keep_texts=source.options.keep_texts,
+            job_options=terms,
         )
+    if key is None:
+        return Created(job_id)
+    return Created(*idempotency.bind(key, sha256, job_id))

@@ -4,10 +4,12 @@ after the file are refused), then the core's store_upload."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -17,11 +19,13 @@ from starlette.requests import ClientDisconnect, Request
 
 from api.errors import BusyError
 from api.multipart import BodyReader, MultipartFileReader
-from reviewscore.core import part_uploads
+from reviewscore.core import idempotency, part_uploads
 from reviewscore.core.celery_app import enqueue_chunk
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, UnsupportedMediaError, UploadInterruptedError
+from reviewscore.core.idempotency import HashingReader, RequestKey
 from reviewscore.core.ingest import parse_keep_columns
+from reviewscore.core.job_options import MAX_LABELS, JobOptions, job_options
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.settings import get_settings
 from reviewscore.core.uploads import (
@@ -96,6 +100,28 @@ class UploadQuery(BaseModel):
     )
     result_format: str | None = Field(
         None, description="the format of the file PUT to result_url: csv (default), jsonl, parquet"
+    )
+    label: list[str] = Field(
+        default_factory=list,
+        description=f"a label of the job, key:value (repeat it, up to {MAX_LABELS}): shown as "
+        "the job's `metadata`, and GET /v1/jobs?label=key:value finds the job",
+    )
+    deadline: str | None = Field(
+        None,
+        description="e.g. 30m, 2h, 1d: past it no chunk is handed out and the job ends "
+        "`expired`, the rows done kept and downloadable",
+    )
+    results_expire_after: str | None = Field(
+        None,
+        description="how long the job and its results are kept once finished (e.g. 7d), at "
+        "most the service's retention (REVIEWSCORE_JOB_RETENTION_DAYS)",
+    )
+    max_failed_fraction: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="e.g. 0.2: once more than this share of the job's rows failed, the job "
+        "ends `failed` at once, saying so (the rows done are kept)",
     )
 
 
@@ -190,6 +216,57 @@ class UploadSource:
     model: str | None
     destination: ResultDestination | None = None
     keep_texts: bool = False
+    job: JobOptions = JobOptions()
+
+    def described(self) -> dict[str, Any]:
+        """All the request asks for besides the file's bytes (what its sha256 starts with)."""
+        return described(self.options, self.model, self.destination, self.keep_texts, self.job)
+
+
+def described(
+    options: UploadOptions,
+    model: str | None,
+    destination: ResultDestination | None,
+    keep_texts: bool,
+    job: JobOptions,
+) -> dict[str, Any]:
+    return {
+        "options": dataclasses.asdict(options),
+        "model": model,
+        "destination": destination and dataclasses.asdict(destination),
+        "keep_texts": keep_texts,
+        "job": dataclasses.asdict(job),
+    }
+
+
+@dataclass(frozen=True)
+class Created:
+    """A job a POST /v1/jobs answers with; `replayed` when an earlier request with the same
+    Idempotency-Key made it."""
+
+    job_id: str
+    replayed: bool = False
+
+
+def given_options(query: UploadQuery) -> dict[str, Any]:
+    """The options the query sets (a 0 is set; false, empty and absent are not)."""
+    return {
+        k: v
+        for k, v in query.model_dump().items()
+        if v is not None and v is not False and v != "" and v != []
+    }
+
+
+def terms(values: dict[str, Any]) -> JobOptions:
+    """The job's labels, deadline, retention and failure limit from the resolved options."""
+    labels = values.get("label")
+    return job_options(
+        labels=[labels] if isinstance(labels, str) else labels,
+        deadline=values.get("deadline"),
+        results_expire_after=values.get("results_expire_after"),
+        max_failed_fraction=values.get("max_failed_fraction"),
+        settings=get_settings(),
+    )
 
 
 RESULT_FORMATS = ("csv", "jsonl", "parquet")
@@ -206,7 +283,7 @@ def _flag(value: str | bool | None) -> bool:
     raise BadUploadError(f"keep_texts must be true or false, not {value[:20]!r}", 422)
 
 
-def result_destination(values: dict[str, str | None]) -> ResultDestination | None:
+def result_destination(values: dict[str, Any]) -> ResultDestination | None:
     """The checked result_url and its format, before any byte of the file is stored."""
     url, fmt = values.get("result_url"), values.get("result_format")
     if not url:
@@ -247,7 +324,7 @@ def _refuse_unknown(fields: dict[str, str]) -> None:
         )
 
 
-def _options(values: dict[str, str | None], content_type: str | None) -> UploadOptions:
+def _options(values: dict[str, Any], content_type: str | None) -> UploadOptions:
     return UploadOptions(
         filename=values.get("filename"),
         content_type=content_type,
@@ -273,7 +350,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
     """Picks the reader for the content type and resolves the options: the query wins over form
     fields sent before the file, which win over the charset of the file's content type."""
     ctype, params = parse_options_header(content_type)
-    given = {k: v for k, v in query.model_dump().items() if v}
+    given = given_options(query)
     if ctype == b"multipart/form-data":
         if not params.get(b"boundary"):
             raise BadUploadError("the multipart/form-data content type has no boundary", 400)
@@ -282,7 +359,10 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
         )
         multipart.wait_for_file()
         _refuse_unknown(multipart.fields)
-        values = {k: v for k, v in multipart.fields.items() if v} | given
+        values: dict[str, Any] = {k: v for k, v in multipart.fields.items() if v}
+        if "label" in values:  # one form field per pair
+            values["label"] = multipart.repeated["label"]
+        values = values | given
         values["filename"] = multipart.filename or values.get("filename")
         return UploadSource(
             reader=multipart,
@@ -290,6 +370,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             model=values.get("model"),
             destination=result_destination(values),
             keep_texts=_flag(values.get("keep_texts")),
+            job=terms(values),
         )
     if ctype in RAW_TYPES:
         return UploadSource(
@@ -298,6 +379,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             model=query.model,
             destination=result_destination(given),
             keep_texts=query.keep_texts,
+            job=terms(given),
         )
     if ctype == b"application/json":
         raise json_is_not_an_upload()
@@ -310,15 +392,30 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
 
 
 def receive_upload(
-    body: RequestBodyStream, content_type: str, query: UploadQuery, owner: int | None
-) -> str:
-    """Stores an upload as a job and returns its id (blocking: run it in a worker thread)."""
+    body: RequestBodyStream,
+    content_type: str,
+    query: UploadQuery,
+    owner: int | None,
+    key: RequestKey | None = None,
+) -> Created:
+    """Stores an upload as a job and returns it (blocking: run it in a worker thread). With an
+    Idempotency-Key already bound, the file is only read to compare it: the same request
+    answers the earlier job, another one is refused."""
     settings = get_settings()
     source = open_upload(body, content_type, query)
     with session_scope(readonly=True) as session:
         model = get_model(session, source.model, settings.default_model)
-    return store_upload(
+    # The file's bytes as the parser reads them, after what the request asks for: the sha256
+    # an Idempotency-Key is bound with (multipart boundaries, which differ per send, left out).
+    reader = HashingReader(
         source.reader,  # type: ignore[arg-type]
+        idempotency.fingerprint("upload", source.described()),
+    )
+    found = idempotency.earlier(key) if key is not None else None
+    if key is not None and found is not None:
+        return Created(idempotency.answer(key, found, reader.drain()), replayed=True)
+    job_id = store_upload(
+        reader,  # type: ignore[arg-type]
         source.options,
         model=model,
         settings=settings,
@@ -326,7 +423,12 @@ def receive_upload(
         owner_key_id=owner,
         destination=source.destination,
         keep_texts=source.keep_texts,
+        job_options=source.job,
     )
+    sha256 = reader.drain()
+    if key is None:
+        return Created(job_id)
+    return Created(*idempotency.bind(key, sha256, job_id))
 
 
 def receive_preview(body: RequestBodyStream, content_type: str, query: UploadQuery) -> Preview:
@@ -336,20 +438,34 @@ def receive_preview(body: RequestBodyStream, content_type: str, query: UploadQue
     return preview_upload(source.reader, source.options, settings=get_settings())  # type: ignore[arg-type]
 
 
-def create_parts_job(query: UploadQuery, owner: int | None) -> str:
+def create_parts_job(
+    query: UploadQuery, owner: int | None, key: RequestKey | None = None
+) -> Created:
     """A job that takes its file in parts (PUT /v1/jobs/{id}/parts/{n}), read with these
     options; blocking: run it in a worker thread."""
     settings = get_settings()
     with session_scope(readonly=True) as session:
         model = get_model(session, query.model, settings.default_model)
-    given = {k: v for k, v in query.model_dump().items() if v}
-    return part_uploads.create_parts_job(
-        _options(given, None),
+    given = given_options(query)
+    options = _options(given, None)
+    destination = result_destination(given)
+    job = terms(given)
+    asked = described(options, query.model, destination, query.keep_texts, job)
+    sha256 = idempotency.fingerprint("parts", asked).hexdigest()
+    found = idempotency.earlier(key) if key is not None else None
+    if key is not None and found is not None:
+        return Created(idempotency.answer(key, found, sha256), replayed=True)
+    job_id = part_uploads.create_parts_job(
+        options,
         model=model,
         owner_key_id=owner,
-        destination=result_destination(given),
+        destination=destination,
         keep_texts=query.keep_texts,
+        job_options=job,
     )
+    if key is None:
+        return Created(job_id)
+    return Created(*idempotency.bind(key, sha256, job_id))
 
 
 def receive_part(

@@ -159,11 +159,20 @@ def _check(response: httpx.Response, base: str) -> None:
     raise ApiError(response.status_code, detail)
 
 
-def _options(**values: Any) -> dict[str, str]:
-    """Upload options as query parameters: unset ones left out, lists comma-joined."""
-    params: dict[str, str] = {}
+def _labels(labels: dict[str, str] | None) -> list[str] | None:
+    """A job's labels as the query's repeated label=key:value."""
+    return [f"{k}:{v}" for k, v in labels.items()] if labels else None
+
+
+def _options(**values: Any) -> dict[str, Any]:
+    """Upload options as query parameters: unset ones left out, lists comma-joined (but the
+    labels, one `label` parameter each)."""
+    params: dict[str, Any] = {}
     for name, value in values.items():
         if value is None or value == "" or value == []:
+            continue
+        if name == "label":
+            params[name] = list(value)
             continue
         if name == "delimiter":
             value = DELIMITER_NAMES.get(str(value).lower(), value)
@@ -361,11 +370,19 @@ class Client:
         result_url: str | None = None,
         result_format: str | None = None,
         on_resume: Callable[[str], None] | None = None,
+        labels: dict[str, str] | None = None,
+        deadline: str | None = None,
+        results_expire_after: str | None = None,
+        max_failed_fraction: float | None = None,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Uploads a file (CSV, TSV, JSON Lines, Parquet; gzip welcome) or a pandas DataFrame
         (streamed as CSV, or Parquet with send_as="parquet") and returns the job (202).
         Options left out are detected by the server; `delimiter` takes a character or one of
-        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores."""
+        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores.
+        `labels` (up to 16) come back as the job's `metadata`; `deadline` ("2h") ends the job
+        `expired` with the rows done; `idempotency_key` makes the same submission, sent again
+        within 24 h, answer the same job."""
         params = _options(
             text_column=text_column,
             id_column=id_column,
@@ -377,15 +394,20 @@ class Client:
             keep_texts="true" if keep_texts else None,
             result_url=result_url,
             result_format=result_format,
+            label=_labels(labels),
+            deadline=deadline,
+            results_expire_after=results_expire_after,
+            max_failed_fraction=max_failed_fraction,
         )
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if isinstance(source, str | os.PathLike):
             path = Path(source)
             if parallel >= 1 and _splittable(path, format):
                 if filename or path.name:
                     params["filename"] = filename or path.name
-                upload = PartsUpload(self, path, params, parallel, part_bytes, format)
+                upload = PartsUpload(self, path, params, parallel, part_bytes, format, headers)
                 return upload.run(wait=wait, progress=progress, on_resume=on_resume)
-            return self._submit_file(path, params, filename, progress)
+            return self._submit_file(path, params, filename, progress, headers)
         if send_as == "parquet":
             pieces, ctype = _dataframe_parquet(source), UPLOAD_TYPES[".parquet"]
             params.setdefault("format", "parquet")
@@ -393,42 +415,35 @@ class Client:
             pieces, ctype = _dataframe_csv(source), "text/csv"
         name = filename or f"dataframe.{'parquet' if send_as == 'parquet' else 'csv'}"
         boundary, body, _ = _multipart(name, ctype, pieces)
-        return self._post_upload(params, body, boundary, None)
+        return self._post_upload(params, body, boundary, None, headers)
 
     def submit_url(
         self,
         source_url: str,
         *,
-        text_column: str | None = None,
-        id_column: str | None = None,
-        model: str | None = None,
-        encoding: str | None = None,
-        delimiter: str | None = None,
-        format: str | None = None,
-        keep_columns: list[str] | str | None = None,
+        labels: dict[str, str] | None = None,
         keep_texts: bool = False,
-        result_url: str | None = None,
-        result_format: str | None = None,
+        idempotency_key: str | None = None,
+        **options: str | float | list[str] | None,
     ) -> dict[str, Any]:
-        """A job whose file the service fetches itself from `source_url` (http, https or a
-        file:// URL under the operator's folders; the URL must be in the operator's
-        REVIEWSCORE_URL_ALLOW). Answers once the file is fetched and stored (202)."""
+        """A job whose file the service fetches itself from `source_url` (http, https, or a
+        file:// URL under the operator's folders; the operator must allow it). `options` are
+        submit()'s upload options (text_column, id_column, model, deadline, result_url, ...).
+        Answers once the file is fetched and stored (202)."""
         params = _options(
             source_url=source_url,
-            text_column=text_column,
-            id_column=id_column,
-            model=model,
-            encoding=encoding,
-            delimiter=delimiter,
-            format=format,
-            keep_columns=keep_columns,
             keep_texts="true" if keep_texts else None,
-            result_url=result_url,
-            result_format=result_format,
+            label=_labels(labels),
+            **options,
         )
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         # The answer comes once the service has fetched and stored the whole file.
         return self._json(  # type: ignore[no-any-return]
-            "POST", "/v1/jobs", params=params, timeout=httpx.Timeout(60.0, read=None)
+            "POST",
+            "/v1/jobs",
+            params=params,
+            headers=headers,
+            timeout=httpx.Timeout(60.0, read=None),
         )
 
     def upload_done(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -449,21 +464,29 @@ class Client:
     def _submit_file(
         self,
         path: Path,
-        params: dict[str, str],
+        params: dict[str, Any],
         filename: str | None,
         progress: Callable[[int], None] | None,
+        headers: dict[str, str],
     ) -> dict[str, Any]:
         ctype = UPLOAD_TYPES.get(path.suffix.lower(), "text/csv")
         with path.open("rb") as f:
             boundary, body, overhead = _multipart(
                 filename or path.name, ctype, _file_pieces(f, progress)
             )
-            return self._post_upload(params, body, boundary, overhead + path.stat().st_size)
+            return self._post_upload(
+                params, body, boundary, overhead + path.stat().st_size, headers
+            )
 
     def _post_upload(
-        self, params: dict[str, str], body: Iterator[bytes], boundary: str, length: int | None
+        self,
+        params: dict[str, Any],
+        body: Iterator[bytes],
+        boundary: str,
+        length: int | None,
+        extra_headers: dict[str, str],
     ) -> dict[str, Any]:
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", **extra_headers}
         if length is not None:
             headers["Content-Length"] = str(length)
         # The answer comes once the whole file is stored: no read timeout.
@@ -529,9 +552,15 @@ class Client:
                 )
             time.sleep(poll)
 
-    def jobs(self, limit: int = 20, offset: int = 0) -> dict[str, Any]:
-        """Recent jobs, newest first: {"jobs": [...], "total", "limit", "offset"}."""
-        return self._json("GET", "/v1/jobs", params={"limit": limit, "offset": offset})  # type: ignore[no-any-return]
+    def jobs(
+        self, limit: int = 20, offset: int = 0, labels: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Recent jobs, newest first: {"jobs": [...], "total", "limit", "offset"}; with
+        `labels`, only the jobs that have all of them."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if labels:
+            params["label"] = _labels(labels)
+        return self._json("GET", "/v1/jobs", params=params)  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
@@ -644,14 +673,17 @@ class PartsUpload:
         self,
         client: Client,
         path: Path,
-        params: dict[str, str],
+        params: dict[str, Any],
         parallel: int,
         part_bytes: int,
         format: str | None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.client = client
         self.path = path.resolve()
         self.params = params
+        # The Idempotency-Key, if any: sent with the request that creates the job.
+        self.headers = headers or {}
         self.parallel = parallel
         self.part_bytes = part_bytes
         self.format = format
@@ -676,7 +708,9 @@ class PartsUpload:
         if job is not None and stored is None:
             return job  # its upload was completed by the earlier run
         if job is None:
-            job = self.client._json("POST", "/v1/jobs", params={**self.params, "parts": "true"})
+            job = self.client._json(
+                "POST", "/v1/jobs", params={**self.params, "parts": "true"}, headers=self.headers
+            )
             self._save(job["id"])
             stored = {}
         elif on_resume is not None:
@@ -710,7 +744,7 @@ class PartsUpload:
             job = self.client.job(job_id)
         except ApiError:
             job = None
-        if job is None or job["status"] in ("cancelled", "failed"):
+        if job is None or job["status"] in ("cancelled", "failed", "expired"):
             self.state_file.unlink(missing_ok=True)
             return None, None
         if job.get("upload_finished_at"):

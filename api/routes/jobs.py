@@ -8,7 +8,7 @@ from functools import lru_cache, partial
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from api.auth import current_key_id
@@ -24,6 +24,7 @@ from api.schemas import (
 from api.sources import SOURCE_URL_DOC, receive_source, requested_source, with_source_body
 from api.uploads import (
     OPTION_NAMES,
+    Created,
     RequestBodyStream,
     UploadQuery,
     create_parts_job,
@@ -31,10 +32,11 @@ from api.uploads import (
     receive_upload,
     upload_slot,
 )
-from reviewscore.core import jobs, results
+from reviewscore.core import idempotency, jobs, results
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, JobStateError
 from reviewscore.core.exports import EXPORTS, ExportRequest
+from reviewscore.core.job_options import label_filter
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
@@ -47,7 +49,15 @@ and content type (`format` overrides). Options come as query parameters, or as f
 placed before the file; an option after the file is refused (400). Rows are stored and queued
 for scoring while the upload streams; the answer (202) comes once the whole file is stored.
 Or, with no body, `source_url` (in the query, or a JSON body with the options) names the file
-for the service to fetch, from a URL prefix the operator allows (REVIEWSCORE_URL_ALLOW)."""
+for the service to fetch, from a URL prefix the operator allows (REVIEWSCORE_URL_ALLOW).
+With an `Idempotency-Key` header, the same key and request (options and file) within 24 h
+answer the job the first one made, with the same status and `Idempotent-Replayed: true`;
+another request under the same key is refused (422)."""
+
+IDEMPOTENCY_DOC = (
+    "any string up to 255 characters (a UUID, say), per API key: the same key with the same "
+    "request within 24 h answers the same job; with another request, a 422"
+)
 
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -99,9 +109,13 @@ async def create_job(
         ),
     ] = False,
     source_url: Annotated[str | None, Query(description=SOURCE_URL_DOC)] = None,
+    idempotency_key: Annotated[
+        str | None, Header(alias=idempotency.HEADER, description=IDEMPOTENCY_DOC)
+    ] = None,
 ) -> JobView:
     if parts and source_url is not None:
         raise BadUploadError("parts=true and source_url exclude each other: choose one", 400)
+    key = idempotency.request_key(idempotency_key, owner)
     if parts:
         if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in (
             request.headers
@@ -111,21 +125,27 @@ async def create_job(
                 "PUT /v1/jobs/{id}/parts/1, 2, ...",
                 400,
             )
-        job_id = await anyio.to_thread.run_sync(create_parts_job, query, owner)
+        created = await anyio.to_thread.run_sync(create_parts_job, query, owner, key)
         response.status_code = 201
-        return await anyio.to_thread.run_sync(view, job_id, owner)
+        return await _answer(created, response, owner)
     # The body arrives on the event loop; parsing and SQL run in a thread of the uploads' own
     # pool (see api/uploads.py upload_slot), never in the one every `def` route waits on.
     async with upload_slot() as threads:
         source = await requested_source(request, query, source_url)
         if source is not None:  # fetched in this pool too: a slow server holds an upload's place
-            receive = partial(receive_source, source, owner)
+            receive = partial(receive_source, source, owner, key)
         else:
             body = RequestBodyStream(request)
             content_type = request.headers.get("content-type", "")
-            receive = partial(receive_upload, body, content_type, query, owner)
-        job_id = await anyio.to_thread.run_sync(receive, limiter=threads)
-    return await anyio.to_thread.run_sync(view, job_id, owner)
+            receive = partial(receive_upload, body, content_type, query, owner, key)
+        created = await anyio.to_thread.run_sync(receive, limiter=threads)
+    return await _answer(created, response, owner)
+
+
+async def _answer(created: Created, response: Response, owner: int | None) -> JobView:
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return await anyio.to_thread.run_sync(view, created.job_id, owner)
 
 
 # Preview answers list at most this many columns, each cut to this length.
@@ -209,9 +229,22 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     # Bounded: a huge offset overflows the databases' 64-bit integers (a 500, not a 422).
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    # A list, not list | None: a query parameter is never null, and an anyOf with null makes
+    # schema checkers expect refusals the query string cannot express.
+    label: Annotated[
+        list[str],
+        Query(
+            description="only jobs with this label, key:value (or key, for any value); "
+            "repeated, jobs with all of them"
+        ),
+    ] = [],  # noqa: B006 - FastAPI copies a parameter's default per request
 ) -> JobList:
+    """Recent jobs, newest first; `label` keeps those labelled so."""
+    wanted = [label_filter(given) for given in label]
     with session_scope(readonly=True) as session:
-        found, total = jobs.list_jobs(session, limit=limit, offset=offset, owner_key_id=owner)
+        found, total = jobs.list_jobs(
+            session, limit=limit, offset=offset, owner_key_id=owner, labels=wanted
+        )
         views = [JobView.model_validate(j) for j in found]
     return JobList(jobs=views, total=total, limit=limit, offset=offset)
 

@@ -736,8 +736,12 @@ function renderJob(job) {
   $("job-progress").textContent = parts.join(" · ");
   const times = [`created ${localTime(job.created_at)}`];
   if (job.finished_at) times.push(`finished ${localTime(job.finished_at)}`);
+  else if (job.deadline_at) times.push(`deadline ${localTime(job.deadline_at)}`);
   $("job-times").textContent = times.join(" · ");
   $("job-times").title = `created ${job.created_at} (UTC)`;
+  const labels = labelChips(job.metadata);
+  $("job-labels").replaceChildren(...labels);
+  $("job-labels").hidden = labels.length === 0;
   renderSummary(job.summary);
 
   if (job.error) show($("job-error"), job.error);
@@ -878,6 +882,16 @@ function jobActions(job) {
   return actions;
 }
 
+// A job's labels (its `metadata`) as small chips "key: value"; text only, never markup.
+function labelChips(metadata) {
+  return Object.entries(metadata || {}).map(([key, value]) => {
+    const chip = document.createElement("span");
+    chip.className = "label-chip";
+    chip.textContent = value === "" ? key : `${key}: ${value}`;
+    return chip;
+  });
+}
+
 function renderJobs(list) {
   const body = $("jobs-body");
   body.replaceChildren();
@@ -889,6 +903,13 @@ function renderJobs(list) {
     row.append(created);
     const file = cell("File", job.filename || "—", "file");
     file.title = `job ${job.id}`;
+    const chips = labelChips(job.metadata);
+    if (chips.length) {
+      const holder = document.createElement("span");
+      holder.className = "labels";
+      holder.append(...chips);
+      file.append(holder);
+    }
     row.append(file);
     const status = cell("Status", undefined, "status");
     const badge = document.createElement("span");

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, exists, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from reviewscore.core.chunk_texts import pack_texts, unpack_texts
@@ -47,14 +47,13 @@ from reviewscore.core.db import (
     single_statement,
 )
 from reviewscore.core.ingest import ParsedRow
-from reviewscore.core.jobs import try_complete
+from reviewscore.core.jobs import UNFINISHED, try_complete
 from reviewscore.core.schema import (
     Chunk,
     ChunkStatus,
     ChunkText,
     InputRow,
     Job,
-    JobStatus,
     Result,
 )
 
@@ -142,25 +141,35 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
 
 
 def _still_open(job_id: str, seq: int) -> ColumnElement[bool]:
-    """The chunk is not done and its job is not cancelled (nor deleted): the condition of every
-    claim and every completion, inside the one statement that acts on it."""
+    """The chunk is not done and its job is not final (cancelled, expired, failed early) nor
+    deleted: the condition of every claim and every completion, inside the one statement that
+    acts on it."""
     return and_(
         Chunk.job_id == job_id,
         Chunk.seq == seq,
         Chunk.status != ChunkStatus.done,
-        exists().where(Job.id == job_id, Job.status != JobStatus.cancelled),
+        exists().where(Job.id == job_id, Job.status.in_(UNFINISHED)),
+    )
+
+
+def _before_deadline(job_id: str) -> ColumnElement[bool]:
+    """The one "past deadline" rule: no chunk of a job is handed out once its deadline has
+    passed (on the database's clock); a chunk already being scored may still be written until
+    the sweeper ends the job `expired`."""
+    return exists().where(
+        Job.id == job_id, or_(Job.deadline_at.is_(None), Job.deadline_at > db_now())
     )
 
 
 def claim_chunk(
     job_id: str, seq: int, *, lease_s: float, max_attempts: int, worker: str
 ) -> ChunkWork | None:
-    """Takes a chunk for one attempt, or returns None when there is nothing to do (done,
-    cancelled, deleted, or given up because its attempts ran out)."""
+    """Takes a chunk for one attempt, or returns None when there is nothing to do (done, its
+    job final, deleted or past its deadline, or given up because its attempts ran out)."""
     with single_statement() as conn:
         claimed = conn.execute(
             update(Chunk)
-            .where(_still_open(job_id, seq))
+            .where(_still_open(job_id, seq), _before_deadline(job_id))
             .values(
                 status=ChunkStatus.running,
                 attempts=Chunk.attempts + 1,

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 # A sender holds a job this long; past it (the sender died) the sweeper sends again.
 LEASE_S = 600.0
-DELIVERED = (JobStatus.succeeded, JobStatus.failed)
+# An expired job delivers the rows it had done, as its download gives them.
+DELIVERED = (JobStatus.succeeded, JobStatus.failed, JobStatus.expired)
 
 
 def backoff_s(attempts: int) -> float:

@@ -1,8 +1,9 @@
-"""Job lifecycle: create a job, close its upload, mark it started, complete, cancel or delete it.
+"""Job lifecycle: create a job, close its upload, mark it started, complete, cancel, expire or
+delete it.
 
 The server owns a job's state. Its status moves uploading -> queued -> running -> one of
-succeeded, failed or cancelled, and those three are final: nothing about the job changes any
-more (`JobStatus.is_final`, shown to clients as `finished`). Counts are summed from the chunks'
+succeeded, failed, cancelled or expired, and those four are final: nothing about the job
+changes any more (`JobStatus.is_final`, shown to clients as `finished`). Counts are summed from the chunks'
 ledger (see schema.Job), so the job's own row is written only at these few transitions, each
 one short statement, never by a worker counting its chunk.
 """
@@ -10,21 +11,38 @@ one short statement, never by a worker counting its chunk.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
+from typing import Any
 
-from sqlalchemy import case, delete, exists, func, not_, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
 
 from reviewscore.core.clock import db_now
-from reviewscore.core.db import get_engine
+from reviewscore.core.db import get_engine, session_scope
 from reviewscore.core.errors import JobNotFoundError, JobStateError
 from reviewscore.core.schema import (
     FINAL_STATUSES,
     Chunk,
     ChunkStatus,
     ChunkText,
+    IdempotencyKey,
     InputRow,
     Job,
+    JobLabel,
     JobPart,
     JobStatus,
     Result,
@@ -62,7 +80,12 @@ def create_job(
     result_format: str | None = None,
     keep_texts: bool = False,
     source_url: str | None = None,
+    labels: dict[str, str] | None = None,
+    deadline_at: Any = None,
+    retention_s: float | None = None,
+    max_failed_fraction: float | None = None,
 ) -> str:
+    """A new job, `uploading`; the labels and terms come from core/job_options.py."""
     job = Job(
         id=new_job_id(),
         status=JobStatus.uploading,
@@ -81,6 +104,10 @@ def create_job(
         keep_texts=keep_texts,
         # Never its query: a presigned URL's signature must not sit in the database.
         source_url=shown(source_url) if source_url else None,
+        deadline_at=deadline_at,
+        retention_s=retention_s,
+        max_failed_fraction=max_failed_fraction,
+        labels=[JobLabel(key=k, value=v) for k, v in (labels or {}).items()],
     )
     session.add(job)
     session.flush()
@@ -160,33 +187,116 @@ def mark_started(job_id: str, device: str | None) -> None:
         )
 
 
+def _failed_rows(job_id: str) -> Any:
+    return (
+        select(func.coalesce(func.sum(Chunk.failed_rows), 0))
+        .where(Chunk.job_id == job_id)
+        .scalar_subquery()
+    )
+
+
 def completion(job_id: str) -> Update:
-    """The statement that completes a job once its upload is closed and no chunk is open:
-    the decision and the write are one statement, so two workers finishing the last chunks at
-    once cannot both miss it (each runs it after its own commit) nor both make it."""
+    """The statement that ends a job: complete once its upload is closed and no chunk is open,
+    or `failed` early once its failed rows pass its max_failed_fraction of the total (known
+    once the upload is closed). The decision and the write are one statement, run after each
+    chunk's commit, so two workers finishing chunks at once cannot both miss it nor both make
+    it; it is not in the chunk's own transaction, where the job's row is share-locked by
+    every completion in flight and two of them writing it would deadlock."""
     open_chunk = exists().where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.done)
+    failed = _failed_rows(job_id)
+    over_limit = and_(
+        Job.max_failed_fraction.is_not(None),
+        Job.total_rows.is_not(None),
+        failed > Job.max_failed_fraction * Job.total_rows,
+    )
+    why = (
+        literal("failed rows ")
+        + cast(failed, String)
+        + literal(" of ")
+        + cast(Job.total_rows, String)
+        + literal(" passed max_failed_fraction ")
+        + cast(Job.max_failed_fraction, String)
+        + literal("; the job was stopped, the rows done are kept")
+    )
     return (
         update(Job)
         .where(
             Job.id == job_id,
             Job.status.in_(UNFINISHED),
-            Job.upload_finished_at.is_not(None),
-            not_(open_chunk),
+            or_(and_(Job.upload_finished_at.is_not(None), not_(open_chunk)), over_limit),
         )
         .values(
-            status=case((Job.error.is_(None), JobStatus.succeeded), else_=JobStatus.failed),
+            status=case(
+                (over_limit, JobStatus.failed),
+                (Job.error.is_(None), JobStatus.succeeded),
+                else_=JobStatus.failed,
+            ),
+            error=case((over_limit, func.coalesce(Job.error, why)), else_=Job.error),
             finished_at=db_now(),
             updated_at=db_now(),
         )
     )
 
 
+def close_open_chunks(job_id: str) -> Update:
+    """A job that ended before all its rows were scored (failed early, expired) closes its
+    open chunks: done, with nothing scored, so nothing is handed out or written after it is
+    final and its counts never move again."""
+    return (
+        update(Chunk)
+        .where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.done)
+        .values(status=ChunkStatus.done, lease_until=None, done_at=db_now())
+    )
+
+
 def try_complete(job_id: str, session: Session | None = None) -> bool:
-    """Completes the job if it is done; True if this call completed it."""
+    """Completes the job if it is done (or fails it past its failure limit); True if this call
+    ended it."""
     if session is not None:
-        return bool(session.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+        ended = bool(session.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+        if ended:
+            session.execute(close_open_chunks(job_id))
+        return ended
     with get_engine().begin() as conn:
-        return bool(conn.execute(completion(job_id)).rowcount)
+        ended = bool(conn.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+    if ended:
+        with get_engine().begin() as conn:
+            conn.execute(close_open_chunks(job_id))
+    return ended
+
+
+def expire(job_id: str) -> bool:
+    """Ends a job past its deadline `expired`, in one transaction: the status first (it waits
+    for the chunk completions in flight, which share-lock the row, and is the order they take
+    the locks in), then its upload closed and its open chunks closed. The rows done are kept
+    and downloadable. True if this call expired it."""
+    with session_scope() as session:
+        changed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(UNFINISHED), Job.deadline_at < db_now())
+            .values(status=JobStatus.expired, finished_at=db_now(), updated_at=db_now())
+        ).rowcount  # type: ignore[attr-defined]
+        if not changed:
+            return False
+        finish_upload(session, job_id)
+        session.execute(close_open_chunks(job_id))
+        job = get_job(session, job_id)
+        done = job.scored_rows + job.failed_rows
+        total = job.total_rows if job.total_rows is not None else job.received_rows
+        deadline = "?"
+        if job.deadline_at is not None:  # SQLite hands back naive UTC, PostgreSQL aware
+            at = job.deadline_at
+            at = at.astimezone(UTC) if at.tzinfo is not None else at
+            deadline = at.strftime("%Y-%m-%d %H:%M:%SZ")
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.error.is_(None))
+            .values(
+                error=f"the deadline ({deadline}) passed with {done:,} of {total:,} rows done; "
+                "the others were not scored"
+            )
+        )
+    return True
 
 
 def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> Job:
@@ -197,13 +307,26 @@ def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> J
 
 
 def list_jobs(
-    session: Session, *, limit: int, offset: int, owner_key_id: int | None = None
+    session: Session,
+    *,
+    limit: int,
+    offset: int,
+    owner_key_id: int | None = None,
+    labels: list[tuple[str, str | None]] | None = None,
 ) -> tuple[list[Job], int]:
+    """The newest jobs first; `labels` keeps those with every (key, value) pair given (a value
+    of None: the key with any value)."""
     query = select(Job)
     count = select(func.count()).select_from(Job)
+    conditions: list[Any] = []
     if owner_key_id is not None:
-        query = query.where(Job.owner_key_id == owner_key_id)
-        count = count.where(Job.owner_key_id == owner_key_id)
+        conditions.append(Job.owner_key_id == owner_key_id)
+    for key, value in labels or []:
+        match = exists().where(JobLabel.job_id == Job.id, JobLabel.key == key)
+        conditions.append(match.where(JobLabel.value == value) if value is not None else match)
+    if conditions:
+        query = query.where(*conditions)
+        count = count.where(*conditions)
     jobs = session.execute(
         query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
     ).scalars()
@@ -245,4 +368,21 @@ def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     session.execute(delete(ChunkText).where(ChunkText.job_id == job_id))
     session.execute(delete(Chunk).where(Chunk.job_id == job_id))
     session.execute(delete(JobPart).where(JobPart.job_id == job_id))
+    session.execute(delete(JobLabel).where(JobLabel.job_id == job_id))
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.job_id == job_id))
     session.execute(delete(Job).where(Job.id == job_id))
+
+
+def discard(job_id: str) -> None:
+    """Removes a job whose request was refused after its rows were stored (or that lost the
+    race for its Idempotency-Key): cancelled first (no chunk is handed out or written after
+    that), then closed and deleted."""
+    with session_scope() as session:
+        try:
+            cancel_job(session, job_id)
+        except JobStateError:
+            pass  # already final: its last chunk completed meanwhile
+    with session_scope() as session:
+        finish_upload(session, job_id)
+    with session_scope() as session:
+        delete_job(session, job_id)

@@ -25,6 +25,7 @@ from reviewscore.core import jobs, parts
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, ReviewscoreError
 from reviewscore.core.ingest import ROW_NUMBER_ID, ParsedRow, Reviews, UploadOptions, open_reviews
+from reviewscore.core.job_options import JobOptions
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.schema import Job
 from reviewscore.core.settings import Settings
@@ -65,6 +66,7 @@ def create_parts_job(
     owner_key_id: int | None = None,
     destination: ResultDestination | None = None,
     keep_texts: bool = False,
+    job_options: JobOptions | None = None,
 ) -> str:
     """A job that takes its file in parts: `uploading` until `complete`."""
     with session_scope() as session:
@@ -79,6 +81,7 @@ def create_parts_job(
             owner_key_id=owner_key_id,
             **(destination.job_fields() if destination else {}),
             keep_texts=keep_texts,
+            **(job_options or JobOptions()).job_fields(),
         )
         session.execute(
             update(Job).where(Job.id == job_id).values(part_options=_options_json(options))

@@ -77,8 +77,8 @@ def parts_job(session: Session, job_id: str, owner_key_id: int | None) -> Job:
         raise JobStateError(
             f"job {job_id} was not created for parts (POST /v1/jobs?parts=true creates one)"
         )
-    if job.status is JobStatus.cancelled:
-        raise JobStateError(f"job {job_id} was cancelled; it takes no more parts")
+    if job.finished:
+        raise JobStateError(f"job {job_id} is {job.status}; it takes no more parts")
     if job.upload_finished_at is not None:
         raise JobStateError(
             f"the upload of job {job_id} is complete ({job.parts_total} parts); it takes no "

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 from reviewscore.core.clock import db_now
 
@@ -55,6 +55,8 @@ class JobStatus(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    # Its deadline passed before every row was scored: the rows done are kept.
+    expired = "expired"
 
     @property
     def is_final(self) -> bool:
@@ -63,7 +65,9 @@ class JobStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+FINAL_STATUSES = frozenset(
+    {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.expired}
+)
 
 
 class ChunkStatus(StrEnum):
@@ -201,6 +205,15 @@ class Job(Base):
     upload_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The job's own terms (core/job_options.py): past deadline_at no chunk is handed out and
+    # the sweeper ends it `expired`; retention_s (within the service's retention) is how long
+    # it is kept once finished; past max_failed_fraction of failed rows it ends `failed`.
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retention_s: Mapped[float | None] = mapped_column(Float)
+    max_failed_fraction: Mapped[float | None] = mapped_column(Float)
+    labels: Mapped[list[JobLabel]] = relationship(
+        lazy="selectin", order_by="JobLabel.key", cascade="all, delete-orphan"
+    )
 
     # The counts, summed from the chunks' ledger each time a job is read (an index range scan
     # of the job's chunks): there is nothing to keep in step, and nothing for workers to lock.
@@ -224,6 +237,36 @@ class Job(Base):
     @property
     def in_parts(self) -> bool:
         return self.part_options is not None
+
+    @property
+    def label_pairs(self) -> dict[str, str]:
+        return {label.key: label.value for label in self.labels}
+
+
+class JobLabel(Base):
+    """One of a job's labels (its `metadata`): a row per pair, so jobs are found by label with
+    an index probe on every backend (GET /v1/jobs?label=team:search)."""
+
+    __tablename__ = "job_labels"
+    __table_args__ = (Index("ix_job_labels_key_value", "key", "value"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key sent with POST /v1/jobs (core/idempotency.py): per API key (`scope`),
+    the sha256 of the request it came with and the job that request made. The primary key is
+    what lets only one of two requests sent at once with the same key keep its job."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
 
 
 class PartState(StrEnum):

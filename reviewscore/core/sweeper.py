@@ -1,5 +1,6 @@
 """The sweeper, run by beat every REVIEWSCORE_SWEEP_INTERVAL_S: hands lost work back, closes
-stalled uploads, completes jobs whose completion was missed, and purges old jobs.
+stalled uploads, ends jobs past their deadline `expired`, completes jobs whose completion was
+missed, and purges old jobs.
 
 Every judgement of time uses the database's clock. Each step runs on its own, takes only rows
 no one else holds (SKIP LOCKED on PostgreSQL), and each job is handled in its own transaction:
@@ -29,6 +30,7 @@ class SweepReport:
     expired: list[ChunkKey] = field(default_factory=list)
     lost: list[ChunkKey] = field(default_factory=list)
     stalled: list[str] = field(default_factory=list)
+    past_deadline: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     purged: list[str] = field(default_factory=list)
     delivering: list[str] = field(default_factory=list)
@@ -41,6 +43,7 @@ class SweepReport:
                 "expired",
                 "lost",
                 "stalled",
+                "past_deadline",
                 "completed",
                 "delivering",
                 "purged",
@@ -77,7 +80,7 @@ def requeue_lost_messages(grace_s: float) -> list[ChunkKey]:
         and_(
             Chunk.status == ChunkStatus.queued,
             Chunk.queued_at < db_now_plus(-grace_s),
-            exists().where(Job.id == Chunk.job_id, Job.status != JobStatus.cancelled),
+            exists().where(Job.id == Chunk.job_id, Job.status.in_(jobs.UNFINISHED)),
         )
     )
 
@@ -165,16 +168,34 @@ def uncompleted_jobs() -> list[str]:
         )
 
 
+def deadline_passed_jobs() -> list[str]:
+    """Unfinished jobs whose deadline has passed: no chunk of theirs is handed out any more
+    (chunks.claim_chunk), and they end `expired` (jobs.expire)."""
+    with session_scope(readonly=True) as session:
+        return list(
+            session.execute(
+                select(Job.id).where(Job.status.in_(jobs.UNFINISHED), Job.deadline_at < db_now())
+            ).scalars()
+        )
+
+
 def expired_jobs(retention_days: float) -> list[str]:
+    """Finished jobs past their retention: their own results_expire_after (never beyond the
+    service's), else REVIEWSCORE_JOB_RETENTION_DAYS."""
+    kept_s = func.coalesce(Job.retention_s, retention_days * 86400)
     with session_scope(readonly=True) as session:
         return list(
             session.execute(
                 select(Job.id).where(
-                    Job.finished_at.is_not(None),
-                    Job.finished_at < db_now_plus(-retention_days * 86400),
+                    Job.finished_at.is_not(None), Job.finished_at < db_now_plus(-kept_s)
                 )
             ).scalars()
         )
+
+
+def expire_job(job_id: str) -> None:
+    if jobs.expire(job_id):
+        log.info("job %s expired: its deadline passed", job_id)
 
 
 def purge_job(job_id: str) -> None:
@@ -236,6 +257,10 @@ def sweep(
             lambda j: close_idle_parts_upload(j, ttl),
         )
 
+    def past_deadline() -> None:
+        ids = deadline_passed_jobs()
+        report.past_deadline = _each(report, "expiring the job", ids, expire_job)
+
     def completed() -> None:
         ids = [job_id for job_id in uncompleted_jobs() if jobs.try_complete(job_id)]
         report.completed = ids
@@ -254,6 +279,7 @@ def sweep(
         ("re-queueing lost messages", lost),
         ("closing stalled uploads", stalled),
         ("closing idle uploads in parts", idle_parts),
+        ("expiring jobs past their deadline", past_deadline),
         ("completing finished jobs", completed),
         ("delivering results", delivering),
         ("purging old jobs", purged),

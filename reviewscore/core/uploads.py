@@ -27,6 +27,7 @@ from reviewscore.core.errors import (
     UploadInterruptedError,
 )
 from reviewscore.core.ingest import IngestLimits, ParsedRow, UploadOptions, open_reviews
+from reviewscore.core.job_options import JobOptions
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.settings import Settings
 
@@ -169,20 +170,6 @@ def _close(job_id: str, error: str | None = None) -> int:
     return kept
 
 
-def _discard(job_id: str) -> None:
-    """Removes a job whose request was refused after its rows were stored: cancelled first (no
-    chunk is handed out or written after that), then closed and deleted."""
-    with session_scope() as session:
-        try:
-            jobs.cancel_job(session, job_id)
-        except JobStateError:
-            pass  # already final: its last chunk completed meanwhile
-    with session_scope() as session:
-        jobs.finish_upload(session, job_id)
-    with session_scope() as session:
-        jobs.delete_job(session, job_id)
-
-
 def close_when_database_is_back(job_id: str, error: str | None, give_up_after_s: float) -> None:
     """Closes an upload the database outage broke, from a background thread that retries
     (backoff up to 2 s) until the database answers, so the job ends failed within seconds of
@@ -218,6 +205,7 @@ def store_upload(
     destination: ResultDestination | None = None,
     keep_texts: bool = False,
     source_url: str | None = None,
+    job_options: JobOptions | None = None,
 ) -> str:
     """Streams an upload into the database and queues its chunks as they are stored.
 
@@ -248,6 +236,7 @@ def store_upload(
                 **(destination.job_fields() if destination else {}),
                 keep_texts=keep_texts,
                 source_url=source_url,
+                **(job_options or JobOptions()).job_fields(),
             )
         beat = _UploadBeat(job_id, arriving, min(5.0, settings.upload_stall_s / 3))
         _store_rows(job_id, first, rows, settings, enqueue)
@@ -318,7 +307,7 @@ def _store_rows(
         _close(job_id)
         raise
     except RequestRefusedError:
-        _discard(job_id)
+        jobs.discard(job_id)
         raise
     except ReviewscoreError as exc:
         writer.flush()

@@ -128,7 +128,22 @@ def summary_rows(summary: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 JOB_FIELDS = ("id", "status", "filename", "model", "model_version", "device", "error")
-TIME_FIELDS = ("created_at", "started_at", "finished_at")
+TIME_FIELDS = ("created_at", "started_at", "finished_at", "deadline_at")
+LabelOption = Annotated[
+    list[str] | None,
+    typer.Option("--label", help="a label key=value (repeat it, up to 16)", show_default=False),
+]
+
+
+def label_pairs(given: list[str] | None) -> dict[str, str] | None:
+    """--label key=value options as the job's labels."""
+    labels: dict[str, str] = {}
+    for pair in given or []:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ClientError(f"--label {pair!r} is not key=value (e.g. --label team=search)")
+        labels[key] = value
+    return labels or None
 
 
 def print_job(job: dict[str, Any]) -> None:
@@ -138,6 +153,8 @@ def print_job(job: dict[str, Any]) -> None:
     for key in JOB_FIELDS:
         if job.get(key) not in (None, ""):
             table.add_row(key, str(job[key]))
+    if job.get("metadata"):
+        table.add_row("labels", ", ".join(f"{k}={v}" for k, v in job["metadata"].items()))
     total = "?" if job.get("total") is None else _number(job["total"])
     rows = f"{_number(job.get('done', 0))} of {total} done"
     rows += f" ({_number(job.get('scored', 0))} scored, {_number(job.get('failed', 0))} failed)"
@@ -267,6 +284,22 @@ def score(
     part_mb: Annotated[
         float, typer.Option(min=0.01, max=64, help="the size of a part in MiB (default 8)")
     ] = 8.0,
+    label: LabelOption = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(help="e.g. 2h: past it the job ends expired, the rows done kept"),
+    ] = None,
+    results_expire_after: Annotated[
+        str | None, typer.Option(help="keep the results this long once done (e.g. 7d)")
+    ] = None,
+    max_failed_fraction: Annotated[
+        float | None,
+        typer.Option(min=0, max=0.999999, help="end the job failed past this share of failed rows"),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="the same key and file within 24 h answer the same job"),
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
@@ -276,6 +309,7 @@ def score(
     the same command run again resumes the same job and sends only the parts not stored.
     Given a URL instead, the service fetches the file itself (the operator must list the URL
     in REVIEWSCORE_URL_ALLOW, or its folder in REVIEWSCORE_URL_FILE_DIRS)."""
+    labels = label_pairs(label)
     client = _client(url, api_key)
     if source.lower().startswith(SOURCE_SCHEMES):
         say(f"the service fetches {source.split('?', 1)[0]}")
@@ -288,6 +322,11 @@ def score(
             delimiter=delimiter,
             format=input_format,
             keep_columns=keep_columns,
+            labels=labels,
+            deadline=deadline,
+            results_expire_after=results_expire_after,
+            max_failed_fraction=max_failed_fraction,
+            idempotency_key=idempotency_key,
         )
         _score_job(client, job, output, results_format)
         return
@@ -318,6 +357,11 @@ def score(
                 parallel=parallel,
                 part_bytes=int(part_mb * 1024 * 1024),
                 on_resume=say,
+                labels=labels,
+                deadline=deadline,
+                results_expire_after=results_expire_after,
+                max_failed_fraction=max_failed_fraction,
+                idempotency_key=idempotency_key,
             )
     except KeyboardInterrupt:
         say(
@@ -403,11 +447,13 @@ def delete(job_id: JobArg, url: UrlOption = None, api_key: KeyOption = None) -> 
 @app.command()
 def jobs(
     limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
+    label: LabelOption = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """List recent jobs (full ids; any unique start of one works in the other commands)."""
-    listing = _client(url, api_key).jobs(limit)
+    """List recent jobs (full ids; any unique start of one works in the other commands);
+    --label key=value lists only the jobs labelled so."""
+    listing = _client(url, api_key).jobs(limit, labels=label_pairs(label))
     table = Table("id", "status", "rows done", "file", "created")
     table.columns[0].no_wrap = True
     table.columns[0].min_width = 32
