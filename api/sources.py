@@ -115,7 +115,7 @@ def receive_source(source: Source, owner: int | None) -> str:
     byte is fetched."""
     settings = get_settings()
     values = {k: v for k, v in source.options.model_dump().items() if v}
-    destination = uploads.result_destination(values)
+    destination = uploads.result_destination(values, owner)
     with session_scope(readonly=True) as session:
         model = get_model(session, source.options.model, settings.default_model)
     with fetched(source.url, settings) as found, found.path.open("rb") as raw:

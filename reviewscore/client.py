@@ -361,11 +361,14 @@ class Client:
         result_url: str | None = None,
         result_format: str | None = None,
         on_resume: Callable[[str], None] | None = None,
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
         """Uploads a file (CSV, TSV, JSON Lines, Parquet; gzip welcome) or a pandas DataFrame
         (streamed as CSV, or Parquet with send_as="parquet") and returns the job (202).
         Options left out are detected by the server; `delimiter` takes a character or one of
-        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores."""
+        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores;
+        `callback_url` gets a signed completion webhook once the job is finished (see
+        deliveries())."""
         params = _options(
             text_column=text_column,
             id_column=id_column,
@@ -377,6 +380,7 @@ class Client:
             keep_texts="true" if keep_texts else None,
             result_url=result_url,
             result_format=result_format,
+            callback_url=callback_url,
         )
         if isinstance(source, str | os.PathLike):
             path = Path(source)
@@ -445,6 +449,11 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         """A job's state as the server reports it (`finished` says whether it is done)."""
         return self._json("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def deliveries(self, job_id: str) -> dict[str, Any]:
+        """The job's completion webhook (`event`: its id, type, state) and each attempt to POST
+        it to the callback_url (`attempts`: status code or error, time, duration)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/deliveries")  # type: ignore[no-any-return]
 
     def resolve(self, prefix: str) -> str:
         """The full id of the job whose id starts with `prefix` (as `jobs` lists them)."""

@@ -15,6 +15,7 @@ from sqlalchemy import case, delete, exists, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
 
+from reviewscore.core import webhooks
 from reviewscore.core.clock import db_now
 from reviewscore.core.db import get_engine
 from reviewscore.core.errors import JobNotFoundError, JobStateError
@@ -62,6 +63,7 @@ def create_job(
     result_format: str | None = None,
     keep_texts: bool = False,
     source_url: str | None = None,
+    callback_url: str | None = None,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -81,6 +83,8 @@ def create_job(
         keep_texts=keep_texts,
         # Never its query: a presigned URL's signature must not sit in the database.
         source_url=shown(source_url) if source_url else None,
+        # Kept whole, as result_url is: its query may carry the receiver's token.
+        callback_url=callback_url,
     )
     session.add(job)
     session.flush()
@@ -182,11 +186,18 @@ def completion(job_id: str) -> Update:
 
 
 def try_complete(job_id: str, session: Session | None = None) -> bool:
-    """Completes the job if it is done; True if this call completed it."""
+    """Completes the job if it is done; True if this call completed it. Its webhook event
+    (core/webhooks.py) is written in the same transaction."""
     if session is not None:
-        return bool(session.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+        done = bool(session.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+        if done:
+            webhooks.record(session, job_id)
+        return done
     with get_engine().begin() as conn:
-        return bool(conn.execute(completion(job_id)).rowcount)
+        done = bool(conn.execute(completion(job_id)).rowcount)
+        if done:
+            webhooks.record(conn, job_id)
+        return done
 
 
 def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> Job:
@@ -219,6 +230,8 @@ def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -
         .where(Job.id == job_id, Job.status.in_(UNFINISHED))
         .values(status=JobStatus.cancelled, finished_at=db_now(), updated_at=db_now())
     ).rowcount  # type: ignore[attr-defined]
+    if changed:
+        webhooks.record(session, job_id)
     job = get_job(session, job_id, owner_key_id)
     if not changed:
         raise JobStateError(
@@ -245,4 +258,5 @@ def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     session.execute(delete(ChunkText).where(ChunkText.job_id == job_id))
     session.execute(delete(Chunk).where(Chunk.job_id == job_id))
     session.execute(delete(JobPart).where(JobPart.job_id == job_id))
+    webhooks.forget(session, job_id)
     session.execute(delete(Job).where(Job.id == job_id))

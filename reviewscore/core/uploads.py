@@ -89,13 +89,16 @@ DATABASE_AWAY = (OperationalError, InterfaceError)
 
 @dataclass(frozen=True)
 class ResultDestination:
-    """Where a job's results are PUT once it is finished (core/delivery.py)."""
+    """Where a job's outcome goes once it is finished: its results PUT to `url`
+    (core/delivery.py), its completion webhook POSTed to `callback_url` (core/webhooks.py)."""
 
-    url: str
+    url: str | None
     format: str = "csv"
+    callback_url: str | None = None
 
     def job_fields(self) -> dict[str, Any]:
-        return {"result_url": self.url, "result_format": self.format}
+        results = {"result_url": self.url, "result_format": self.format} if self.url else {}
+        return results | {"callback_url": self.callback_url}
 
 
 def limits_from(settings: Settings) -> IngestLimits:
