@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from reviewscore.core import chunks, jobs
+from reviewscore.core import chunks, jobs, webhooks
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import (
     BadUploadError,
@@ -168,7 +168,8 @@ def _close(job_id: str, error: str | None = None) -> int:
     with session_scope() as session:
         jobs.finish_upload(session, job_id, error=error)
         kept = jobs.get_job(session, job_id).received_rows
-    jobs.try_complete(job_id)
+    if jobs.try_complete(job_id):  # every row was scored while it arrived
+        webhooks.send_soon(job_id)
     return kept
 
 
