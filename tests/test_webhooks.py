@@ -286,6 +286,24 @@ def test_an_event_left_by_a_process_that_died_is_sent_by_the_next_one(
     assert verified(SECRET, request)["data"]["id"] == job["id"]
 
 
+def test_an_event_is_given_up_once_its_retry_time_is_spent(
+    api: TestClient,
+    sent: list[tuple[str, int]],
+    stub_model: f.StubScorer,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhooks, "send_soon", lambda _job_id: None)
+    monkeypatch.setenv("REVIEWSCORE_WEBHOOK_RETRY_FOR_S", "0.001")
+    get_settings.cache_clear()
+    job = submit(api, callback_url=receiver.url).json()
+    work_off(sent)
+    found = sweep_until(api, job["id"], lambda d: d["attempts"], "the one attempt")  # never up
+    assert found["event"]["state"] == "gave_up" and found["event"]["next_attempt_at"] is None
+    assert found["event"]["error"].startswith("gave up after 1 attempt: ")
+    assert webhooks.due_events() == []
+
+
 def test_retries_back_off_exponentially_up_to_the_cap() -> None:
     settings = get_settings().model_copy(
         update={"webhook_backoff_s": 5.0, "webhook_backoff_max_s": 3600.0}

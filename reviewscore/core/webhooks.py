@@ -311,7 +311,7 @@ def _settle(
             values = {
                 "next_at": case((too_old, null()), else_=db_now_plus(backoff_s(attempt, settings))),
                 "error": case(
-                    (too_old, literal(f"gave up after {attempt} attempts: {error}")),
+                    (too_old, literal(f"gave up after {_attempts(attempt)}: {error}")),
                     else_=literal(f"attempt {attempt} failed: {error}"),
                 ),
             }
@@ -324,6 +324,10 @@ def _settle(
         log.info("webhook %s delivered (attempt %s)", event_id, attempt)
     else:
         log.warning("webhook %s not delivered (attempt %s): %s", event_id, attempt, error)
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt" + ("s" if n != 1 else "")
 
 
 def send_due(settings: Settings, post: Callable[..., httpx.Response] | None = None) -> int:
