@@ -7,11 +7,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from api.worker_models import WorkerModelState
-from reviewscore.core.job_view import Histogram, JobView, Shown, SummaryView, UtcTime
-from reviewscore.core.schema import PartState
 
-# The job's view is the core's (a webhook's body is the same document): named here for routes.
-__all__ = ["Histogram", "JobView", "Shown", "SummaryView", "UtcTime"]
+# The job's view is the core's (a webhook's body is the same document); routes take it here.
+from reviewscore.core.job_view import JobView, UtcTime
+from reviewscore.core.job_view import SummaryView as SummaryView
+from reviewscore.core.schema import PartState
 
 
 class ScoreRequest(BaseModel):

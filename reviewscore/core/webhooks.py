@@ -59,6 +59,7 @@ _EVENT_OF = {
     "expired": "job.expired",
 }
 EVENT_TYPES = {JobStatus(s): name for s, name in _EVENT_OF.items() if s in JobStatus.__members__}
+# Events sent at once by one sweep: a receiver that hangs holds one sender, not the others.
 SENDERS = 8
 
 
@@ -211,7 +212,6 @@ class _Message:
     url: str
     secret: str | None
     body: bytes
-    attempt: int
 
 
 class WebhookError(Exception):
@@ -238,7 +238,7 @@ def _message(event_id: str, settings: Settings) -> _Message | None:
             secret = key.webhook_secret if key is not None else None
         else:
             secret = settings.webhook_secret or None
-        return _Message(event.id, job.callback_url, secret, _body(session, event, job), 0)
+        return _Message(event.id, job.callback_url, secret, _body(session, event, job))
 
 
 def send(

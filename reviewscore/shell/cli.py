@@ -471,7 +471,7 @@ def keys_create(
             check_url(callback_url, get_settings())
         except URLRefusedError as exc:
             say(f"error: --callback-url: {exc}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(1) from None
     with session_scope() as session:
         record, key = keys.create_key(session, name, callback_url)
         key_id, secret = record.id, record.webhook_secret
