@@ -784,7 +784,7 @@ async function renderWebhook(job) {
     line.textContent = `webhook ${event.type} not delivered: ${event.error}`;
   } else {
     const next = event.next_attempt_at ? `; next try ${localTime(event.next_attempt_at)}` : "";
-    line.textContent = `webhook ${event.type} pending (${tries}${event.error ? `, ${event.error}` : ""}${next})`;
+    line.textContent = `webhook ${event.type} pending (${event.error || tries}${next})`;
   }
   if (!event || event.state === "pending") {
     clearTimeout(followed.webhookTimer);

@@ -278,6 +278,8 @@ def _reason(exc: Exception, url: str, settings: Settings) -> str:
         return str(exc)
     if isinstance(exc, httpx.TimeoutException):
         return f"{shown(url)} did not answer within {settings.webhook_timeout_s:g} s"
+    if isinstance(exc, httpx.ConnectError):
+        return f"{shown(url)} could not be reached: {exc}"
     message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
     # httpx puts the URL, query string included, in some messages: never keep a token.
     return str(message).replace(url, shown(url))[:500]
