@@ -302,6 +302,17 @@ def test_an_event_is_given_up_once_its_retry_time_is_spent(
     assert found["event"]["state"] == "gave_up" and found["event"]["next_attempt_at"] is None
     assert found["event"]["error"].startswith("gave up after 1 attempt: ")
     assert webhooks.due_events() == []
+    # Deleting the job deletes its event and attempts.
+    assert api.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert api.get(f"/v1/jobs/{job['id']}/deliveries").status_code == 404
+    from sqlalchemy import func, select
+
+    from reviewscore.core.db import session_scope
+    from reviewscore.core.schema import WebhookDelivery, WebhookEvent
+
+    with session_scope(readonly=True) as session:
+        for table in (WebhookEvent, WebhookDelivery):
+            assert session.execute(select(func.count()).select_from(table)).scalar_one() == 0
 
 
 def test_retries_back_off_exponentially_up_to_the_cap() -> None:
