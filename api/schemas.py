@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from api.worker_models import WorkerModelState
-from reviewscore.core.schema import JobStatus, PartState
-from reviewscore.core.urls import shown
+
+# The job's view is the core's (a webhook's body is the same document); routes take it here.
+from reviewscore.core.job_view import JobView, UtcTime
+from reviewscore.core.job_view import SummaryView as SummaryView
+from reviewscore.core.schema import PartState
 
 
 class ScoreRequest(BaseModel):
@@ -29,153 +31,6 @@ class ScoreResponse(BaseModel):
     model: str
     model_version: str
     results: list[ScoreResult]
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone-aware columns; they are UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-UtcTime = Annotated[datetime, BeforeValidator(_as_utc)]
-
-
-class Histogram(BaseModel):
-    edges: list[float] = Field(description="bin edges of p_positive, 0.0 to 1.0")
-    counts: list[int] = Field(description="scored rows per bin; the last bin includes 1.0")
-
-
-class SummaryView(BaseModel):
-    """What a job's results add up to; `final` once the job is finished (then it never
-    changes), else it covers the rows done so far."""
-
-    final: bool
-    rows: int
-    scored: int
-    failed: int
-    not_scored_yet: int
-    labels: dict[str, int] = Field(description="scored rows per predicted label")
-    share_positive: float | None = Field(description="positive / scored; null if none scored")
-    histogram: Histogram
-    failed_by_reason: dict[str, int] = Field(
-        description="failed rows by error, numbers in messages replaced by N; top 20"
-    )
-
-
-# A URL as a job shows it: its query string (a presigned URL's signature) is never echoed.
-Shown = Annotated[str | None, BeforeValidator(lambda v: None if v is None else shown(v))]
-
-
-class JobView(BaseModel):
-    """A job as the server reports it. `finished` is the one answer to "is it done?": true once
-    the status is final (succeeded, failed, cancelled or expired) and nothing about the job
-    will change.
-    Times are UTC (ISO 8601 with Z), taken from the database's clock."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    status: JobStatus
-    finished: bool
-    model: str = Field(validation_alias="model_name")
-    model_version: str
-    filename: str | None
-    text_column: str
-    id_column: str | None
-    format: str | None = Field(
-        None, validation_alias="input_format", description="csv, tsv, jsonl or parquet"
-    )
-    encoding: str | None = Field(None, description="the text encoding the file was read with")
-    delimiter: str | None = Field(None, description="the CSV separator the file was read with")
-    keep_columns: list[str] | None = Field(
-        None, description="input columns copied next to the scores in the results"
-    )
-    in_parts: bool = Field(
-        False, description="uploaded in parts (POST /v1/jobs?parts=true); see GET .../parts"
-    )
-    parts_total: int | None = Field(
-        None, description="the part count the upload in parts was completed with"
-    )
-    source_url: Shown = Field(None, description="where the input was fetched from")
-    result_url: Shown = Field(
-        None, description="where the results are PUT once the job is finished (no query string)"
-    )
-    result_format: str | None = None
-    keep_texts: bool = Field(False, description="the review texts are kept once scored")
-    delivered_at: UtcTime | None = Field(
-        None, description="when the results were taken by result_url"
-    )
-    delivery_attempts: int = 0
-    delivery_error: str | None = Field(
-        None, description="why the last PUT to result_url failed; retried with backoff"
-    )
-    metadata: dict[str, str] = Field(
-        default_factory=dict,
-        validation_alias="label_pairs",
-        description="the job's labels (label=key:value on upload); GET /v1/jobs?label= finds it",
-    )
-    deadline_at: UtcTime | None = Field(
-        None,
-        description="past it no chunk is handed out and the job ends `expired` (from `deadline`)",
-    )
-    max_failed_fraction: float | None = Field(
-        None, description="past this share of failed rows the job ends `failed` early"
-    )
-    results_expire_after_s: float | None = Field(
-        None,
-        validation_alias="retention_s",
-        description="seconds the job and its results are kept once finished "
-        "(results_expire_after; null: the service's retention)",
-    )
-    total: int | None = Field(
-        validation_alias="total_rows", description="rows in the job; null while uploading"
-    )
-    received: int = Field(validation_alias="received_rows")
-    scored: int = Field(validation_alias="scored_rows")
-    failed: int = Field(validation_alias="failed_rows")
-    device: str | None
-    error: str | None = Field(
-        description="why the job ends (or ended) failed or expired; the rows done are kept"
-    )
-    created_at: UtcTime
-    updated_at: UtcTime
-    upload_finished_at: UtcTime | None
-    started_at: UtcTime | None
-    finished_at: UtcTime | None
-    last_done_at: UtcTime | None = Field(exclude=True)
-    summary: SummaryView | None = Field(
-        None,
-        description="on GET /v1/jobs/{id} once the job is finished (null in lists and before; "
-        "GET /v1/jobs/{id}/summary gives it for an unfinished job too)",
-    )
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def done(self) -> int:
-        return self.scored + self.failed
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def rate(self) -> float | None:
-        """Rows finished per second, from the start of scoring to the last chunk done."""
-        end = self.finished_at or self.last_done_at
-        if self.started_at is None or end is None or not self.done:
-            return None
-        return self.done / max((end - self.started_at).total_seconds(), 1e-3)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def eta_seconds(self) -> float | None:
-        rate = self.rate
-        if self.finished or self.total is None or not rate:
-            return None
-        return max(self.total - self.done, 0) / rate
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def results_url(self) -> str:
-        return f"/v1/jobs/{self.id}/results"
 
 
 class PreviewRow(BaseModel):
@@ -233,6 +88,49 @@ class PartList(BaseModel):
 
 class CompleteRequest(BaseModel):
     parts: int = Field(ge=1, le=10_000, description="the number of parts, numbered 1..parts")
+
+
+class WebhookEventView(BaseModel):
+    """A job's completion webhook: `id` is its `webhook-id` on every attempt."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    type: str = Field(description="job.succeeded, job.failed, job.cancelled or job.expired")
+    created_at: UtcTime
+    attempts: int
+    next_attempt_at: UtcTime | None = Field(
+        validation_alias="next_at", description="when it is tried next; null once settled"
+    )
+    delivered_at: UtcTime | None = Field(description="when a 2xx answer took it")
+    error: str | None = Field(description="why the last attempt failed")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def state(self) -> Literal["pending", "delivered", "gave_up"]:
+        if self.delivered_at is not None:
+            return "delivered"
+        return "pending" if self.next_attempt_at is not None else "gave_up"
+
+
+class DeliveryView(BaseModel):
+    """One attempt to POST the webhook."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    sent_at: UtcTime
+    status_code: int | None = Field(description="the receiver's answer; null if none came")
+    error: str | None
+    duration_ms: int
+
+
+class DeliveryList(BaseModel):
+    job_id: str
+    event: WebhookEventView | None = Field(
+        description="null until the job is finished, and for a job with no callback_url"
+    )
+    attempts: list[DeliveryView]
 
 
 class JobList(BaseModel):

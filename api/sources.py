@@ -116,7 +116,7 @@ def receive_source(source: Source, owner: int | None, key: RequestKey | None = N
     answers its job without fetching anything."""
     settings = get_settings()
     values = uploads.given_options(source.options)
-    destination = uploads.result_destination(values)
+    destination = uploads.result_destination(values, owner)
     terms = uploads.terms(values)
     with session_scope(readonly=True) as session:
         model = get_model(session, source.options.model, settings.default_model)

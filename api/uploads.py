@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from api.errors import BusyError
 from api.multipart import BodyReader, MultipartFileReader
-from reviewscore.core import idempotency, part_uploads
+from reviewscore.core import idempotency, part_uploads, webhooks
 from reviewscore.core.celery_app import enqueue_chunk
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, UnsupportedMediaError, UploadInterruptedError
@@ -122,6 +122,11 @@ class UploadQuery(BaseModel):
         lt=1,
         description="e.g. 0.2: once more than this share of the job's rows failed, the job "
         "ends `failed` at once, saying so (the rows done are kept)",
+    )
+    callback_url: str | None = Field(
+        None,
+        description="once the job is finished, POST a signed completion event here (Standard "
+        "Webhooks); default: the API key's; must be under a prefix in REVIEWSCORE_URL_ALLOW",
     )
 
 
@@ -283,19 +288,27 @@ def _flag(value: str | bool | None) -> bool:
     raise BadUploadError(f"keep_texts must be true or false, not {value[:20]!r}", 422)
 
 
-def result_destination(values: dict[str, Any]) -> ResultDestination | None:
-    """The checked result_url and its format, before any byte of the file is stored."""
+def result_destination(
+    values: dict[str, Any], owner: int | None = None
+) -> ResultDestination | None:
+    """The checked result_url and its format, and the callback_url (the one sent, else the
+    key's default), before any byte of the file is stored."""
     url, fmt = values.get("result_url"), values.get("result_format")
+    settings = get_settings()
+    callback = None
+    if values.get("callback_url") or owner is not None:  # a key may name a default one
+        with session_scope(readonly=True) as session:
+            callback = webhooks.callback_for(session, values.get("callback_url"), owner, settings)
     if not url:
         if fmt:
             raise BadUploadError("result_format is given without a result_url", 422)
-        return None
+        return ResultDestination(None, callback_url=callback) if callback else None
     if fmt and fmt not in RESULT_FORMATS:
         raise BadUploadError(
             f"result_format {fmt[:40]!r} is not one of {', '.join(RESULT_FORMATS)}", 422
         )
-    check_url(url, get_settings())
-    return ResultDestination(url, fmt or "csv")
+    check_url(url, settings)
+    return ResultDestination(url, fmt or "csv", callback)
 
 
 def _charset(content_type: bytes | str | None) -> str | None:
@@ -346,7 +359,9 @@ def json_is_not_an_upload() -> UnsupportedMediaError:
     )
 
 
-def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) -> UploadSource:
+def open_upload(
+    body: RequestBodyStream, content_type: str, query: UploadQuery, owner: int | None = None
+) -> UploadSource:
     """Picks the reader for the content type and resolves the options: the query wins over form
     fields sent before the file, which win over the charset of the file's content type."""
     ctype, params = parse_options_header(content_type)
@@ -368,7 +383,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             reader=multipart,
             options=_options(values, multipart.content_type),
             model=values.get("model"),
-            destination=result_destination(values),
+            destination=result_destination(values, owner),
             keep_texts=_flag(values.get("keep_texts")),
             job=terms(values),
         )
@@ -377,7 +392,7 @@ def open_upload(body: RequestBodyStream, content_type: str, query: UploadQuery) 
             reader=BodyReader(body.pull),
             options=_options(given, content_type),
             model=query.model,
-            destination=result_destination(given),
+            destination=result_destination(given, owner),
             keep_texts=query.keep_texts,
             job=terms(given),
         )
@@ -402,7 +417,7 @@ def receive_upload(
     Idempotency-Key already bound, the file is only read to compare it: the same request
     answers the earlier job, another one is refused."""
     settings = get_settings()
-    source = open_upload(body, content_type, query)
+    source = open_upload(body, content_type, query, owner)
     with session_scope(readonly=True) as session:
         model = get_model(session, source.model, settings.default_model)
     # The file's bytes as the parser reads them, after what the request asks for: the sha256
@@ -431,10 +446,12 @@ def receive_upload(
     return Created(*idempotency.bind(key, sha256, job_id))
 
 
-def receive_preview(body: RequestBodyStream, content_type: str, query: UploadQuery) -> Preview:
+def receive_preview(
+    body: RequestBodyStream, content_type: str, query: UploadQuery, owner: int | None = None
+) -> Preview:
     """How an upload would be read (blocking: run it in a worker thread); nothing is stored,
     and the body is read only as far as needed."""
-    source = open_upload(body, content_type, query)
+    source = open_upload(body, content_type, query, owner)
     return preview_upload(source.reader, source.options, settings=get_settings())  # type: ignore[arg-type]
 
 
@@ -448,7 +465,7 @@ def create_parts_job(
         model = get_model(session, query.model, settings.default_model)
     given = given_options(query)
     options = _options(given, None)
-    destination = result_destination(given)
+    destination = result_destination(given, owner)
     job = terms(given)
     asked = described(options, query.model, destination, query.keep_texts, job)
     sha256 = idempotency.fingerprint("parts", asked).hexdigest()

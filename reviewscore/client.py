@@ -375,6 +375,7 @@ class Client:
         results_expire_after: str | None = None,
         max_failed_fraction: float | None = None,
         idempotency_key: str | None = None,
+        callback_url: str | None = None,
     ) -> dict[str, Any]:
         """Uploads a file (CSV, TSV, JSON Lines, Parquet; gzip welcome) or a pandas DataFrame
         (streamed as CSV, or Parquet with send_as="parquet") and returns the job (202).
@@ -382,7 +383,8 @@ class Client:
         comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores.
         `labels` (up to 16) come back as the job's `metadata`; `deadline` ("2h") ends the job
         `expired` with the rows done; `idempotency_key` makes the same submission, sent again
-        within 24 h, answer the same job."""
+        within 24 h, answer the same job; `callback_url` gets a signed completion webhook once
+        the job is finished (see deliveries())."""
         params = _options(
             text_column=text_column,
             id_column=id_column,
@@ -398,6 +400,7 @@ class Client:
             deadline=deadline,
             results_expire_after=results_expire_after,
             max_failed_fraction=max_failed_fraction,
+            callback_url=callback_url,
         )
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if isinstance(source, str | os.PathLike):
@@ -504,6 +507,11 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         """A job's state as the server reports it (`finished` says whether it is done)."""
         return self._json("GET", f"/v1/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def deliveries(self, job_id: str) -> dict[str, Any]:
+        """The job's completion webhook (`event`: its id, type, state) and each attempt to POST
+        it to the callback_url (`attempts`: status code or error, time, duration)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/deliveries")  # type: ignore[no-any-return]
 
     def resolve(self, prefix: str) -> str:
         """The full id of the job whose id starts with `prefix` (as `jobs` lists them)."""

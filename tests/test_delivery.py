@@ -1,6 +1,8 @@
 """Results delivered to a URL (result_url) against a real HTTP receiver on loopback: the file
 PUT once the job is finished, retried after the receiver fails, shown on the job without the
-URL's query string; a URL outside REVIEWSCORE_URL_ALLOW refused before anything is stored."""
+URL's query string; a URL outside REVIEWSCORE_URL_ALLOW refused before anything is stored. And
+the completion webhook (callback_url) sent by the real workers and sweeper (the rest of its
+behaviour: tests/test_webhooks.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from tests.conftest import (
     RunningStack,
@@ -22,6 +25,7 @@ from tests.conftest import (
     wait_for,
     write_csv,
 )
+from tests.test_webhooks import SECRET, Receiver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,10 +55,26 @@ def _up(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
+def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receiver]:
+    """A webhook receiver that answers its first POST 500."""
+    found = Receiver(tmp_path_factory.mktemp("hooks"))
+    found.start("500")
+    yield found
+    found.stop()
+
+
+@pytest.fixture(scope="module")
 def stack(
-    receiver: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory, models_dir: Path
+    receiver: tuple[str, Path],
+    hooks: Receiver,
+    tmp_path_factory: pytest.TempPathFactory,
+    models_dir: Path,
 ) -> Iterator[RunningStack]:
-    env = {"REVIEWSCORE_URL_ALLOW": receiver[0] + "/results/"}
+    env = {
+        "REVIEWSCORE_URL_ALLOW": f"{receiver[0]}/results/,http://127.0.0.1:{hooks.port}/hooks/",
+        "REVIEWSCORE_WEBHOOK_SECRET": SECRET,
+        "REVIEWSCORE_WEBHOOK_BACKOFF_S": "0.5",
+    }
     with sqlite_stack(tmp_path_factory.mktemp("var-delivery"), models_dir, env) as running:
         yield running
 
@@ -133,3 +153,23 @@ def test_a_result_url_outside_the_allow_list_is_refused_before_anything_is_store
             )
         assert answer.status_code == 422 and reason in answer.json()["detail"]
     assert stack.client.jobs()["total"] == before
+
+
+def test_the_workers_post_a_signed_webhook_and_the_sweeper_retries_it_after_a_500(
+    stack: RunningStack, hooks: Receiver, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "reviews.csv", sample_reviews(60, seed=23), ["id", "text"])
+    job = stack.client.submit(path, id_column="id", callback_url=hooks.url, wait=False)
+
+    def delivered() -> dict[str, Any] | None:
+        found: dict[str, Any] = stack.client.deliveries(job["id"])
+        return found if found["event"] and found["event"]["state"] == "delivered" else None
+
+    found = wait_for(delivered, 90, "the webhook to be taken")
+    assert [a["status_code"] for a in found["attempts"]] == [500, 200]
+    first, last = hooks.requests()
+    assert first["headers"]["webhook-id"] == last["headers"]["webhook-id"] == found["event"]["id"]
+    payload = Webhook(SECRET).verify(last["body"], last["headers"])
+    assert payload["type"] == "job.succeeded"
+    assert payload["data"]["id"] == job["id"] and payload["data"]["scored"] == 60
+    assert payload["data"]["summary"]["rows"] == 60

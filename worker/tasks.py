@@ -19,7 +19,7 @@ from celery.exceptions import Reject
 from celery.signals import celeryd_init, worker_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import DBAPIError
 
-from reviewscore.core import chunks, delivery, jobs, replies, sweeper
+from reviewscore.core import chunks, delivery, jobs, replies, sweeper, webhooks
 from reviewscore.core.celery_app import (
     BULK_QUEUE,
     DELIVER_RESULTS,
@@ -370,6 +370,7 @@ def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper
         remembered = time.perf_counter()
         if jobs.try_complete(work.job_id):
             _deliver_soon(work.job_id)
+            webhooks.send_soon(work.job_id)
     done = time.perf_counter()
     # Where a chunk's time goes, as one JSON record (the benchmark reads these).
     log.info(
@@ -465,6 +466,7 @@ def sweep() -> dict[str, int]:
         queue_is_empty=lambda: queue_depth(BULK_QUEUE) == 0,
         enqueue=enqueue_chunk,
         deliver=enqueue_delivery,
+        send_webhooks=lambda: webhooks.send_due_in_background(get_settings()),
     )
     counts = report.counts()
     if any(counts.values()):

@@ -13,12 +13,14 @@ from fastapi.responses import StreamingResponse
 
 from api.auth import current_key_id
 from api.schemas import (
-    Histogram,
+    DeliveryList,
+    DeliveryView,
     JobList,
     JobView,
     PreviewRow,
     PreviewView,
     SummaryView,
+    WebhookEventView,
     error_responses,
 )
 from api.sources import SOURCE_URL_DOC, receive_source, requested_source, with_source_body
@@ -32,11 +34,12 @@ from api.uploads import (
     receive_upload,
     upload_slot,
 )
-from reviewscore.core import idempotency, jobs, results
+from reviewscore.core import idempotency, jobs, webhooks
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, JobStateError
 from reviewscore.core.exports import EXPORTS, ExportRequest
 from reviewscore.core.job_options import label_filter
+from reviewscore.core.job_view import summary_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
@@ -172,7 +175,7 @@ async def preview_job(
         body = RequestBodyStream(request)
         content_type = request.headers.get("content-type", "")
         found = await anyio.to_thread.run_sync(
-            partial(receive_preview, body, content_type, query), limiter=threads
+            partial(receive_preview, body, content_type, query, _owner), limiter=threads
         )
     return PreviewView(
         format=found.format,
@@ -196,18 +199,7 @@ def view(job_id: str, owner: int | None = None) -> JobView:
 
 def _summary_view(job_id: str, final: bool) -> SummaryView:
     with session_scope(readonly=True) as session:
-        summary = results.summarize(session, job_id)
-    return SummaryView(
-        final=final,
-        rows=summary.rows,
-        scored=summary.scored,
-        failed=summary.failed,
-        not_scored_yet=summary.not_scored_yet,
-        labels=summary.labels,
-        share_positive=summary.share_positive,
-        histogram=Histogram(edges=summary.histogram_edges, counts=summary.histogram_counts),
-        failed_by_reason=summary.failed_by_reason,
-    )
+        return summary_view(session, job_id, final)
 
 
 @lru_cache(maxsize=256)
@@ -273,7 +265,27 @@ def get_summary(job_id: JobId, owner: Owner) -> SummaryView:
 def cancel_job(job_id: JobId, owner: Owner) -> JobView:
     with session_scope() as session:
         jobs.cancel_job(session, job_id, owner)
+    webhooks.send_soon(job_id)
     return view(job_id, owner)
+
+
+@router.get(
+    "/{job_id}/deliveries", response_model=DeliveryList, responses=error_responses(404, 422, 503)
+)
+def list_deliveries(job_id: JobId, owner: Owner) -> DeliveryList:
+    """The job's completion webhook (to its callback_url) and every attempt to POST it, oldest
+    first: the event is null until the job is finished, or if it has no callback_url."""
+    with session_scope(readonly=True) as session:
+        jobs.get_job(session, job_id, owner)
+        found = webhooks.deliveries(session, job_id)
+    if found is None:
+        return DeliveryList(job_id=job_id, event=None, attempts=[])
+    event, attempts = found
+    return DeliveryList(
+        job_id=job_id,
+        event=WebhookEventView.model_validate(event),
+        attempts=[DeliveryView.model_validate(a) for a in attempts],
+    )
 
 
 @router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422, 503))

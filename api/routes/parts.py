@@ -19,7 +19,7 @@ from api.schemas import (
     error_responses,
 )
 from api.uploads import RequestBodyStream, receive_part, upload_slot
-from reviewscore.core import jobs, parts
+from reviewscore.core import jobs, parts, webhooks
 from reviewscore.core.db import session_scope
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -108,5 +108,6 @@ def complete_upload(job_id: JobId, owner: Owner, body: CompleteRequest) -> JobVi
     it again with the same count answers the job."""
     with session_scope() as session:
         parts.complete(session, job_id, body.parts, owner)
-    jobs.try_complete(job_id)
+    if jobs.try_complete(job_id):
+        webhooks.send_soon(job_id)
     return view(job_id, owner)

@@ -743,6 +743,7 @@ function renderJob(job) {
   $("job-labels").replaceChildren(...labels);
   $("job-labels").hidden = labels.length === 0;
   renderSummary(job.summary);
+  renderWebhook(job);
 
   if (job.error) show($("job-error"), job.error);
   else hide($("job-error"));
@@ -758,9 +759,49 @@ function renderJob(job) {
   }
 }
 
+// The completion webhook's state (GET /v1/jobs/{id}/deliveries), asked again while pending.
+async function renderWebhook(job) {
+  const line = $("job-webhook");
+  if (!job.callback_url) {
+    line.hidden = true;
+    return;
+  }
+  line.hidden = false;
+  if (!job.finished) {
+    line.textContent = `webhook to ${job.callback_url} once the job is finished`;
+    return;
+  }
+  let found;
+  try {
+    found = await api(`/v1/jobs/${job.id}/deliveries`);
+  } catch (error) {
+    line.textContent = `webhook to ${job.callback_url}: ${error.message}`;
+    return;
+  }
+  if (!followed || followed.id !== job.id) return;
+  const event = found.event;
+  const tries = event ? `${event.attempts} attempt${event.attempts === 1 ? "" : "s"}` : "";
+  if (!event) line.textContent = `webhook to ${job.callback_url}: not sent yet`;
+  else if (event.state === "delivered") {
+    line.textContent = `webhook ${event.type} delivered to ${job.callback_url} (${tries})`;
+  } else if (event.state === "gave_up") {
+    line.textContent = `webhook ${event.type} not delivered: ${event.error}`;
+  } else {
+    const next = event.next_attempt_at ? `; next try ${localTime(event.next_attempt_at)}` : "";
+    line.textContent = `webhook ${event.type} pending (${event.error || tries}${next})`;
+  }
+  if (!event || event.state === "pending") {
+    clearTimeout(followed.webhookTimer);
+    followed.webhookTimer = setTimeout(() => renderWebhook(job), 5000);
+  }
+}
+
 function followJob(job) {
-  if (followed) clearTimeout(followed.timer);
-  followed = { id: job.id, timer: null };
+  if (followed) {
+    clearTimeout(followed.timer);
+    clearTimeout(followed.webhookTimer);
+  }
+  followed = { id: job.id, timer: null, webhookTimer: null };
   $("job-panel").hidden = false;
   renderJob(job);
   // A finished job from the list has no summary (lists never compute it): ask for the job.

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
 
+from reviewscore.core import webhooks
 from reviewscore.core.clock import db_now
 from reviewscore.core.db import get_engine, session_scope
 from reviewscore.core.errors import JobNotFoundError, JobStateError
@@ -84,6 +85,7 @@ def create_job(
     deadline_at: Any = None,
     retention_s: float | None = None,
     max_failed_fraction: float | None = None,
+    callback_url: str | None = None,
 ) -> str:
     """A new job, `uploading`; the labels and terms come from core/job_options.py."""
     job = Job(
@@ -108,6 +110,8 @@ def create_job(
         retention_s=retention_s,
         max_failed_fraction=max_failed_fraction,
         labels=[JobLabel(key=k, value=v) for k, v in (labels or {}).items()],
+        # Kept whole, as result_url is: its query may carry the receiver's token.
+        callback_url=callback_url,
     )
     session.add(job)
     session.flush()
@@ -251,14 +255,17 @@ def close_open_chunks(job_id: str) -> Update:
 
 def try_complete(job_id: str, session: Session | None = None) -> bool:
     """Completes the job if it is done (or fails it past its failure limit); True if this call
-    ended it."""
+    ended it. Its webhook event (core/webhooks.py) is written in the same transaction."""
     if session is not None:
         ended = bool(session.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
         if ended:
             session.execute(close_open_chunks(job_id))
+            webhooks.record(session, job_id)
         return ended
     with get_engine().begin() as conn:
         ended = bool(conn.execute(completion(job_id)).rowcount)  # type: ignore[attr-defined]
+        if ended:
+            webhooks.record(conn, job_id)
     if ended:
         with get_engine().begin() as conn:
             conn.execute(close_open_chunks(job_id))
@@ -268,8 +275,9 @@ def try_complete(job_id: str, session: Session | None = None) -> bool:
 def expire(job_id: str) -> bool:
     """Ends a job past its deadline `expired`, in one transaction: the status first (it waits
     for the chunk completions in flight, which share-lock the row, and is the order they take
-    the locks in), then its upload closed and its open chunks closed. The rows done are kept
-    and downloadable. True if this call expired it."""
+    the locks in), then its upload closed and its open chunks closed, and its webhook event
+    (job.expired) written. The rows done are kept and downloadable. True if this call expired
+    it."""
     with session_scope() as session:
         changed = session.execute(
             update(Job)
@@ -296,6 +304,7 @@ def expire(job_id: str) -> bool:
                 "the others were not scored"
             )
         )
+        webhooks.record(session, job_id)
     return True
 
 
@@ -342,6 +351,8 @@ def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -
         .where(Job.id == job_id, Job.status.in_(UNFINISHED))
         .values(status=JobStatus.cancelled, finished_at=db_now(), updated_at=db_now())
     ).rowcount  # type: ignore[attr-defined]
+    if changed:
+        webhooks.record(session, job_id)
     job = get_job(session, job_id, owner_key_id)
     if not changed:
         raise JobStateError(
@@ -370,6 +381,7 @@ def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     session.execute(delete(JobPart).where(JobPart.job_id == job_id))
     session.execute(delete(JobLabel).where(JobLabel.job_id == job_id))
     session.execute(delete(IdempotencyKey).where(IdempotencyKey.job_id == job_id))
+    webhooks.forget(session, job_id)
     session.execute(delete(Job).where(Job.id == job_id))
 
 

@@ -1,4 +1,5 @@
-"""API keys: created and revoked by the CLI, stored as sha256 hashes, never in clear."""
+"""API keys: created and revoked by the CLI, stored as sha256 hashes, never in clear. Each key
+also gets the secret that signs its jobs' webhooks (core/webhooks.py), shown once with it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reviewscore.core.schema import ApiKey, utcnow
+from reviewscore.core.webhooks import new_secret
 
 KEY_PREFIX = "rs_"
 
@@ -17,10 +19,19 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_key(session: Session, name: str) -> tuple[ApiKey, str]:
-    """Returns the stored record and the key itself, which is shown once and not kept."""
+def create_key(session: Session, name: str, callback_url: str | None = None) -> tuple[ApiKey, str]:
+    """Returns the stored record (its webhook_secret included) and the key itself, which is
+    shown once and not kept. `callback_url`: the default of the key's jobs (checked by the
+    caller)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = ApiKey(name=name, key_hash=hash_key(key), prefix=key[:10], created_at=utcnow())
+    record = ApiKey(
+        name=name,
+        key_hash=hash_key(key),
+        prefix=key[:10],
+        created_at=utcnow(),
+        webhook_secret=new_secret(),
+        callback_url=callback_url,
+    )
     session.add(record)
     session.flush()
     return record, key

@@ -98,6 +98,11 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Signs the completion webhooks of this key's jobs (core/webhooks.py). Kept in clear, as
+    # HMAC needs it; shown once, at creation. Keys made before webhooks have none.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    # The callback_url of this key's jobs that name none.
+    callback_url: Mapped[str | None] = mapped_column(Text)
 
 
 class Chunk(Base):
@@ -182,6 +187,8 @@ class Job(Base):
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     delivery_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivery_error: Mapped[str | None] = mapped_column(Text)
+    # Where the job's completion event is POSTed (core/webhooks.py), query string included.
+    callback_url: Mapped[str | None] = mapped_column(Text)
     # Known once the upload has finished; until then the job cannot complete. The counts of
     # rows received, scored and failed are not kept here: they are summed from the chunks, so
     # no worker ever writes (and locks) the job's row to count its chunk.
@@ -369,3 +376,40 @@ class ModelVersion(Base):
     # 1, 2, 3... per name in publishing order: the highest is the current version.
     generation: Mapped[int] = mapped_column(Integer)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+
+
+class WebhookEvent(Base):
+    """The outbox of completion webhooks (core/webhooks.py): one row per finished job with a
+    callback_url, written in the transaction that makes the job final, so no restart loses it.
+    Its id is the `webhook-id` of every attempt; its body is fixed at the first attempt."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_next_at", "next_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    # Due at this time; pushed past a lease while a sender holds it; null once delivered or
+    # given up.
+    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """One attempt to POST a webhook event: what GET /v1/jobs/{id}/deliveries lists."""
+
+    __tablename__ = "webhook_deliveries"
+
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    # The receiver's HTTP status; null when none came (refused, timed out, not sent).
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     # Results PUT to a job's result_url: tries before giving up, and how long one PUT may take.
     delivery_max_attempts: Annotated[int, Field(ge=1)] = 8
     delivery_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # Completion webhooks (core/webhooks.py): the signing secret (whsec_..., `reviewscore keys
+    # create` gives each key its own) of jobs sent without a key; how long one POST may take;
+    # the first retry's wait, doubled each time up to the cap; how long a job's event is retried.
+    webhook_secret: str = ""
+    webhook_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    webhook_backoff_s: Annotated[float, Field(gt=0)] = 5.0
+    webhook_backoff_max_s: Annotated[float, Field(gt=0)] = 3600.0
+    webhook_retry_for_s: Annotated[float, Field(gt=0)] = 86_400.0
     job_retention_days: float = 30.0
 
     # PostgreSQL: how long a statement waits for a lock, how long the server keeps a transaction

@@ -232,6 +232,7 @@ def sweep(
     queue_is_empty: Callable[[], bool],
     enqueue: Callable[[str, int], None],
     deliver: Callable[[str], None] | None = None,
+    send_webhooks: Callable[[], None] | None = None,
 ) -> SweepReport:
     report = SweepReport()
 
@@ -270,6 +271,12 @@ def sweep(
         if deliver is not None:
             report.delivering = delivery.due_jobs(settings.delivery_max_attempts)
 
+    def webhooks_due() -> None:
+        # Completion events still to be POSTed (a first try missed, a retry due); sent off
+        # the sweep's own path, so a hanging receiver never holds it.
+        if send_webhooks is not None:
+            send_webhooks()
+
     def purged() -> None:
         ids = expired_jobs(settings.job_retention_days)
         report.purged = _each(report, "purging", ids, purge_job)
@@ -282,6 +289,7 @@ def sweep(
         ("expiring jobs past their deadline", past_deadline),
         ("completing finished jobs", completed),
         ("delivering results", delivering),
+        ("sending webhooks", webhooks_due),
         ("purging old jobs", purged),
     ):
         _step(report, name, action)

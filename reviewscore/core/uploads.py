@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from reviewscore.core import chunks, jobs
+from reviewscore.core import chunks, jobs, webhooks
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import (
     BadUploadError,
@@ -90,13 +90,16 @@ DATABASE_AWAY = (OperationalError, InterfaceError)
 
 @dataclass(frozen=True)
 class ResultDestination:
-    """Where a job's results are PUT once it is finished (core/delivery.py)."""
+    """Where a job's outcome goes once it is finished: its results PUT to `url`
+    (core/delivery.py), its completion webhook POSTed to `callback_url` (core/webhooks.py)."""
 
-    url: str
+    url: str | None
     format: str = "csv"
+    callback_url: str | None = None
 
     def job_fields(self) -> dict[str, Any]:
-        return {"result_url": self.url, "result_format": self.format}
+        results = {"result_url": self.url, "result_format": self.format} if self.url else {}
+        return results | {"callback_url": self.callback_url}
 
 
 def limits_from(settings: Settings) -> IngestLimits:
@@ -166,7 +169,8 @@ def _close(job_id: str, error: str | None = None) -> int:
     with session_scope() as session:
         jobs.finish_upload(session, job_id, error=error)
         kept = jobs.get_job(session, job_id).received_rows
-    jobs.try_complete(job_id)
+    if jobs.try_complete(job_id):  # every row was scored while it arrived
+        webhooks.send_soon(job_id)
     return kept
 
 

@@ -300,6 +300,10 @@ def score(
         str | None,
         typer.Option(help="the same key and file within 24 h answer the same job"),
     ] = None,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(help="POST a signed completion webhook here once the job is finished"),
+    ] = None,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
@@ -327,6 +331,7 @@ def score(
             results_expire_after=results_expire_after,
             max_failed_fraction=max_failed_fraction,
             idempotency_key=idempotency_key,
+            callback_url=callback_url,
         )
         _score_job(client, job, output, results_format)
         return
@@ -362,6 +367,7 @@ def score(
                 results_expire_after=results_expire_after,
                 max_failed_fraction=max_failed_fraction,
                 idempotency_key=idempotency_key,
+                callback_url=callback_url,
             )
     except KeyboardInterrupt:
         say(
@@ -522,15 +528,36 @@ def db_upgrade() -> None:
 
 
 @keys_app.command("create")
-def keys_create(name: str) -> None:
-    """Create an API key; it is printed once and stored only as a hash."""
+def keys_create(
+    name: str,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(help="the webhook URL of this key's jobs that name none (--callback-url)"),
+    ] = None,
+) -> None:
+    """Create an API key and its webhook signing secret; both are printed once (the key is
+    stored only as a hash)."""
     from reviewscore.core import keys
     from reviewscore.core.db import session_scope
+    from reviewscore.core.errors import URLRefusedError
+    from reviewscore.core.settings import get_settings
+    from reviewscore.core.urls import check_url
 
+    if callback_url:
+        try:
+            check_url(callback_url, get_settings())
+        except URLRefusedError as exc:
+            say(f"error: --callback-url: {exc}")
+            raise typer.Exit(1) from None
     with session_scope() as session:
-        record, key = keys.create_key(session, name)
-        key_id = record.id
-    console.print(f"key {key_id} ({name}) created; keep it now, it is not shown again:")
+        record, key = keys.create_key(session, name, callback_url)
+        key_id, secret = record.id, record.webhook_secret
+    console.print(
+        f"key {key_id} ({name}) created; keep it and its webhook secret now, neither is shown "
+        "again:"
+    )
+    # The key last: scripts take the last line.
+    print(f"webhook secret: {secret}")
     print(key)
 
 
