@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from reviewscore.client import Client, ClientError
-from reviewscore.core import idempotency, sweeper
+from reviewscore.core import idempotency, sweeper, webhooks
 from reviewscore.core.clock import db_now_plus
 from reviewscore.core.db import session_scope
-from reviewscore.core.schema import IdempotencyKey, Job
+from reviewscore.core.schema import IdempotencyKey, Job, WebhookEvent
 from reviewscore.core.settings import get_settings
 from tests import factories as f
 from tests.test_routes import REVIEWS, api, sent, stub_model, upload, work_off
@@ -215,6 +215,23 @@ def test_a_job_past_its_deadline_ends_expired_with_the_rows_done_downloadable(
     assert [r["id"] for r in rows] == [f"r{i}" for i in range(1, 11)]
     assert [bool(r["p_positive"]) for r in rows] == [True] * 4 + [False] * 6
     assert f.tally(job["id"]).consistent
+
+
+def test_an_expired_job_announces_job_expired_to_its_callback_url(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REVIEWSCORE_URL_ALLOW", "http://127.0.0.1:9/")
+    monkeypatch.setenv("REVIEWSCORE_WEBHOOK_SECRET", webhooks.new_secret())
+    get_settings.cache_clear()
+    job = upload(api, REVIEWS, deadline="2h", callback_url="http://127.0.0.1:9/hook")
+    pass_deadline(job["id"])
+    assert sweep().past_deadline == [job["id"]]
+    with session_scope() as session:
+        events = session.scalars(
+            select(WebhookEvent.type).where(WebhookEvent.job_id == job["id"])
+        ).all()
+    assert events == ["job.expired"]
+    get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("database", ["sqlite"], indirect=True)  # no SQL of its own
