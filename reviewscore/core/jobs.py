@@ -62,6 +62,8 @@ def create_job(
     result_format: str | None = None,
     keep_texts: bool = False,
     source_url: str | None = None,
+    label_column: str | None = None,
+    positive_from: float | None = None,
 ) -> str:
     job = Job(
         id=new_job_id(),
@@ -79,6 +81,8 @@ def create_job(
         result_url=result_url,
         result_format=result_format if result_url else None,
         keep_texts=keep_texts,
+        label_column=label(label_column),
+        positive_from=positive_from,
         # Never its query: a presigned URL's signature must not sit in the database.
         source_url=shown(source_url) if source_url else None,
     )
