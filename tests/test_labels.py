@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn import metrics
 
+from reviewscore.core import evaluation
 from reviewscore.core.errors import BadUploadError
 from reviewscore.core.evaluation import SCORE_SCALE, Cell, evaluate_cells, length_bin, wilson
 from reviewscore.core.ingest import IngestLimits, UploadOptions, open_reviews
@@ -189,11 +190,14 @@ def test_the_figures_agree_with_scikit_learn() -> None:
     )
 
 
-def test_the_intervals_cover_the_truth_about_as_often_as_they_say() -> None:
+def test_the_intervals_cover_the_truth_about_as_often_as_they_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Rows drawn from a known model: its accuracy is known, and the 95 % interval from 200
-    rows should hold it in roughly 95 of 100 draws (binomial spread allows 88 to 100)."""
+    rows should hold it in about 38 of 40 draws (binomial spread: at least 34)."""
+    monkeypatch.setattr(evaluation, "BOOTSTRAP_RESAMPLES", 200)  # the test's time, not its point
     covered_accuracy = covered_ece = 0
-    for seed in range(100):
+    for seed in range(40):
         rng = random.Random(seed)
         p = np.array([rng.random() for _ in range(200)])
         labels = np.array([int(rng.random() < q) for q in p])  # calibrated: the true ECE is ~0
@@ -201,8 +205,8 @@ def test_the_intervals_cover_the_truth_about_as_often_as_they_say() -> None:
         true_accuracy = 0.75  # E[max(p, 1 - p)] for uniform p
         covered_accuracy += found.accuracy.low <= true_accuracy <= found.accuracy.high  # type: ignore[operator]
         covered_ece += (found.ece.low or 0) <= 0.1
-    assert covered_accuracy >= 88
-    assert covered_ece >= 95
+    assert covered_accuracy >= 34
+    assert covered_ece >= 38
 
 
 def test_one_class_only_leaves_auc_undefined() -> None:

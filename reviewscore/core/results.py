@@ -195,6 +195,7 @@ def evaluate(session: Session, job_id: str) -> Evaluation:
         Cell(int(s), int(pred), int(label), int(bin_), n)
         for s, pred, label, bin_, n in session.execute(
             select(score, predicted, InputRow.label, length, func.count())
+            .select_from(Result)
             .join(InputRow, joined)
             .where(*scored, InputRow.label.in_((POSITIVE, NEGATIVE)))
             .group_by(score, predicted, InputRow.label, length)
@@ -203,6 +204,7 @@ def evaluate(session: Session, job_id: str) -> Evaluation:
     left_out = {"no_label": 0, "unreadable_label": 0}
     for label, n in session.execute(
         select(InputRow.label, func.count())
+        .select_from(Result)
         .join(InputRow, joined)
         .where(*scored, InputRow.label.is_(None) | (InputRow.label == UNREADABLE))
         .group_by(InputRow.label)
