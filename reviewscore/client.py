@@ -351,6 +351,8 @@ class Client:
         delimiter: str | None = None,
         format: str | None = None,
         keep_columns: list[str] | str | None = None,
+        label_column: str | None = None,
+        positive_from: float | None = None,
         filename: str | None = None,
         send_as: str = "csv",
         progress: Callable[[int], None] | None = None,
@@ -365,7 +367,10 @@ class Client:
         """Uploads a file (CSV, TSV, JSON Lines, Parquet; gzip welcome) or a pandas DataFrame
         (streamed as CSV, or Parquet with send_as="parquet") and returns the job (202).
         Options left out are detected by the server; `delimiter` takes a character or one of
-        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores."""
+        comma, semicolon, tab, pipe; `keep_columns` input columns to return with the scores;
+        `label_column` (found by name if left out) the rows' own labels, and `positive_from`
+        the rating from which a label is positive: the finished job's summary then holds an
+        evaluation (see evaluation())."""
         params = _options(
             text_column=text_column,
             id_column=id_column,
@@ -374,6 +379,8 @@ class Client:
             delimiter=delimiter,
             format=format,
             keep_columns=keep_columns,
+            label_column=label_column,
+            positive_from=positive_from,
             keep_texts="true" if keep_texts else None,
             result_url=result_url,
             result_format=result_format,
@@ -503,6 +510,31 @@ class Client:
     def delete(self, job_id: str) -> None:
         """Deletes a job with its rows and results."""
         self._send("DELETE", f"/v1/jobs/{job_id}")
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        """What a job's results add up to (for an unfinished job, the rows done so far)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/summary")  # type: ignore[no-any-return]
+
+    def evaluation(self, job_id: str) -> dict[str, Any] | None:
+        """A labeled job's evaluation against its rows' labels (accuracy, precision, recall,
+        f1, roc_auc, ece: each {value, low, high}; confusion, calibration, by_length); None
+        for a job without labels."""
+        found: dict[str, Any] | None = self.summary(job_id).get("evaluation")
+        return found
+
+    def review(
+        self, job_id: str, *, n: int = 200, order: str = "uncertain", format: str = "jsonl"
+    ) -> Any:
+        """The rows for human review: `order` uncertain (nearest 0.5) or disagree (model and
+        label disagree, most confident first). format jsonl: a list of dicts; labelstudio: a
+        list of Label Studio tasks (json.dump it for Label Studio's import); csv: the text."""
+        params = {"n": str(n), "order": order, "format": format}
+        response = self._send("GET", f"/v1/jobs/{job_id}/review", params=params)
+        if format == "csv":
+            return response.text
+        if format == "labelstudio":
+            return response.json()
+        return [json.loads(line) for line in response.text.split("\n") if line.strip()]
 
     def models(self) -> dict[str, Any]:
         """Installed models: {"models": [{"name", "version", "default", "max_tokens", ...}]}."""

@@ -8,12 +8,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sklearn import metrics
 
+from reviewscore.client import Client
+from reviewscore.shell.cli import print_job
 from tests import factories as f
 from tests.conftest import sample_reviews
 from tests.test_routes import api, sent, stub_model, work_off  # noqa: F401 - the fixtures
@@ -188,6 +192,39 @@ def test_ratings_read_with_positive_from_and_label_studio_needs_the_texts(
     assert len(rows) == 20 and all(r["text"] == "" for r in rows)
 
 
+def test_the_client_returns_the_evaluation_and_status_prints_it(
+    api: TestClient,  # noqa: F811
+    sent: list[tuple[str, int]],  # noqa: F811
+    stub_model: f.StubScorer,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = Client("http://testserver")
+    client.http = api  # the in-process app answers the client's requests
+    body = "id,text,sentiment\n" + "".join(
+        f"r{i},{'word ' * (i * 20 + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(12)
+    )
+    path = Path(tempfile.mkdtemp()) / "labeled.csv"
+    path.write_text(body)
+    job = client.submit(path, parallel=0, keep_texts=True)
+    work_off(sent)
+    evaluation = client.evaluation(job["id"])
+    assert evaluation is not None and evaluation["rows"] == 12
+    assert [b["count"] for b in evaluation["by_length"]] == [5, 5, 2, 0]  # 1-99, 100-199, ...
+    tasks = client.review(job["id"], n=3, format="labelstudio")
+    assert len(tasks) == 3 and all(t["data"]["text"].startswith("word") for t in tasks)
+    assert len(client.review(job["id"], order="disagree")) == sum(
+        evaluation["confusion"][k] for k in ("false_positive", "false_negative")
+    )
+    print_job(client.job(job["id"]))
+    shown = " ".join(capsys.readouterr().out.split())
+    accuracy = evaluation["accuracy"]
+    assert (
+        f"evaluation accuracy {accuracy['value']:.3f} (95 % {accuracy['low']:.3f}-"
+        f"{accuracy['high']:.3f})" in shown
+    )
+    assert "evaluation accuracy, 400+ words" in shown
+
+
 def test_disagree_needs_labels_and_bad_options_are_named(
     api: TestClient,  # noqa: F811
     sent: list[tuple[str, int]],  # noqa: F811
@@ -215,3 +252,31 @@ def test_disagree_needs_labels_and_bad_options_are_named(
         files={"file": ("r.csv", b"text,stars\ngood,5\n", "text/csv")},
     )
     assert bad.status_code == 422 and "positive_from must be a number" in bad.json()["detail"]
+
+
+def test_a_job_in_parts_reads_every_part_with_its_labels(
+    api: TestClient,  # noqa: F811
+    sent: list[tuple[str, int]],  # noqa: F811
+    stub_model: f.StubScorer,  # noqa: F811
+) -> None:
+    created = api.post("/v1/jobs", params={"parts": "true", "positive_from": "7"})
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    pieces = [
+        "id,rating,text\na,9,fine film\nb,2,dull\n",
+        "id,rating,text\nc,7,good\nd,,no rating here\n",
+    ]
+    for number, piece in enumerate(pieces, start=1):
+        stored = api.put(f"/v1/jobs/{job_id}/parts/{number}", content=piece.encode())
+        assert stored.status_code in (200, 201), stored.text
+    assert api.post(f"/v1/jobs/{job_id}/complete", json={"parts": 2}).status_code == 200
+    work_off(sent)
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert (job["label_column"], job["positive_from"]) == ("rating", 7.0)
+    evaluation = job["summary"]["evaluation"]
+    assert (evaluation["rows"], evaluation["left_out"]) == (
+        3,
+        {"no_label": 1, "unreadable_label": 0},
+    )
+    confusion = evaluation["confusion"]
+    assert confusion["true_positive"] + confusion["false_negative"] == 2  # a (9) and c (7)

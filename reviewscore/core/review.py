@@ -24,6 +24,7 @@ from reviewscore.core.results import label_of
 from reviewscore.core.schema import Chunk, ChunkText, InputRow, Job, Result
 
 ORDERS = ("uncertain", "disagree")
+LABEL_NAMES = {POSITIVE: "positive", NEGATIVE: "negative"}
 FORMATS = ("csv", "jsonl", "labelstudio")
 MAX_ROWS = 10_000
 # The Label Studio labeling config the tasks fit (README: "Rows for human review"):
@@ -116,9 +117,9 @@ def review_rows(session: Session, job_id: str, n: int, order: str) -> list[Revie
     return [
         ReviewRow(
             id=ext_id if ext_id is not None else parts.default_id(row_num, offsets),
-            p_positive=p,
+            p_positive=p or 0.0,  # never None: the query takes scored rows only
             predicted=label_of(p) or "",
-            label={POSITIVE: "positive", NEGATIVE: "negative"}.get(label),
+            label=LABEL_NAMES.get(label) if label is not None else None,
             model_version=version,
             text=texts.get(row_num),
             row_num=row_num,

@@ -126,6 +126,39 @@ def summary_rows(summary: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix or "summary", _number(summary))]
 
 
+def _figure(figure: Any) -> str:
+    if not isinstance(figure, dict) or figure.get("value") is None:
+        return "-"
+    return f"{figure['value']:.3f} (95 % {figure['low']:.3f}-{figure['high']:.3f})"
+
+
+def evaluation_rows(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
+    """A labeled job's evaluation as (name, value) lines: each figure with its interval, the
+    confusion matrix, the reliability bins and accuracy by length."""
+    left = ", ".join(f"{k} {_number(n)}" for k, n in evaluation.get("left_out", {}).items() if n)
+    rows = [("rows", _number(evaluation.get("rows", 0)) + (f" (left out: {left})" if left else ""))]
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "ece"):
+        rows.append((name, _figure(evaluation.get(name))))
+    rows.append(
+        ("confusion", ", ".join(f"{k} {_number(v)}" for k, v in evaluation["confusion"].items()))
+    )
+    bins = [
+        f"{b['low']:.1f}-{b['high']:.1f}: {_number(b['share_positive']['value'])}"
+        f" of {_number(b['count'])}"
+        for b in evaluation.get("calibration", [])
+        if b.get("count")
+    ]
+    rows.append(("reliability (share labeled positive by p bin)", "; ".join(bins) or "-"))
+    for b in evaluation.get("by_length", []):
+        words = (
+            f"{b['words_from']}+" if b["words_to"] is None else f"{b['words_from']}-{b['words_to']}"
+        )
+        rows.append(
+            (f"accuracy, {words} words", f"{_figure(b['accuracy'])}, {_number(b['count'])} rows")
+        )
+    return rows
+
+
 JOB_FIELDS = ("id", "status", "filename", "model", "model_version", "device", "error")
 TIME_FIELDS = ("created_at", "started_at", "finished_at")
 
@@ -148,9 +181,16 @@ def print_job(job: dict[str, Any]) -> None:
     for key in TIME_FIELDS:
         if job.get(key):
             table.add_row(key.removesuffix("_at"), local_time(job[key]))
-    if isinstance(job.get("summary"), dict | list):
-        for name, value in summary_rows(job["summary"]):
+    summary = job.get("summary")
+    if isinstance(summary, dict | list):
+        evaluation = summary.get("evaluation") if isinstance(summary, dict) else None
+        if isinstance(summary, dict):
+            summary = {k: v for k, v in summary.items() if k != "evaluation"}
+        for name, value in summary_rows(summary):
             table.add_row(f"summary {name}", value)
+        if isinstance(evaluation, dict):
+            for name, value in evaluation_rows(evaluation):
+                table.add_row(f"evaluation {name}", value)
     stdout_console().print(table)
 
 
@@ -249,6 +289,17 @@ def score(
     keep_columns: Annotated[
         str | None, typer.Option(help="input columns to return with the scores, comma-separated")
     ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            help="the rows' own labels, to evaluate the model (default: a column named label, "
+            "sentiment, polarity, rating or stars)"
+        ),
+    ] = None,
+    positive_from: Annotated[
+        float | None,
+        typer.Option(help="the labels are ratings: positive from this value (7 for 1-10 stars)"),
+    ] = None,
     results_format: Annotated[
         str | None,
         typer.Option(help="csv, jsonl or parquet (default: from the output file's suffix)"),
@@ -290,6 +341,8 @@ def score(
                 delimiter=delimiter,
                 format=input_format,
                 keep_columns=keep_columns,
+                label_column=label_column,
+                positive_from=positive_from,
                 progress=lambda n: progress.advance(task, n),
                 parallel=parallel,
                 part_bytes=int(part_mb * 1024 * 1024),
