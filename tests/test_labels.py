@@ -213,3 +213,8 @@ def test_one_class_only_leaves_auc_undefined() -> None:
     found = evaluate_cells([Cell(900_000, 1, 1, 0, 5), Cell(200_000, 0, 1, 0, 5)])
     assert found.roc_auc.value is None
     assert found.precision.value == 1.0 and found.recall.value == 0.5
+
+
+def test_wilson_at_none_and_all_reaches_the_bound_exactly() -> None:
+    assert wilson(0, 7).low == 0.0 and wilson(7, 7).high == 1.0
+    assert wilson(0, 0).value is None

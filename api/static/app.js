@@ -760,7 +760,11 @@ function renderEvaluation(evaluation) {
     tr.append(th, td);
     table.append(tr);
   }
-  box.append(intro, table, reliabilityDiagram(evaluation.calibration || []));
+  const caption = document.createElement("p");
+  caption.className = "caption";
+  caption.textContent = "Reliability: the share of each p_positive bin labeled positive (95 % " +
+    "interval) against the bin's mean p_positive; a calibrated model sits on the diagonal.";
+  box.append(intro, table, reliabilityDiagram(evaluation.calibration || []), caption);
   return box;
 }
 

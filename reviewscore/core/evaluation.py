@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 SCORE_SCALE = 1_000_000
 CALIBRATION_BINS = 10
 # Review length bins by word count: lower bounds, the last one open-ended.
-LENGTH_BINS = (0, 100, 200, 400)
+LENGTH_BINS = (1, 100, 200, 400)
 Z95 = 1.959963984540054
 # ECE's interval: resamples of the counted cells, seeded so a summary read twice agrees.
 BOOTSTRAP_RESAMPLES = 1000
@@ -101,7 +101,10 @@ def wilson(successes: int, trials: int, method: str = "wilson") -> Figure:
     centre = (share + z2 / (2 * trials)) / (1 + z2 / trials)
     half = Z95 * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials))
     half /= 1 + z2 / trials
-    return Figure(share, max(0.0, centre - half), min(1.0, centre + half), method)
+    # At 0 of n (n of n) the interval starts at 0 (ends at 1) exactly, not a rounding away.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return Figure(share, low, high, method)
 
 
 def _f1(tp: int, fp: int, fn: int) -> Figure:
