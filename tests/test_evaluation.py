@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,27 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn import metrics
 
+from api.main import create_app
 from reviewscore.client import Client
+from reviewscore.core.settings import get_settings
 from reviewscore.shell.cli import print_job
 from tests import factories as f
 from tests.conftest import sample_reviews
-from tests.test_routes import api, sent, stub_model, work_off  # noqa: F401 - the fixtures
+from tests.test_routes import sent, stub_model, work_off  # noqa: F401 - the fixtures
 from worker import tasks
 
 pytestmark = pytest.mark.usefixtures("database")
+
+
+@pytest.fixture
+def api(sent: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:  # noqa: F811
+    """The app in-process (as tests/test_routes.py's), in chunks of 50 rows: a few hundred
+    rows are a few chunks, several of them per upload all the same."""
+    monkeypatch.setenv("REVIEWSCORE_CHUNK_SIZE", "50")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as client:
+        yield client
+    get_settings.cache_clear()
 
 
 @pytest.fixture(autouse=True)

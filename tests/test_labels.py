@@ -142,10 +142,12 @@ def random_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def cells_of(p: np.ndarray, labels: np.ndarray, words: np.ndarray) -> list[Cell]:
-    return [
+    """One cell per row, in score order (as the database sends them)."""
+    cells = [
         Cell(round(pi * SCORE_SCALE), int(pi >= 0.5), int(y), length_bin(int(w)), 1)
         for pi, y, w in zip(p, labels, words, strict=True)
     ]
+    return sorted(cells, key=lambda c: c.score)
 
 
 def test_the_figures_agree_with_scikit_learn() -> None:
@@ -210,9 +212,14 @@ def test_the_intervals_cover_the_truth_about_as_often_as_they_say(
 
 
 def test_one_class_only_leaves_auc_undefined() -> None:
-    found = evaluate_cells([Cell(900_000, 1, 1, 0, 5), Cell(200_000, 0, 1, 0, 5)])
+    found = evaluate_cells([Cell(200_000, 0, 1, 0, 5), Cell(900_000, 1, 1, 0, 5)])
     assert found.roc_auc.value is None
     assert found.precision.value == 1.0 and found.recall.value == 0.5
+
+
+def test_cells_out_of_score_order_are_refused() -> None:
+    with pytest.raises(ValueError, match="score order"):
+        evaluate_cells([Cell(900_000, 1, 1, 0, 5), Cell(200_000, 0, 1, 0, 5)])
 
 
 def test_wilson_at_none_and_all_reaches_the_bound_exactly() -> None:

@@ -120,25 +120,12 @@ def _f1(tp: int, fp: int, fn: int) -> Figure:
     return Figure(mapped(jaccard.value), mapped(jaccard.low), mapped(jaccard.high), "wilson")
 
 
-def _auc(cells: list[Cell], positives: int, negatives: int) -> Figure:
-    """ROC AUC as the chance a positive row outscores a negative one (ties count half), in one
-    pass over the cells in score order; Hanley and McNeil's (1982) standard error."""
+def _auc(wins: float, positives: int, negatives: int) -> Figure:
+    """ROC AUC from the positive-over-negative wins (ties half) counted by _Tally, with Hanley
+    and McNeil's (1982) standard error."""
     method = "hanley-mcneil"
     if not positives or not negatives:
         return Figure(None, None, None, method)
-    wins = 0.0
-    below = 0
-    i = 0
-    while i < len(cells):
-        score, pos, neg = cells[i].score, 0, 0
-        while i < len(cells) and cells[i].score == score:
-            if cells[i].label:
-                pos += cells[i].count
-            else:
-                neg += cells[i].count
-            i += 1
-        wins += pos * (below + neg / 2)
-        below += neg
     auc = wins / (positives * negatives)
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
     variance = (
@@ -154,16 +141,6 @@ class _CalibrationCells:
 
     counts: list[list[int]]
     sums: list[list[float]]
-
-    @classmethod
-    def of(cls, cells: Iterable[Cell]) -> _CalibrationCells:
-        counts = [[0, 0] for _ in range(CALIBRATION_BINS)]
-        sums = [[0.0, 0.0] for _ in range(CALIBRATION_BINS)]
-        for cell in cells:
-            b = calibration_bin(cell.score)
-            counts[b][cell.label] += cell.count
-            sums[b][cell.label] += cell.count * cell.score / SCORE_SCALE
-        return cls(counts, sums)
 
     def ece(self, counts: list[list[int]] | None = None) -> float:
         """Expected calibration error; with `counts` (a resample), each cell's mean score kept."""
@@ -231,23 +208,67 @@ def _ece(calibration: _CalibrationCells, rows: int) -> Figure:
     return Figure(calibration.ece(), low, high, "bootstrap")
 
 
-def evaluate_cells(cells: Iterable[Cell], left_out: dict[str, int] | None = None) -> Evaluation:
-    """The evaluation of counted cells (any order); `left_out` says how many scored rows had
-    no usable label."""
-    ordered = sorted(cells, key=lambda c: c.score)
-    confusion = {"true_positive": 0, "false_positive": 0, "true_negative": 0, "false_negative": 0}
-    length_counts = [[0, 0] for _ in LENGTH_BINS]  # per bin: rows, correct
-    for cell in ordered:
-        kind = ("true_" if cell.predicted == cell.label else "false_") + (
-            "positive" if cell.predicted else "negative"
+@dataclass
+class _Tally:
+    """Everything the figures need, counted in one pass over cells in score order: nothing
+    per row is kept, so a job of millions of rows is a stream of grouped counts."""
+
+    confusion: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("true_positive", "false_positive", "true_negative", "false_negative"), 0
         )
-        confusion[kind] += cell.count
-        length_counts[cell.length_bin][0] += cell.count
-        length_counts[cell.length_bin][1] += cell.count if cell.predicted == cell.label else 0
+    )
+    # Per length bin: rows, and rows predicted right.
+    lengths: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in LENGTH_BINS])
+    calibration: _CalibrationCells = field(
+        default_factory=lambda: _CalibrationCells(
+            [[0, 0] for _ in range(CALIBRATION_BINS)], [[0.0, 0.0] for _ in range(CALIBRATION_BINS)]
+        )
+    )
+    # ROC AUC: positive-over-negative pairs won (ties half), negatives at lower scores, and
+    # the rows at the score being counted.
+    wins: float = 0.0
+    negatives_below: int = 0
+    score: int | None = None
+    here: list[int] = field(default_factory=lambda: [0, 0])
+
+    def add(self, cell: Cell) -> None:
+        if self.score is not None and cell.score < self.score:
+            raise ValueError("cells must come in score order")
+        if cell.score != self.score:
+            self._close_score()
+            self.score = cell.score
+        self.here[cell.label] += cell.count
+        right = cell.predicted == cell.label
+        kind = ("true_" if right else "false_") + ("positive" if cell.predicted else "negative")
+        self.confusion[kind] += cell.count
+        self.lengths[cell.length_bin][0] += cell.count
+        self.lengths[cell.length_bin][1] += cell.count if right else 0
+        b = calibration_bin(cell.score)
+        self.calibration.counts[b][cell.label] += cell.count
+        self.calibration.sums[b][cell.label] += cell.count * cell.score / SCORE_SCALE
+
+    def _close_score(self) -> None:
+        negatives, positives = self.here
+        self.wins += positives * (self.negatives_below + negatives / 2)
+        self.negatives_below += negatives
+        self.here = [0, 0]
+
+    def finish(self) -> None:
+        self._close_score()
+
+
+def evaluate_cells(cells: Iterable[Cell], left_out: dict[str, int] | None = None) -> Evaluation:
+    """The evaluation of counted cells, which must come in score order (ValueError if not);
+    `left_out` says how many scored rows had no usable label."""
+    tally = _Tally()
+    for cell in cells:
+        tally.add(cell)
+    tally.finish()
+    confusion, calibration, length_counts = tally.confusion, tally.calibration, tally.lengths
     tp, fp = confusion["true_positive"], confusion["false_positive"]
     tn, fn = confusion["true_negative"], confusion["false_negative"]
     rows = tp + fp + tn + fn
-    calibration = _CalibrationCells.of(ordered)
     bins = []
     for b in range(CALIBRATION_BINS):
         n = sum(calibration.counts[b])
@@ -275,7 +296,7 @@ def evaluate_cells(cells: Iterable[Cell], left_out: dict[str, int] | None = None
         precision=wilson(tp, tp + fp),
         recall=wilson(tp, tp + fn),
         f1=_f1(tp, fp, fn),
-        roc_auc=_auc(ordered, tp + fn, tn + fp),
+        roc_auc=_auc(tally.wins, tp + fn, tn + fp),
         ece=_ece(calibration, rows),
         confusion=confusion,
         calibration=bins,

@@ -191,7 +191,8 @@ def evaluate(session: Session, job_id: str) -> Evaluation:
     score = cast(func.round(Result.p_positive * SCORE_SCALE), BigInteger).label("s")
     predicted = case((Result.p_positive >= 0.5, 1), else_=0).label("predicted")
     length = _length_bin_of(InputRow.words).label("length")
-    cells = [
+    # Streamed in score order: the cells are counted as they come, never held (evaluation.py).
+    cells = (
         Cell(int(s), int(pred), int(label), int(bin_), n)
         for s, pred, label, bin_, n in session.execute(
             select(score, predicted, InputRow.label, length, func.count())
@@ -199,8 +200,10 @@ def evaluate(session: Session, job_id: str) -> Evaluation:
             .join(InputRow, joined)
             .where(*scored, InputRow.label.in_((POSITIVE, NEGATIVE)))
             .group_by(score, predicted, InputRow.label, length)
+            .order_by(score)
+            .execution_options(yield_per=10_000)
         )
-    ]
+    )
     left_out = {"no_label": 0, "unreadable_label": 0}
     for label, n in session.execute(
         select(InputRow.label, func.count())
