@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sklearn import metrics
+from typer.testing import CliRunner
 
 from api.main import create_app
 from reviewscore.client import Client
 from reviewscore.core.settings import get_settings
+from reviewscore.shell import cli
 from reviewscore.shell.cli import print_job
 from tests import factories as f
 from tests.conftest import sample_reviews
@@ -211,6 +213,7 @@ def test_the_client_returns_the_evaluation_and_status_prints_it(
     sent: list[tuple[str, int]],  # noqa: F811
     stub_model: f.StubScorer,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = Client("http://testserver")
     client.http = api  # the in-process app answers the client's requests
@@ -237,6 +240,13 @@ def test_the_client_returns_the_evaluation_and_status_prints_it(
         f"{accuracy['high']:.3f})" in shown
     )
     assert "evaluation accuracy, 400+ words" in shown
+
+    monkeypatch.setattr(cli, "_client", lambda _url, _key: client)
+    out = path.parent / "review.json"
+    ran = CliRunner().invoke(cli.app, ["review", job["id"][:8], "-o", str(out), "-n", "4"])
+    assert ran.exit_code == 0, ran.output
+    assert "4 rows (uncertain)" in ran.output
+    assert json.loads(out.read_text()) == client.review(job["id"], n=4, format="labelstudio")
 
 
 def test_disagree_needs_labels_and_bad_options_are_named(

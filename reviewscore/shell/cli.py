@@ -5,6 +5,9 @@ next (no traceback unless --debug): `main()` renders the client's errors in one 
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import signal
 import sys
 import time
@@ -405,6 +408,51 @@ def download(
     """Write a job's results to a file."""
     client = _client(url, api_key)
     _download(client, client.resolve(job_id), output, fmt, partial)
+
+
+REVIEW_SUFFIXES = {".json": "labelstudio", ".jsonl": "jsonl", ".csv": "csv"}
+
+
+@app.command()
+def review(
+    job_id: JobArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="where to write them: .csv, .jsonl, or .json (Label Studio)"
+        ),
+    ],
+    order: Annotated[
+        str,
+        typer.Option(
+            help="uncertain (nearest 0.5) or disagree (model and label disagree, most "
+            "confident first)"
+        ),
+    ] = "uncertain",
+    n: Annotated[int, typer.Option("-n", min=1, max=10_000, help="how many rows")] = 200,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, jsonl or labelstudio (default: from -o's suffix)"),
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Write the rows a person should look at first (GET /v1/jobs/{id}/review)."""
+    client = _client(url, api_key)
+    chosen = fmt or REVIEW_SUFFIXES.get(output.suffix.lower(), "csv")
+    found = client.review(client.resolve(job_id), n=n, order=order, format=chosen)
+    if chosen == "csv":
+        output.write_text(found, encoding="utf-8", newline="")
+        count = max(sum(1 for _ in csv.reader(io.StringIO(found))) - 1, 0)
+    elif chosen == "labelstudio":
+        output.write_text(json.dumps(found, ensure_ascii=False), encoding="utf-8")
+        count = len(found)
+    else:
+        output.write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in found), encoding="utf-8"
+        )
+        count = len(found)
+    say(f"{count:,} rows ({order}) -> {output}")
 
 
 @app.command()
