@@ -9,6 +9,7 @@ import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Scores are compared as the results files write them, to 6 decimals: the figures can be
 # checked against a download exactly.
@@ -22,16 +23,16 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 2026
 
 
-@dataclass(frozen=True)
-class Cell:
+class Cell(NamedTuple):
     """Rows alike for every figure: score (p_positive * SCORE_SCALE, rounded), the predicted
-    and the true label (1 positive, 0 negative), the length bin, and how many rows."""
+    and the true label (1 positive, 0 negative), the length bin, and how many rows. A plain
+    tuple of the five does as well (the database's grouped rows are passed as they come)."""
 
     score: int
     predicted: int
     label: int
     length_bin: int
-    count: int
+    rows: int
 
 
 @dataclass(frozen=True)
@@ -213,11 +214,8 @@ class _Tally:
     """Everything the figures need, counted in one pass over cells in score order: nothing
     per row is kept, so a job of millions of rows is a stream of grouped counts."""
 
-    confusion: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(
-            ("true_positive", "false_positive", "true_negative", "false_negative"), 0
-        )
-    )
+    # Rows by predicted label, then true label: matrix[1][1] true positives, [1][0] false.
+    matrix: list[list[int]] = field(default_factory=lambda: [[0, 0], [0, 0]])
     # Per length bin: rows, and rows predicted right.
     lengths: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in LENGTH_BINS])
     calibration: _CalibrationCells = field(
@@ -232,21 +230,22 @@ class _Tally:
     score: int | None = None
     here: list[int] = field(default_factory=lambda: [0, 0])
 
-    def add(self, cell: Cell) -> None:
-        if self.score is not None and cell.score < self.score:
-            raise ValueError("cells must come in score order")
-        if cell.score != self.score:
+    def add(self, cell: tuple[int, int, int, int, int]) -> None:
+        score, predicted, label, length_bin, count = cell
+        if score != self.score:
+            if self.score is not None and score < self.score:
+                raise ValueError("cells must come in score order")
             self._close_score()
-            self.score = cell.score
-        self.here[cell.label] += cell.count
-        right = cell.predicted == cell.label
-        kind = ("true_" if right else "false_") + ("positive" if cell.predicted else "negative")
-        self.confusion[kind] += cell.count
-        self.lengths[cell.length_bin][0] += cell.count
-        self.lengths[cell.length_bin][1] += cell.count if right else 0
-        b = calibration_bin(cell.score)
-        self.calibration.counts[b][cell.label] += cell.count
-        self.calibration.sums[b][cell.label] += cell.count * cell.score / SCORE_SCALE
+            self.score = score
+        self.here[label] += count
+        self.matrix[predicted][label] += count
+        lengths = self.lengths[length_bin]
+        lengths[0] += count
+        if predicted == label:
+            lengths[1] += count
+        b = min(score * CALIBRATION_BINS // SCORE_SCALE, CALIBRATION_BINS - 1)
+        self.calibration.counts[b][label] += count
+        self.calibration.sums[b][label] += count * score / SCORE_SCALE
 
     def _close_score(self) -> None:
         negatives, positives = self.here
@@ -258,16 +257,23 @@ class _Tally:
         self._close_score()
 
 
-def evaluate_cells(cells: Iterable[Cell], left_out: dict[str, int] | None = None) -> Evaluation:
+def evaluate_cells(
+    cells: Iterable[tuple[int, int, int, int, int]], left_out: dict[str, int] | None = None
+) -> Evaluation:
     """The evaluation of counted cells, which must come in score order (ValueError if not);
     `left_out` says how many scored rows had no usable label."""
     tally = _Tally()
     for cell in cells:
         tally.add(cell)
     tally.finish()
-    confusion, calibration, length_counts = tally.confusion, tally.calibration, tally.lengths
-    tp, fp = confusion["true_positive"], confusion["false_positive"]
-    tn, fn = confusion["true_negative"], confusion["false_negative"]
+    calibration, length_counts = tally.calibration, tally.lengths
+    (tn, fn), (fp, tp) = tally.matrix
+    confusion = {
+        "true_positive": tp,
+        "false_positive": fp,
+        "true_negative": tn,
+        "false_negative": fn,
+    }
     rows = tp + fp + tn + fn
     bins = []
     for b in range(CALIBRATION_BINS):

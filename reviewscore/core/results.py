@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from reviewscore.core import parts
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import ReviewscoreError
-from reviewscore.core.evaluation import LENGTH_BINS, SCORE_SCALE, Cell, Evaluation, evaluate_cells
+from reviewscore.core.evaluation import LENGTH_BINS, SCORE_SCALE, Evaluation, evaluate_cells
 from reviewscore.core.ingest.labels import NEGATIVE, POSITIVE, UNREADABLE
 from reviewscore.core.schema import InputRow, Job, Result
 
@@ -191,19 +191,6 @@ def evaluate(session: Session, job_id: str) -> Evaluation:
     score = cast(func.round(Result.p_positive * SCORE_SCALE), BigInteger).label("s")
     predicted = case((Result.p_positive >= 0.5, 1), else_=0).label("predicted")
     length = _length_bin_of(InputRow.words).label("length")
-    # Streamed in score order: the cells are counted as they come, never held (evaluation.py).
-    cells = (
-        Cell(int(s), int(pred), int(label), int(bin_), n)
-        for s, pred, label, bin_, n in session.execute(
-            select(score, predicted, InputRow.label, length, func.count())
-            .select_from(Result)
-            .join(InputRow, joined)
-            .where(*scored, InputRow.label.in_((POSITIVE, NEGATIVE)))
-            .group_by(score, predicted, InputRow.label, length)
-            .order_by(score)
-            .execution_options(yield_per=10_000)
-        )
-    )
     left_out = {"no_label": 0, "unreadable_label": 0}
     for label, n in session.execute(
         select(InputRow.label, func.count())
@@ -213,4 +200,19 @@ def evaluate(session: Session, job_id: str) -> Evaluation:
         .group_by(InputRow.label)
     ):
         left_out["unreadable_label" if label == UNREADABLE else "no_label"] += n
+    # Streamed in score order and counted as they come (evaluation.py), never held: a Core
+    # read, each grouped row passed as the tuple it is.
+    cells = (
+        session.connection()
+        .execute(
+            select(score, predicted, InputRow.label, length, func.count())
+            .select_from(Result)
+            .join(InputRow, joined)
+            .where(*scored, InputRow.label.in_((POSITIVE, NEGATIVE)))
+            .group_by(score, predicted, InputRow.label, length)
+            .order_by(score)
+            .execution_options(yield_per=10_000)
+        )
+        .tuples()
+    )
     return evaluate_cells(cells, left_out)
