@@ -51,6 +51,7 @@ class PreviewView(BaseModel):
     text_column: str
     id_column: str | None
     keep_columns: list[str]
+    label_column: str | None = None
     rows: list[PreviewRow]
     error: str | None = Field(
         description="what stopped the sample short (a bad row, a file sent cut short), if anything"

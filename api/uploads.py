@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,6 +85,18 @@ class UploadQuery(BaseModel):
     )
     keep_columns: str | None = Field(
         None, description="input columns to copy next to the scores, comma-separated"
+    )
+    label_column: str | None = Field(
+        None,
+        description="column holding each row's own label, to evaluate the model against; "
+        "default: 'label', else 'sentiment', 'polarity', 'rating', 'stars' if the file has one. "
+        "Read as positive or negative from pos/neg, positive/negative, 1/0, true/false",
+    )
+    positive_from: float | None = Field(
+        None,
+        description="the labels are ratings: positive from this value up (7 for 1-10 stars, "
+        "4 for 1-5)",
+        allow_inf_nan=False,
     )
     filename: str | None = Field(
         None, description="the file's name, for a raw body (multipart sends its own)"
@@ -337,6 +350,19 @@ def _refuse_unknown(fields: dict[str, str]) -> None:
         )
 
 
+def _threshold(value: str | float | None) -> float | None:
+    """positive_from from the query (a number already) or a form field (text)."""
+    if value is None or isinstance(value, float | int):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise BadUploadError(f"positive_from must be a number, not {value[:20]!r}", 422)
+    return number
+
+
 def _options(values: dict[str, Any], content_type: str | None) -> UploadOptions:
     return UploadOptions(
         filename=values.get("filename"),
@@ -347,6 +373,8 @@ def _options(values: dict[str, Any], content_type: str | None) -> UploadOptions:
         encoding=values.get("encoding") or _charset(content_type),
         delimiter=values.get("delimiter"),
         keep_columns=parse_keep_columns(values.get("keep_columns")),
+        label_column=values.get("label_column"),
+        positive_from=_threshold(values.get("positive_from")),
     )
 
 

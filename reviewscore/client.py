@@ -360,6 +360,8 @@ class Client:
         delimiter: str | None = None,
         format: str | None = None,
         keep_columns: list[str] | str | None = None,
+        label_column: str | None = None,
+        positive_from: float | None = None,
         filename: str | None = None,
         send_as: str = "csv",
         progress: Callable[[int], None] | None = None,
@@ -384,7 +386,9 @@ class Client:
         `labels` (up to 16) come back as the job's `metadata`; `deadline` ("2h") ends the job
         `expired` with the rows done; `idempotency_key` makes the same submission, sent again
         within 24 h, answer the same job; `callback_url` gets a signed completion webhook once
-        the job is finished (see deliveries())."""
+        the job is finished (see deliveries()); `label_column` (found by name if left out) the
+        rows' own labels, and `positive_from` the rating from which a label is positive: the
+        finished job's summary then holds an evaluation (see evaluation())."""
         params = _options(
             text_column=text_column,
             id_column=id_column,
@@ -393,6 +397,8 @@ class Client:
             delimiter=delimiter,
             format=format,
             keep_columns=keep_columns,
+            label_column=label_column,
+            positive_from=positive_from,
             keep_texts="true" if keep_texts else None,
             result_url=result_url,
             result_format=result_format,
@@ -576,6 +582,31 @@ class Client:
     def delete(self, job_id: str) -> None:
         """Deletes a job with its rows and results."""
         self._send("DELETE", f"/v1/jobs/{job_id}")
+
+    def summary(self, job_id: str) -> dict[str, Any]:
+        """What a job's results add up to (for an unfinished job, the rows done so far)."""
+        return self._json("GET", f"/v1/jobs/{job_id}/summary")  # type: ignore[no-any-return]
+
+    def evaluation(self, job_id: str) -> dict[str, Any] | None:
+        """A labeled job's evaluation against its rows' labels (accuracy, precision, recall,
+        f1, roc_auc, ece: each {value, low, high}; confusion, calibration, by_length); None
+        for a job without labels."""
+        found: dict[str, Any] | None = self.summary(job_id).get("evaluation")
+        return found
+
+    def review(
+        self, job_id: str, *, n: int = 200, order: str = "uncertain", format: str = "jsonl"
+    ) -> Any:
+        """The rows for human review: `order` uncertain (nearest 0.5) or disagree (model and
+        label disagree, most confident first). format jsonl: a list of dicts; labelstudio: a
+        list of Label Studio tasks (json.dump it for Label Studio's import); csv: the text."""
+        params = {"n": str(n), "order": order, "format": format}
+        response = self._send("GET", f"/v1/jobs/{job_id}/review", params=params)
+        if format == "csv":
+            return response.text
+        if format == "labelstudio":
+            return response.json()
+        return [json.loads(line) for line in response.text.split("\n") if line.strip()]
 
     def models(self) -> dict[str, Any]:
         """Installed models: {"models": [{"name", "version", "default", "max_tokens", ...}]}."""

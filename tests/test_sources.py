@@ -132,3 +132,25 @@ def test_a_refused_result_url_fails_before_the_source_is_fetched(
     assert answer.status_code == 422 and "REVIEWSCORE_URL_ALLOW" in answer.json()["detail"]
     assert "s3cret" not in answer.text
     assert webserver.requests() == []
+
+
+def test_a_source_url_job_carries_its_labels(
+    api: TestClient, sent: list[tuple[str, int]], webserver: WebServer, stub_model: f.StubScorer
+) -> None:
+    (webserver.root / "rated.csv").write_text("text,stars\ngood film,5\nbad film,1\nfine,4\n")
+    answer = api.post(
+        "/v1/jobs",
+        json={
+            "source_url": f"{webserver.url}/files/rated.csv",
+            "label_column": "stars",
+            "positive_from": 4,
+        },
+    )
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert (job["label_column"], job["positive_from"]) == ("stars", 4.0)
+    work_off(sent)
+    evaluation = api.get(f"/v1/jobs/{job['id']}/summary").json()["evaluation"]
+    confusion = evaluation["confusion"]
+    assert evaluation["rows"] == 3
+    assert confusion["true_positive"] + confusion["false_negative"] == 2  # 5 and 4 stars

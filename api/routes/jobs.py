@@ -34,7 +34,7 @@ from api.uploads import (
     receive_upload,
     upload_slot,
 )
-from reviewscore.core import idempotency, jobs, webhooks
+from reviewscore.core import idempotency, jobs, review, webhooks
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, JobStateError
 from reviewscore.core.exports import EXPORTS, ExportRequest
@@ -185,6 +185,7 @@ async def preview_job(
         text_column=found.text_column,
         id_column=found.id_column,
         keep_columns=found.keep_columns,
+        label_column=found.label_column,
         rows=[
             PreviewRow(id=r.ext_id, text=r.text[:PREVIEW_CHARS], error=r.error) for r in found.rows
         ],
@@ -255,7 +256,8 @@ def get_job(job_id: JobId, owner: Owner) -> JobView:
 )
 def get_summary(job_id: JobId, owner: Owner) -> SummaryView:
     """Counts per label, the share positive, a 10-bin histogram of p_positive and failed rows
-    by reason; for an unfinished job, over the rows done so far (`final` false)."""
+    by reason, and for a job with labels its evaluation; for an unfinished job, over the rows
+    done so far (`final` false)."""
     return summary_of(view(job_id, owner))
 
 
@@ -335,4 +337,41 @@ def get_results(
         export.pieces(request),
         media_type=export.media_type,
         headers={"Content-Disposition": f'attachment; filename="{job_id}-results.{format}"'},
+    )
+
+
+REVIEW_DOC = """The scored rows a person should look at first: `order=uncertain` (the default) the
+`n` nearest p_positive 0.5; `order=disagree` (a job with labels) those where the model and
+the row's label disagree, most confident first. As CSV or JSON Lines (id, p_positive,
+predicted, label, model_version, text), or `format=labelstudio`: a JSON array of Label Studio
+tasks with the model's prediction, for a project with the labeling config `<View><Text
+name="text" value="$text"/><Choices name="sentiment" toName="text" choice="single"><Choice
+value="Positive"/><Choice value="Negative"/></Choices></View>`. The texts are there only if
+the job kept them (keep_texts=true); Label Studio tasks need them (else 409)."""
+
+
+@router.get(
+    "/{job_id}/review",
+    response_class=Response,
+    description=REVIEW_DOC,
+    responses={
+        200: {"content": {"text/csv": {}, "application/x-ndjson": {}, "application/json": {}}},
+        **error_responses(404, 409, 422, 503),
+    },
+)
+def get_review(
+    job_id: JobId,
+    owner: Owner,
+    n: Annotated[int, Query(ge=1, le=review.MAX_ROWS, description="how many rows")] = 200,
+    order: Annotated[Literal["uncertain", "disagree"], Query()] = "uncertain",
+    format: Annotated[Literal["csv", "jsonl", "labelstudio"], Query()] = "csv",
+) -> Response:
+    view(job_id, owner)  # a 404 for a job that is not there (or not yours)
+    with session_scope(readonly=True) as session:
+        rows = review.review_rows(session, job_id, n, order)
+    extension = "json" if format == "labelstudio" else format
+    return Response(
+        review.WRITERS[format](rows),
+        media_type=review.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-review.{extension}"'},
     )

@@ -662,6 +662,112 @@ function histogram(values) {
   return chart;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgElement(name, attributes) {
+  const element = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
+  return element;
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(1)} %`;
+}
+
+function figureText(figure, asPercent = true) {
+  if (!figure || figure.value === null) return "–";
+  const show = asPercent ? percent : (v) => v.toFixed(3);
+  return `${show(figure.value)} (95 %: ${show(figure.low)} – ${show(figure.high)})`;
+}
+
+// The reliability diagram: per p_positive bin, the share of its rows labeled positive (with
+// its 95 % interval) against the bin's mean score; on the diagonal a model is calibrated.
+function reliabilityDiagram(bins) {
+  const size = 220;
+  const pad = 28;
+  const scale = (v) => pad + v * (size - 2 * pad);
+  const flip = (v) => size - scale(v);
+  const svg = svgElement("svg", {
+    viewBox: `0 0 ${size} ${size}`, width: size, height: size, class: "reliability",
+    role: "img", "aria-label": "reliability diagram: share labeled positive by mean p_positive",
+  });
+  svg.append(svgElement("rect", {
+    x: scale(0), y: flip(1), width: scale(1) - scale(0), height: flip(0) - flip(1),
+    fill: "none", stroke: "currentColor", "stroke-opacity": 0.3,
+  }));
+  svg.append(svgElement("line", {
+    x1: scale(0), y1: flip(0), x2: scale(1), y2: flip(1),
+    stroke: "currentColor", "stroke-opacity": 0.4, "stroke-dasharray": "4 3",
+  }));
+  for (const tick of [0, 0.5, 1]) {
+    const below = svgElement("text", { x: scale(tick), y: size - 8, "text-anchor": "middle", "font-size": 10 });
+    below.textContent = String(tick);
+    const left = svgElement("text", { x: pad - 6, y: flip(tick) + 3, "text-anchor": "end", "font-size": 10 });
+    left.textContent = String(tick);
+    svg.append(below, left);
+  }
+  const most = Math.max(...bins.map((b) => b.count), 1);
+  for (const bin of bins) {
+    if (!bin.count || bin.mean_p === null) continue;
+    const share = bin.share_positive;
+    const x = scale(bin.mean_p);
+    svg.append(svgElement("line", {
+      x1: x, x2: x, y1: flip(share.low), y2: flip(share.high), stroke: "currentColor", "stroke-opacity": 0.6,
+    }));
+    const dot = svgElement("circle", {
+      cx: x, cy: flip(share.value), r: 2.5 + 4 * Math.sqrt(bin.count / most), class: "bin",
+    });
+    const title = svgElement("title", {});
+    title.textContent = `p ${bin.low.toFixed(1)}–${bin.high.toFixed(1)}: ${numberFormat.format(bin.count)} rows, ` +
+      `mean p ${bin.mean_p.toFixed(3)}, labeled positive ${percent(share.value)}`;
+    dot.append(title);
+    svg.append(dot);
+  }
+  return svg;
+}
+
+// The evaluation against the file's labels: figures with their intervals, the confusion
+// matrix, the reliability diagram and accuracy by review length.
+function renderEvaluation(evaluation) {
+  const box = document.createElement("div");
+  box.className = "evaluation";
+  const left = Object.entries(evaluation.left_out || {}).filter(([, n]) => n)
+    .map(([k, n]) => `${numberFormat.format(n)} ${humanName(k)}`);
+  const intro = document.createElement("p");
+  intro.textContent = `${numberFormat.format(evaluation.rows)} labeled rows` +
+    (left.length ? ` (left out: ${left.join(", ")})` : "");
+  const table = document.createElement("table");
+  const rows = [
+    ["accuracy", figureText(evaluation.accuracy)],
+    ["precision", figureText(evaluation.precision)],
+    ["recall", figureText(evaluation.recall)],
+    ["F1", figureText(evaluation.f1)],
+    ["ROC AUC", figureText(evaluation.roc_auc, false)],
+    ["ECE", figureText(evaluation.ece, false)],
+  ];
+  const c = evaluation.confusion;
+  rows.push(["confusion", `TP ${c.true_positive} · FP ${c.false_positive} · TN ${c.true_negative} · FN ${c.false_negative}`]);
+  for (const bin of evaluation.by_length || []) {
+    const words = bin.words_to === null ? `${bin.words_from}+ words` : `${bin.words_from}–${bin.words_to} words`;
+    rows.push([`accuracy, ${words}`, `${figureText(bin.accuracy)} · ${numberFormat.format(bin.count)} rows`]);
+  }
+  for (const [name, value] of rows) {
+    const tr = document.createElement("tr");
+    const th = document.createElement("th");
+    th.textContent = name;
+    const td = document.createElement("td");
+    td.textContent = value;
+    tr.append(th, td);
+    table.append(tr);
+  }
+  const caption = document.createElement("p");
+  caption.className = "caption";
+  caption.textContent = "Reliability: the share of each p_positive bin labeled positive (95 % " +
+    "interval) against the bin's mean p_positive; a calibrated model sits on the diagonal.";
+  box.append(intro, table, reliabilityDiagram(evaluation.calibration || []), caption);
+  return box;
+}
+
 // The job's results summary, whatever its exact shape: numbers, counts by name, histograms.
 function renderSummary(summary) {
   const box = $("job-summary");
@@ -683,6 +789,10 @@ function renderSummary(summary) {
   };
   for (const [key, value] of Object.entries(summary)) {
     if (value === null || value === undefined) continue;
+    if (key === "evaluation") {
+      add(key, renderEvaluation(value));
+      continue;
+    }
     if (Array.isArray(value)) {
       const chart = histogram(value);
       add(key, chart || value.map(String).join(", "));

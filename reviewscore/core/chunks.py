@@ -47,6 +47,7 @@ from reviewscore.core.db import (
     single_statement,
 )
 from reviewscore.core.ingest import ParsedRow
+from reviewscore.core.ingest.labels import NEGATIVE, POSITIVE
 from reviewscore.core.jobs import UNFINISHED, try_complete
 from reviewscore.core.schema import (
     Chunk,
@@ -85,7 +86,7 @@ class RowResult:
     error: str | None
 
 
-INPUT_COLUMNS = ("job_id", "row_num", "ext_id", "text", "error", "extra")
+INPUT_COLUMNS = ("job_id", "row_num", "ext_id", "text", "error", "extra", "label", "words")
 RESULT_COLUMNS = ("job_id", "row_num", "p_positive", "truncated", "model_version", "error")
 
 
@@ -93,9 +94,14 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
+def _words(row: ParsedRow) -> int | None:
+    # Counted only for rows the evaluation can use (a label read as positive or negative).
+    return len(row.text.split()) if row.label in (POSITIVE, NEGATIVE) else None
+
+
 def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]) -> None:
-    """Stores one chunk's input rows (ids, errors, kept columns), its texts as one blob and its
-    chunk record; the caller commits, then enqueues."""
+    """Stores one chunk's input rows (ids, errors, kept columns, labels), its texts as one blob
+    and its chunk record; the caller commits, then enqueues."""
     session.execute(
         insert(ChunkText).values(job_id=job_id, seq=seq, data=pack_texts([r.text for r in rows]))
     )
@@ -107,7 +113,16 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
             INPUT_COLUMNS,
             (
                 # COPY's text format takes a JSON column as its JSON text.
-                (job_id, r.row_num, r.ext_id, "", r.error, _json_or_none(r.extra))
+                (
+                    job_id,
+                    r.row_num,
+                    r.ext_id,
+                    "",
+                    r.error,
+                    _json_or_none(r.extra),
+                    r.label,
+                    _words(r),
+                )
                 for r in rows
             ),
         )
@@ -122,6 +137,8 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
                     "text": "",
                     "error": r.error,
                     "extra": r.extra,
+                    "label": r.label,
+                    "words": _words(r),
                 }
                 for r in rows
             ],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -29,6 +30,54 @@ class Histogram(BaseModel):
     counts: list[int] = Field(description="scored rows per bin; the last bin includes 1.0")
 
 
+class FigureView(BaseModel):
+    value: float | None = Field(description="null when undefined (no rows, or one class only)")
+    low: float | None = Field(description="the 95 % interval's lower end")
+    high: float | None
+    interval: str = Field(
+        description="wilson (proportions; F1 through the Jaccard index), hanley-mcneil (ROC "
+        "AUC) or bootstrap (ECE, 1,000 resamples)"
+    )
+
+
+class CalibrationBinView(BaseModel):
+    low: float
+    high: float
+    count: int
+    mean_p: float | None = Field(description="the bin's mean p_positive")
+    share_positive: FigureView = Field(description="the share of its rows labeled positive")
+
+
+class LengthBinView(BaseModel):
+    words_from: int
+    words_to: int | None = Field(description="null: open-ended")
+    count: int
+    accuracy: FigureView
+
+
+class EvaluationView(BaseModel):
+    """The scores against the rows' own labels (the label column), over the scored rows with a
+    usable label; p_positive >= 0.5 predicts positive. Every figure has a 95 % interval."""
+
+    rows: int = Field(description="scored rows with a usable label: what the figures cover")
+    left_out: dict[str, int] = Field(
+        description="scored rows left out: no_label (empty) and unreadable_label"
+    )
+    accuracy: FigureView
+    precision: FigureView
+    recall: FigureView
+    f1: FigureView
+    roc_auc: FigureView
+    ece: FigureView = Field(description="expected calibration error over the 10 bins below")
+    confusion: dict[str, int] = Field(
+        description="true_positive, false_positive, true_negative, false_negative"
+    )
+    calibration: list[CalibrationBinView] = Field(
+        description="the reliability diagram: per p_positive bin, the share labeled positive"
+    )
+    by_length: list[LengthBinView] = Field(description="accuracy by review length in words")
+
+
 class SummaryView(BaseModel):
     """What a job's results add up to; `final` once the job is finished (then it never
     changes), else it covers the rows done so far."""
@@ -43,6 +92,9 @@ class SummaryView(BaseModel):
     histogram: Histogram
     failed_by_reason: dict[str, int] = Field(
         description="failed rows by error, numbers in messages replaced by N; top 20"
+    )
+    evaluation: EvaluationView | None = Field(
+        None, description="for a job whose file has a label column (label_column); else null"
     )
 
 
@@ -72,6 +124,12 @@ class JobView(BaseModel):
     delimiter: str | None = Field(None, description="the CSV separator the file was read with")
     keep_columns: list[str] | None = Field(
         None, description="input columns copied next to the scores in the results"
+    )
+    label_column: str | None = Field(
+        None, description="the column of the rows' own labels: the summary evaluates against it"
+    )
+    positive_from: float | None = Field(
+        None, description="the labels are ratings, positive from this value up"
     )
     in_parts: bool = Field(
         False, description="uploaded in parts (POST /v1/jobs?parts=true); see GET .../parts"
@@ -177,6 +235,9 @@ def summary_view(session: Session, job_id: str, final: bool) -> SummaryView:
         share_positive=summary.share_positive,
         histogram=Histogram(edges=summary.histogram_edges, counts=summary.histogram_counts),
         failed_by_reason=summary.failed_by_reason,
+        evaluation=None
+        if summary.evaluation is None
+        else EvaluationView.model_validate(dataclasses.asdict(summary.evaluation)),
     )
 
 

@@ -86,6 +86,8 @@ def create_job(
     retention_s: float | None = None,
     max_failed_fraction: float | None = None,
     callback_url: str | None = None,
+    label_column: str | None = None,
+    positive_from: float | None = None,
 ) -> str:
     """A new job, `uploading`; the labels and terms come from core/job_options.py."""
     job = Job(
@@ -104,6 +106,8 @@ def create_job(
         result_url=result_url,
         result_format=result_format if result_url else None,
         keep_texts=keep_texts,
+        label_column=label(label_column),
+        positive_from=positive_from,
         # Never its query: a presigned URL's signature must not sit in the database.
         source_url=shown(source_url) if source_url else None,
         deadline_at=deadline_at,

@@ -82,6 +82,7 @@ def create_parts_job(
             **(destination.job_fields() if destination else {}),
             keep_texts=keep_texts,
             **(job_options or JobOptions()).job_fields(),
+            positive_from=options.positive_from,
         )
         session.execute(
             update(Job).where(Job.id == job_id).values(part_options=_options_json(options))
@@ -136,6 +137,7 @@ def _reading_options(job: Job) -> UploadOptions:
         text_column=job.text_column,
         id_column=job.id_column or ROW_NUMBER_ID,
         keep_columns=tuple(job.keep_columns or ()),
+        label_column=job.label_column or options.label_column,
     )
 
 
@@ -148,6 +150,7 @@ def _agree_on_reading(job_id: str, reviews: Reviews) -> None:
         "text_column": jobs.label(reviews.text_column),
         "id_column": jobs.label(reviews.id_column),
         "keep_columns": reviews.keep_columns or None,
+        "label_column": jobs.label(reviews.label_column),
     }
     with session_scope() as session:
         session.execute(

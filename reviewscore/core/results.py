@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, null, select
+from sqlalchemy import BigInteger, case, cast, func, null, select
 from sqlalchemy.orm import Session
 
 from reviewscore.core import parts
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import ReviewscoreError
+from reviewscore.core.evaluation import LENGTH_BINS, SCORE_SCALE, Evaluation, evaluate_cells
+from reviewscore.core.ingest.labels import NEGATIVE, POSITIVE, UNREADABLE
 from reviewscore.core.schema import InputRow, Job, Result
 
 
@@ -126,6 +128,8 @@ class Summary:
     histogram_edges: list[float]
     histogram_counts: list[int]
     failed_by_reason: dict[str, int] = field(default_factory=dict)
+    # For a job whose file has a label column: its scores against the rows' own labels.
+    evaluation: Evaluation | None = None
 
 
 def _bin_of(p: Any) -> Any:
@@ -164,7 +168,9 @@ def summarize(session: Session, job_id: str) -> Summary:
     top = dict(reasons.most_common(MAX_REASONS))
     if len(reasons) > MAX_REASONS:
         top["other reasons"] = failed - sum(top.values())
+    label_column = session.execute(select(Job.label_column).where(Job.id == job_id)).scalar()
     return Summary(
+        evaluation=evaluate(session, job_id) if label_column else None,
         rows=rows,
         scored=scored,
         failed=failed,
@@ -175,3 +181,44 @@ def summarize(session: Session, job_id: str) -> Summary:
         histogram_counts=counts,
         failed_by_reason=top,
     )
+
+
+def _length_bin_of(words: Any) -> Any:
+    edges = list(enumerate(LENGTH_BINS))[1:]
+    return case(*((words >= start, i) for i, start in reversed(edges)), else_=0)
+
+
+def evaluate(session: Session, job_id: str) -> Evaluation:
+    """The evaluation over the job's scored rows with a usable label: one grouped read counts
+    them by score (to 6 decimals), predicted label, label and length bin; another counts the
+    scored rows left out (no label, or one that could not be read)."""
+    joined = (Result.job_id == InputRow.job_id) & (Result.row_num == InputRow.row_num)
+    scored = (Result.job_id == job_id, Result.p_positive.is_not(None), Result.error.is_(None))
+    score = cast(func.round(Result.p_positive * SCORE_SCALE), BigInteger).label("s")
+    predicted = case((Result.p_positive >= 0.5, 1), else_=0).label("predicted")
+    length = _length_bin_of(InputRow.words).label("length")
+    left_out = {"no_label": 0, "unreadable_label": 0}
+    for label, n in session.execute(
+        select(InputRow.label, func.count())
+        .select_from(Result)
+        .join(InputRow, joined)
+        .where(*scored, InputRow.label.is_(None) | (InputRow.label == UNREADABLE))
+        .group_by(InputRow.label)
+    ):
+        left_out["unreadable_label" if label == UNREADABLE else "no_label"] += n
+    # Streamed in score order and counted as they come (evaluation.py), never held: a Core
+    # read, each grouped row passed as the tuple it is.
+    cells = (
+        session.connection()
+        .execute(
+            select(score, predicted, InputRow.label, length, func.count())
+            .select_from(Result)
+            .join(InputRow, joined)
+            .where(*scored, InputRow.label.in_((POSITIVE, NEGATIVE)))
+            .group_by(score, predicted, InputRow.label, length)
+            .order_by(score)
+            .execution_options(yield_per=10_000)
+        )
+        .tuples()
+    )
+    return evaluate_cells(cells, left_out)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -172,6 +173,11 @@ class Job(Base):
     encoding: Mapped[str | None] = mapped_column(String(64))
     delimiter: Mapped[str | None] = mapped_column(String(8))
     keep_columns: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    # The column of each row's own label, when the file has one (core/ingest/labels.py): the
+    # job's summary then holds an evaluation (core/evaluation.py); positive_from: the labels
+    # are ratings, positive from this value up.
+    label_column: Mapped[str | None] = mapped_column(String(255))
+    positive_from: Mapped[float | None] = mapped_column(Float)
     # Set for a job uploaded in parts (core/parts.py): the options every part is read with.
     part_options: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     # The part count `complete` was called with; the upload is closed from then on.
@@ -323,6 +329,11 @@ class InputRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # The values of the job's keep_columns for this row, by column name (None if none kept).
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The row's own label (ingest/labels.py: 1 positive, 0 negative, -1 unreadable; NULL none)
+    # and, for a labeled row, its text's word count: the texts themselves may be dropped once
+    # scored, and the evaluation reports accuracy by review length.
+    label: Mapped[int | None] = mapped_column(SmallInteger)
+    words: Mapped[int | None] = mapped_column(Integer)
 
 
 class Result(Base):

@@ -241,6 +241,8 @@ def store_upload(
                 keep_texts=keep_texts,
                 source_url=source_url,
                 **(job_options or JobOptions()).job_fields(),
+                label_column=reviews.label_column,
+                positive_from=options.positive_from if reviews.label_column else None,
             )
         beat = _UploadBeat(job_id, arriving, min(5.0, settings.upload_stall_s / 3))
         _store_rows(job_id, first, rows, settings, enqueue)
@@ -349,6 +351,7 @@ class Preview:
     text_column: str
     id_column: str | None
     keep_columns: list[str]
+    label_column: str | None
     rows: list[ParsedRow]
     # What stopped the sample short (a bad row, or the end of a file sent cut), if anything.
     error: str | None
@@ -376,6 +379,7 @@ def preview_upload(
         text_column=reviews.text_column,
         id_column=reviews.id_column,
         keep_columns=reviews.keep_columns,
+        label_column=reviews.label_column,
         rows=sample,
         error=error,
     )

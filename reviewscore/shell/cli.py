@@ -5,6 +5,9 @@ next (no traceback unless --debug): `main()` renders the client's errors in one 
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import signal
 import sys
 import time
@@ -127,6 +130,39 @@ def summary_rows(summary: Any, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix or "summary", _number(summary))]
 
 
+def _figure(figure: Any) -> str:
+    if not isinstance(figure, dict) or figure.get("value") is None:
+        return "-"
+    return f"{figure['value']:.3f} (95 % {figure['low']:.3f}-{figure['high']:.3f})"
+
+
+def evaluation_rows(evaluation: dict[str, Any]) -> list[tuple[str, str]]:
+    """A labeled job's evaluation as (name, value) lines: each figure with its interval, the
+    confusion matrix, the reliability bins and accuracy by length."""
+    left = ", ".join(f"{k} {_number(n)}" for k, n in evaluation.get("left_out", {}).items() if n)
+    rows = [("rows", _number(evaluation.get("rows", 0)) + (f" (left out: {left})" if left else ""))]
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "ece"):
+        rows.append((name, _figure(evaluation.get(name))))
+    rows.append(
+        ("confusion", ", ".join(f"{k} {_number(v)}" for k, v in evaluation["confusion"].items()))
+    )
+    bins = [
+        f"{b['low']:.1f}-{b['high']:.1f}: {_number(b['share_positive']['value'])}"
+        f" of {_number(b['count'])}"
+        for b in evaluation.get("calibration", [])
+        if b.get("count")
+    ]
+    rows.append(("reliability (share labeled positive by p bin)", "; ".join(bins) or "-"))
+    for b in evaluation.get("by_length", []):
+        words = (
+            f"{b['words_from']}+" if b["words_to"] is None else f"{b['words_from']}-{b['words_to']}"
+        )
+        rows.append(
+            (f"accuracy, {words} words", f"{_figure(b['accuracy'])}, {_number(b['count'])} rows")
+        )
+    return rows
+
+
 JOB_FIELDS = ("id", "status", "filename", "model", "model_version", "device", "error")
 TIME_FIELDS = ("created_at", "started_at", "finished_at", "deadline_at")
 LabelOption = Annotated[
@@ -166,9 +202,16 @@ def print_job(job: dict[str, Any]) -> None:
     for key in TIME_FIELDS:
         if job.get(key):
             table.add_row(key.removesuffix("_at"), local_time(job[key]))
-    if isinstance(job.get("summary"), dict | list):
-        for name, value in summary_rows(job["summary"]):
+    summary = job.get("summary")
+    if isinstance(summary, dict | list):
+        evaluation = summary.get("evaluation") if isinstance(summary, dict) else None
+        if isinstance(summary, dict):
+            summary = {k: v for k, v in summary.items() if k != "evaluation"}
+        for name, value in summary_rows(summary):
             table.add_row(f"summary {name}", value)
+        if isinstance(evaluation, dict):
+            for name, value in evaluation_rows(evaluation):
+                table.add_row(f"evaluation {name}", value)
     stdout_console().print(table)
 
 
@@ -269,6 +312,17 @@ def score(
     keep_columns: Annotated[
         str | None, typer.Option(help="input columns to return with the scores, comma-separated")
     ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            help="the rows' own labels, to evaluate the model (default: a column named label, "
+            "sentiment, polarity, rating or stars)"
+        ),
+    ] = None,
+    positive_from: Annotated[
+        float | None,
+        typer.Option(help="the labels are ratings: positive from this value (7 for 1-10 stars)"),
+    ] = None,
     results_format: Annotated[
         str | None,
         typer.Option(help="csv, jsonl or parquet (default: from the output file's suffix)"),
@@ -358,6 +412,8 @@ def score(
                 delimiter=delimiter,
                 format=input_format,
                 keep_columns=keep_columns,
+                label_column=label_column,
+                positive_from=positive_from,
                 progress=lambda n: progress.advance(task, n),
                 parallel=parallel,
                 part_bytes=int(part_mb * 1024 * 1024),
@@ -432,6 +488,51 @@ def download(
     """Write a job's results to a file."""
     client = _client(url, api_key)
     _download(client, client.resolve(job_id), output, fmt, partial)
+
+
+REVIEW_SUFFIXES = {".json": "labelstudio", ".jsonl": "jsonl", ".csv": "csv"}
+
+
+@app.command()
+def review(
+    job_id: JobArg,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="where to write them: .csv, .jsonl, or .json (Label Studio)"
+        ),
+    ],
+    order: Annotated[
+        str,
+        typer.Option(
+            help="uncertain (nearest 0.5) or disagree (model and label disagree, most "
+            "confident first)"
+        ),
+    ] = "uncertain",
+    n: Annotated[int, typer.Option("-n", min=1, max=10_000, help="how many rows")] = 200,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv, jsonl or labelstudio (default: from -o's suffix)"),
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Write the rows a person should look at first (GET /v1/jobs/{id}/review)."""
+    client = _client(url, api_key)
+    chosen = fmt or REVIEW_SUFFIXES.get(output.suffix.lower(), "csv")
+    found = client.review(client.resolve(job_id), n=n, order=order, format=chosen)
+    if chosen == "csv":
+        output.write_text(found, encoding="utf-8", newline="")
+        count = max(sum(1 for _ in csv.reader(io.StringIO(found))) - 1, 0)
+    elif chosen == "labelstudio":
+        output.write_text(json.dumps(found, ensure_ascii=False), encoding="utf-8")
+        count = len(found)
+    else:
+        output.write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in found), encoding="utf-8"
+        )
+        count = len(found)
+    say(f"{count:,} rows ({order}) -> {output}")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reviewscore.core.errors import BadUploadError
+from reviewscore.core.ingest.labels import LABEL_COLUMN_DEFAULTS
 from reviewscore.core.ingest.rows import MAX_KEPT_COLUMNS, UploadOptions
 
 # Tried in order when text_column is not given.
@@ -84,6 +85,7 @@ class ColumnChoice:
     text: int
     id: int | None
     keep: list[int]
+    label: int | None = None
 
 
 def choose(names: Sequence[str], options: UploadOptions, what: str = "columns") -> ColumnChoice:
@@ -99,7 +101,31 @@ def choose(names: Sequence[str], options: UploadOptions, what: str = "columns") 
         if index in keep:
             raise BadUploadError(f"keep_columns names {wanted!r} twice")
         keep.append(index)
-    return ColumnChoice(text, id_index, keep)
+    label = _label_column(names, options, text, what)
+    return ColumnChoice(text, id_index, keep, label)
+
+
+def _label_column(names: Sequence[str], options: UploadOptions, text: int, what: str) -> int | None:
+    """The column of each row's own label: as named, else the first default name the file
+    has (never the text column); None when the file has none."""
+    if options.label_column:
+        index = find(names, options.label_column, "label_column")
+        if index is None:
+            raise _missing("label_column", options.label_column, names, what)
+        if index == text:
+            raise BadUploadError(f"label_column {options.label_column!r} is the text column")
+        return index
+    for candidate in LABEL_COLUMN_DEFAULTS:
+        index = find(names, candidate, "label_column", exact_first=False)
+        if index is not None and index != text:
+            return index
+    if options.positive_from is not None:
+        raise BadUploadError(
+            f"positive_from is given but the file has no label column: name it with "
+            f"label_column (by default {', '.join(repr(c) for c in LABEL_COLUMN_DEFAULTS)}); "
+            f"the file's {what} are: {listing(names)}"
+        )
+    return None
 
 
 def _text_column(names: Sequence[str], requested: str | None, what: str) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from reviewscore.core.errors import BadUploadError
 from reviewscore.core.ingest.columns import choose
 from reviewscore.core.ingest.detect import delimiter_option, detect_delimiter
+from reviewscore.core.ingest.labels import parse_label
 from reviewscore.core.ingest.rows import IngestLimits, ParsedRow, Reviews, RowChecks, UploadOptions
 from reviewscore.core.ingest.text import TextLines
 
@@ -54,6 +55,9 @@ class DelimitedReviews(Reviews):
         self.text_column = self.columns[choice.text]
         self.id_column = None if choice.id is None else self.columns[choice.id]
         self.keep_columns = [self.columns[i] for i in choice.keep]
+        self._label_idx = choice.label
+        self.label_column = None if choice.label is None else self.columns[choice.label]
+        self._positive_from = options.positive_from
         self._checks.id_column = self.id_column
 
     def _where(self) -> str:
@@ -83,6 +87,7 @@ class DelimitedReviews(Reviews):
         width = len(self.columns)
         checks, text_idx, id_idx = self._checks, self._text_idx, self._id_idx
         keep = list(zip(self.keep_columns, self._keep_idx, strict=True))
+        label_idx, positive_from = self._label_idx, self._positive_from
         while (record := self._next_record()) is not None:
             if not record:
                 continue  # a blank line between records
@@ -95,4 +100,7 @@ class DelimitedReviews(Reviews):
                     row_num, "", ext_id, extra, f"row has {fields} fields, the header has {width}"
                 )
                 continue
-            yield checks.row(row_num, record[text_idx], ext_id, extra)
+            label = None
+            if label_idx is not None and label_idx < fields:
+                label = parse_label(record[label_idx], positive_from)
+            yield checks.row(row_num, record[text_idx], ext_id, extra, label=label)

@@ -12,6 +12,7 @@ from typing import Any
 
 from reviewscore.core.errors import BadUploadError
 from reviewscore.core.ingest.columns import TEXT_COLUMN_DEFAULTS, choose, find
+from reviewscore.core.ingest.labels import parse_label
 from reviewscore.core.ingest.rows import IngestLimits, ParsedRow, Reviews, RowChecks, UploadOptions
 from reviewscore.core.ingest.text import TextLines
 
@@ -105,6 +106,9 @@ class JsonLinesReviews(Reviews):
         self._text_path = fields[choice.text][1]
         self._id_path = None if choice.id is None else fields[choice.id][1]
         self._keep_paths = [(names[i], fields[i][1]) for i in choice.keep]
+        self.label_column = None if choice.label is None else names[choice.label]
+        self._label_path = None if choice.label is None else fields[choice.label][1]
+        self._positive_from = options.positive_from
         self._checks.id_column = self.id_column
 
     def _nested_text_default(
@@ -192,6 +196,10 @@ class JsonLinesReviews(Reviews):
         ext_id, id_error = self._id(obj)
         extra = {name: _plain(_get(obj, path)) for name, path in self._keep_paths} or None
         text = _get(obj, self._text_path)
+        label = None
+        if self._label_path is not None:
+            # A JSON number is a JsonNumber (its digits as a str): it reads as a number.
+            label = parse_label(_get(obj, self._label_path), self._positive_from)
         if id_error:
             return self._checks.row(row_num, "", None, extra, id_error)
         if text is None:
@@ -199,7 +207,7 @@ class JsonLinesReviews(Reviews):
         if not isinstance(text, str) or isinstance(text, JsonNumber):
             error = f"{self.text_column!r} is {_kind(text)}, not a string"
             return self._checks.row(row_num, "", ext_id, extra, error)
-        return self._checks.row(row_num, str(text), ext_id, extra)
+        return self._checks.row(row_num, str(text), ext_id, extra, label=label)
 
     def _id(self, obj: dict[str, Any]) -> tuple[str | None, str | None]:
         if self._id_path is None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from reviewscore.core.errors import BadUploadError
 from reviewscore.core.ingest.columns import choose
+from reviewscore.core.ingest.labels import parse_label
 from reviewscore.core.ingest.rows import IngestLimits, ParsedRow, Reviews, RowChecks, UploadOptions
 from reviewscore.core.ingest.streams import READ_SIZE
 
@@ -110,11 +111,14 @@ class ParquetReviews(Reviews):
         self.text_column = self.columns[choice.text]
         self.id_column = None if choice.id is None else self.columns[choice.id]
         self.keep_columns = [self.columns[i] for i in choice.keep]
+        self.label_column = None if choice.label is None else self.columns[choice.label]
+        self._positive_from = options.positive_from
         self._names = list(
             dict.fromkeys(
                 [
                     self.text_column,
                     *([self.id_column] if self.id_column else []),
+                    *([self.label_column] if self.label_column else []),
                     *self.keep_columns,
                 ]
             )
@@ -147,6 +151,7 @@ class ParquetReviews(Reviews):
         texts = batch.column(self.text_column).to_pylist()
         ids = batch.column(self.id_column).to_pylist() if self.id_column else None
         kept = [batch.column(name).to_pylist() for name in self.keep_columns]
+        labels = batch.column(self.label_column).to_pylist() if self.label_column else None
         for i, text in enumerate(texts):
             row_num = self._checks.next_row_num()
             extra = {
@@ -154,4 +159,5 @@ class ParquetReviews(Reviews):
                 for name, values in zip(self.keep_columns, kept, strict=True)
             } or None
             ext_id = _as_id(ids[i]) if ids is not None else None
-            yield self._checks.row(row_num, text or "", ext_id, extra)
+            label = parse_label(labels[i], self._positive_from) if labels is not None else None
+            yield self._checks.row(row_num, text or "", ext_id, extra, label=label)

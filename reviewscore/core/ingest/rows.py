@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class UploadOptions:
     encoding: str | None = None
     delimiter: str | None = None
     keep_columns: tuple[str, ...] = ()
+    # The column holding each row's own label (ingest/labels.py); None: found by name if the
+    # file has one. positive_from: a numeric label is a rating, positive from this value up.
+    label_column: str | None = None
+    positive_from: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class ParsedRow:
     error: str | None
     # The kept input columns (keep_columns), by name; None when none are kept.
     extra: dict[str, Any] | None = None
+    # The row's own label as read (labels.POSITIVE, NEGATIVE, UNREADABLE; None: none).
+    label: int | None = None
 
 
 def is_valid_unicode(text: str) -> bool:
@@ -117,6 +123,18 @@ class RowChecks:
         ext_id: str | None,
         extra: dict[str, Any] | None = None,
         error: str | None = None,
+        label: int | None = None,
+    ) -> ParsedRow:
+        checked = self._checked(row_num, text, ext_id, extra, error)
+        return checked if label is None else replace(checked, label=label)
+
+    def _checked(
+        self,
+        row_num: int,
+        text: str,
+        ext_id: str | None,
+        extra: dict[str, Any] | None,
+        error: str | None,
     ) -> ParsedRow:
         ext_id = _clean(ext_id)
         surrogate = "text or id holds a lone surrogate (invalid Unicode)"
@@ -173,6 +191,7 @@ class Reviews:
     text_column: str
     id_column: str | None
     keep_columns: list[str]
+    label_column: str | None = None
 
     def __iter__(self) -> Iterator[ParsedRow]:  # pragma: no cover - every subclass has one
         raise NotImplementedError
