@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 0
     # TensorFlow threads per worker process; 0 = cores / worker processes.
     tf_threads: int = 0
+    # Model versions each worker process keeps loaded (least recently used goes first): jobs
+    # pinned to older versions load theirs again when they come.
+    worker_model_cache: Annotated[int, Field(ge=1)] = 2
     # Fault injection for the tests only: a text containing the poison marker makes scoring
     # raise; one containing the crash marker kills the worker process. Empty (default): off.
     poison_marker: str = ""
