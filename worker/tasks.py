@@ -381,7 +381,7 @@ def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper
         hold(work, held, "commit")
     committed = remembered = time.perf_counter()
     if written:
-        _remember(work.model_version, outcome.new_scores)
+        _remember(work, outcome.new_scores)
         remembered = time.perf_counter()
         if jobs.try_complete(work.job_id):
             _deliver_soon(work.job_id)
@@ -412,14 +412,14 @@ def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper
     )
 
 
-def _remember(model_version: str, scores: dict[bytes, cache.Score]) -> None:
+def _remember(work: chunks.ChunkWork, scores: dict[bytes, cache.Score]) -> None:
     """Adds a chunk's new scores to the dedup cache, after the chunk's commit and in one
     statement of its own: no transaction holds cache rows across a round trip, so a host cut
     off mid-completion never makes another job's chunk that shares a text wait for a lock; and
     the cache is only a shortcut, so a failure here costs a later cache miss, not an attempt."""
     try:
         with single_statement() as conn:
-            cache.remember_scores(conn, model_version, scores)
+            cache.remember_scores(conn, work.model_version, scores, work.job_id)
     except DBAPIError as exc:
         log.warning("could not add %s scores to the dedup cache: %s", len(scores), exc)
 

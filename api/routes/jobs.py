@@ -245,8 +245,7 @@ def cancel_job(job_id: JobId, owner: Owner) -> JobView:
 
 @router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422, 503))
 def delete_job(job_id: JobId, owner: Owner) -> Response:
-    with session_scope() as session:
-        jobs.delete_job(session, job_id, owner)
+    jobs.delete_job(job_id, owner)
     return Response(status_code=204)
 
 

@@ -9,14 +9,15 @@ one short statement, never by a worker counting its chunk.
 
 from __future__ import annotations
 
+import time
 import uuid
 
-from sqlalchemy import case, delete, exists, func, not_, or_, select, update
+from sqlalchemy import case, delete, exists, func, not_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
 
 from reviewscore.core.clock import db_now
-from reviewscore.core.db import get_engine
+from reviewscore.core.db import get_engine, session_scope
 from reviewscore.core.errors import JobNotFoundError, JobStateError
 from reviewscore.core.schema import (
     FINAL_STATUSES,
@@ -28,6 +29,7 @@ from reviewscore.core.schema import (
     JobPart,
     JobStatus,
     Result,
+    ScoreCache,
 )
 from reviewscore.core.urls import shown
 
@@ -191,7 +193,11 @@ def try_complete(job_id: str, session: Session | None = None) -> bool:
 
 def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> Job:
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None or (owner_key_id is not None and job.owner_key_id != owner_key_id):
+    if (
+        job is None
+        or job.deleted_at is not None
+        or (owner_key_id is not None and job.owner_key_id != owner_key_id)
+    ):
         raise JobNotFoundError(job_id)
     return job
 
@@ -199,8 +205,8 @@ def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> J
 def list_jobs(
     session: Session, *, limit: int, offset: int, owner_key_id: int | None = None
 ) -> tuple[list[Job], int]:
-    query = select(Job)
-    count = select(func.count()).select_from(Job)
+    query = select(Job).where(Job.deleted_at.is_(None))
+    count = select(func.count()).select_from(Job).where(Job.deleted_at.is_(None))
     if owner_key_id is not None:
         query = query.where(Job.owner_key_id == owner_key_id)
         count = count.where(Job.owner_key_id == owner_key_id)
@@ -227,22 +233,107 @@ def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     return job
 
 
-def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -> None:
-    job = get_job(session, job_id, owner_key_id)
-    # The job's row first, then its chunks: the order a chunk's completion takes them in
-    # (chunks._mark_done), so a delete and a completion wait for each other, never deadlock.
-    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
-    if job.status is JobStatus.uploading:
-        # The upload would go on storing rows of a job that is gone. A cancelled job can go:
-        # its upload stops at the next chunk (see accepts_rows).
-        raise JobStateError(
-            f"job {job_id} is still uploading; cancel it first, or delete it once the upload "
-            "has ended"
+# Rows a delete removes per transaction: each batch holds the write lock (SQLite) or its row
+# locks (PostgreSQL) for a fraction of a second, so other jobs' uploads and chunks go on.
+DELETE_BATCH_ROWS = 20_000
+# SQLite's busy handler naps up to 100 ms between its tries for the write lock: a pause longer
+# than that after each batch lets a writer that is waiting (another upload) take the lock
+# instead of losing it to the next batch every time.
+SQLITE_BATCH_PAUSE_S = 0.12
+
+
+def delete_job(job_id: str, owner_key_id: int | None = None) -> None:
+    """Deletes a job with its rows, results and dedup-cache entries: first one short
+    transaction marks it deleted (gone for every reader, and cancelled, so no chunk is
+    claimed, written or added after it), then its rows go in batches of DELETE_BATCH_ROWS,
+    each its own transaction. A delete cut short is finished by the sweeper (erase)."""
+    with session_scope() as session:
+        # The job's row first: a chunk's completion share-locks it too (chunks._mark_done), so
+        # a delete and a completion wait for each other, and never deadlock.
+        found = session.execute(
+            select(Job.status, Job.owner_key_id)
+            .where(Job.id == job_id, Job.deleted_at.is_(None))
+            .with_for_update()
+        ).one_or_none()
+        if found is None or (owner_key_id is not None and found[1] != owner_key_id):
+            raise JobNotFoundError(job_id)
+        if found[0] is JobStatus.uploading:
+            # The upload would go on storing rows of a job that is gone. A cancelled job can
+            # go: its upload stops at the next chunk (see accepts_rows).
+            raise JobStateError(
+                f"job {job_id} is still uploading; cancel it first, or delete it once the "
+                "upload has ended"
+            )
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status=JobStatus.cancelled,
+                deleted_at=db_now(),
+                finished_at=func.coalesce(Job.finished_at, db_now()),
+                updated_at=db_now(),
+            )
         )
-    # Children first: bulk deletes do not rely on the backend's ON DELETE CASCADE.
-    session.execute(delete(Result).where(Result.job_id == job_id))
-    session.execute(delete(InputRow).where(InputRow.job_id == job_id))
-    session.execute(delete(ChunkText).where(ChunkText.job_id == job_id))
-    session.execute(delete(Chunk).where(Chunk.job_id == job_id))
-    session.execute(delete(JobPart).where(JobPart.job_id == job_id))
-    session.execute(delete(Job).where(Job.id == job_id))
+    erase(job_id)
+
+
+def erase(job_id: str) -> None:
+    """Removes a job marked deleted, chunk by chunk in batches (each its own transaction, with
+    a pause on SQLite for waiting writers), then its dedup-cache entries, then the job."""
+    pause = SQLITE_BATCH_PAUSE_S if get_engine().dialect.name == "sqlite" else 0.0
+    while _erase_rows(job_id) or _erase_cache(job_id):
+        time.sleep(pause)
+    with session_scope() as session:
+        # What no chunk spans (none in practice), and the job. Children first: bulk deletes
+        # do not rely on the backend's ON DELETE CASCADE.
+        for table in (Result, InputRow, ChunkText, Chunk, JobPart):
+            session.execute(delete(table).where(table.job_id == job_id))
+        session.execute(delete(Job).where(Job.id == job_id, Job.deleted_at.is_not(None)))
+
+
+def _erase_rows(job_id: str) -> bool:
+    """Deletes the next chunks of the job (by row number) up to DELETE_BATCH_ROWS rows, with
+    their input rows, results and texts; False once no chunk is left."""
+    with session_scope() as session:
+        spans = session.execute(
+            select(Chunk.seq, Chunk.first_row, Chunk.row_count)
+            .where(Chunk.job_id == job_id)
+            .order_by(Chunk.first_row)
+            .limit(max(1, DELETE_BATCH_ROWS // 100))
+        ).all()
+        if not spans:
+            return False
+        batch: list[tuple[int, int, int]] = []
+        rows = 0
+        for seq, first_row, row_count in spans:
+            if batch and rows + row_count > DELETE_BATCH_ROWS:
+                break
+            batch.append((seq, first_row, row_count))
+            rows += row_count
+        low, high = batch[0][1], max(first + count for _, first, count in batch)
+        seqs = [seq for seq, _, _ in batch]
+        # Chunks' row ranges never overlap, so [low, high) holds exactly these chunks' rows.
+        for table in (Result, InputRow):
+            session.execute(
+                delete(table).where(
+                    table.job_id == job_id, table.row_num >= low, table.row_num < high
+                )
+            )
+        session.execute(
+            delete(ChunkText).where(ChunkText.job_id == job_id, ChunkText.seq.in_(seqs))
+        )
+        session.execute(delete(Chunk).where(Chunk.job_id == job_id, Chunk.seq.in_(seqs)))
+    return True
+
+
+def _erase_cache(job_id: str) -> bool:
+    """Deletes up to DELETE_BATCH_ROWS of the dedup-cache entries the job added; False once
+    none is left."""
+    key = tuple_(ScoreCache.model_version, ScoreCache.text_hash)
+    batch = (
+        select(ScoreCache.model_version, ScoreCache.text_hash)
+        .where(ScoreCache.job_id == job_id)
+        .limit(DELETE_BATCH_ROWS)
+    )
+    with session_scope() as session:
+        return bool(session.execute(delete(ScoreCache).where(key.in_(batch))).rowcount)  # type: ignore[attr-defined]

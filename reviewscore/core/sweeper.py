@@ -101,6 +101,7 @@ def stalled_uploads(stall_s: float) -> list[str]:
                         and_(Job.status == JobStatus.uploading, Job.part_options.is_(None)),
                     ),
                     Job.created_at < db_now_plus(-stall_s),
+                    Job.deleted_at.is_(None),
                     seen < db_now_plus(-stall_s),
                     not_(recent_chunk),
                 )
@@ -165,21 +166,38 @@ def uncompleted_jobs() -> list[str]:
         )
 
 
+# A delete still under way is left to its request this long; past it (its API process died
+# mid-way) the sweeper finishes it.
+DELETE_GRACE_S = 600.0
+
+
 def expired_jobs(retention_days: float) -> list[str]:
+    """Finished jobs past retention, and deletes left half-done."""
     with session_scope(readonly=True) as session:
         return list(
             session.execute(
                 select(Job.id).where(
-                    Job.finished_at.is_not(None),
-                    Job.finished_at < db_now_plus(-retention_days * 86400),
+                    or_(
+                        and_(
+                            Job.deleted_at.is_(None),
+                            Job.finished_at < db_now_plus(-retention_days * 86400),
+                        ),
+                        Job.deleted_at < db_now_plus(-DELETE_GRACE_S),
+                    )
                 )
             ).scalars()
         )
 
 
 def purge_job(job_id: str) -> None:
-    with session_scope() as session:
-        jobs.delete_job(session, job_id)
+    with session_scope(readonly=True) as session:
+        deleting = session.execute(
+            select(Job.deleted_at.is_not(None)).where(Job.id == job_id)
+        ).scalar_one_or_none()
+    if deleting:
+        jobs.erase(job_id)
+    elif deleting is not None:
+        jobs.delete_job(job_id)
 
 
 def _each(

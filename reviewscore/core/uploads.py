@@ -179,8 +179,7 @@ def _discard(job_id: str) -> None:
             pass  # already final: its last chunk completed meanwhile
     with session_scope() as session:
         jobs.finish_upload(session, job_id)
-    with session_scope() as session:
-        jobs.delete_job(session, job_id)
+    jobs.delete_job(job_id)
 
 
 def close_when_database_is_back(job_id: str, error: str | None, give_up_after_s: float) -> None:
