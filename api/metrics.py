@@ -32,7 +32,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select, union
 
 from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists
 from reviewscore.core.clock import db_now, db_now_plus
@@ -60,8 +60,11 @@ SETTLE_MARGIN_S = 60
 # Far longer than a scrape or a DELETE can take between reading a ledger and adding it up.
 GONE_GRACE_S = 600
 PRUNE_BATCH = 500
+EVAL_JOBS = 2000
 # KEYS: totals, marks, settled, gone, lock. ARGV: the lock's token (or "" for a DELETE's count,
-# which takes no lock), the database's time of the read (or 0), then per job: id, scored,
+# which takes no lock), the database's time of the read (or 0), the settling margin, "1" for the
+# last call of a scrape (it settles and unlocks; a scrape sends at most EVAL_JOBS jobs a call,
+# so Redis is never blocked for long, even on a first scrape of every job), then per job: id, scored,
 # failed, finished (epoch seconds; 0 while unfinished). A job's mark holds what was counted
 # ("scored:failed"); only growth beyond it is added, and the mark moves with the total. A final
 # job finished before the settled time was counted in full already: it is skipped, and its
@@ -72,9 +75,9 @@ if token ~= '' and redis.call('GET', KEYS[5]) ~= token then
   return redis.call('HMGET', KEYS[1], 'scored', 'failed')
 end
 local settled = tonumber(redis.call('GET', KEYS[3]) or '0')
-local margin = tonumber(ARGV[3])
+local margin, last = tonumber(ARGV[3]), ARGV[4] == '1'
 local added_scored, added_failed = 0, 0
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local job, scored, failed = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local finished = tonumber(ARGV[i + 3])
   if finished == 0 or finished >= settled - margin then
@@ -98,7 +101,7 @@ for i = 4, #ARGV, 4 do
 end
 redis.call('HINCRBY', KEYS[1], 'scored', added_scored)
 redis.call('HINCRBY', KEYS[1], 'failed', added_failed)
-if token ~= '' then
+if token ~= '' and last then
   if now - margin > settled then redis.call('SET', KEYS[3], tostring(now - margin)) end
   redis.call('DEL', KEYS[5])
 end
@@ -210,10 +213,14 @@ def _ledgers(settled: float | None, job_id: str | None = None) -> tuple[float, l
             query = query.where(Job.id == job_id)
         elif settled is not None:
             since = db_now_plus(-(max(0.0, now - settled) + SETTLE_MARGIN_S))
-            query = query.where(
-                Job.deleted_at.is_(None),
-                or_(Job.status.in_(UNFINISHED), Job.finished_at >= since),
+            # Two index range scans (status, finished_at), not an OR that SQLite reads as a
+            # scan of every job.
+            kept = Job.deleted_at.is_(None)
+            pending = union(
+                select(Job.id).where(Job.status.in_(UNFINISHED), kept),
+                select(Job.id).where(Job.finished_at >= since, kept),
             )
+            query = query.where(Job.id.in_(pending.scalar_subquery()))
         ledgers = [
             (str(j), int(s), int(f), _epoch(done) if done is not None else 0.0)
             for j, s, f, done in session.execute(query)
@@ -224,11 +231,14 @@ def _ledgers(settled: float | None, job_id: str | None = None) -> tuple[float, l
 def add_growth(ledgers: list[Ledger], token: str = "", now: float = 0.0) -> tuple[int, int]:
     """Adds each job's growth since it was last counted; returns the totals (scored, failed).
     With a scrape's lock `token` and its database time `now`, settles what finished before."""
-    args = [str(value) for ledger in ledgers for value in ledger]
     keys = (TOTALS_KEY, COUNTED_KEY, SETTLED_KEY, GONE_KEY, LOCK_KEY)
-    scored, failed = _redis().eval(
-        ADD_GROWTH, len(keys), *keys, token, repr(now), SETTLE_MARGIN_S, *args
-    )
+    starts = range(0, max(len(ledgers), 1), EVAL_JOBS)
+    for start in starts:
+        args = [str(value) for ledger in ledgers[start : start + EVAL_JOBS] for value in ledger]
+        last = "1" if start == starts[-1] else "0"
+        scored, failed = _redis().eval(
+            ADD_GROWTH, len(keys), *keys, token, repr(now), SETTLE_MARGIN_S, last, *args
+        )
     return int(scored or 0), int(failed or 0)
 
 
