@@ -132,6 +132,42 @@ def test_a_delete_during_a_chunks_completion_waits_for_it_and_neither_deadlocks(
         assert s.execute(text("SELECT count(*) FROM score_cache")).scalar_one() == 0
 
 
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_completions_racing_a_delete_in_batches_neither_deadlock_nor_leave_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs, "DELETE_BATCH_ROWS", 20)
+    job_id = f.make_job(400, 10)
+    claimed = [f.claim(job_id, seq) for seq in range(40)]
+    errors: list[BaseException] = []
+
+    def complete(work: chunks.ChunkWork) -> None:
+        try:
+            f.complete(work)  # written, or found fenced (the job is deleted): never an error
+            with single_statement() as conn:
+                remember_scores(conn, "stub-1", {text_hash(f"t{work.seq}"): (0.5, False)}, job_id)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    def delete() -> None:
+        try:
+            jobs.delete_job(job_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=complete, args=(w,)) for w in claimed if w is not None]
+    threads.insert(len(threads) // 2, threading.Thread(target=delete))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert errors == []
+    assert (stored(InputRow, job_id), stored(Result, job_id), stored(Chunk, job_id)) == (0, 0, 0)
+    with session_scope(readonly=True) as s:
+        assert s.execute(text("SELECT count(*) FROM score_cache")).scalar_one() == 0
+
+
 def test_a_delete_cut_short_is_finished_by_the_sweeper() -> None:
     job_id = scored_job(30, 10)
     with single_statement() as conn:  # marked deleted by a request whose process then died
