@@ -247,6 +247,13 @@ def delete_job(job_id: str, owner_key_id: int | None = None) -> None:
     transaction marks it deleted (gone for every reader, and cancelled, so no chunk is
     claimed, written or added after it), then its rows go in batches of DELETE_BATCH_ROWS,
     each its own transaction. A delete cut short is finished by the sweeper (erase)."""
+    mark_deleted(job_id, owner_key_id)
+    erase(job_id)
+
+
+def mark_deleted(job_id: str, owner_key_id: int | None = None) -> None:
+    """The first step of delete_job, one short transaction: from its commit the job is gone
+    for every reader; `erase` removes its rows."""
     with session_scope() as session:
         # The job's row first: a chunk's completion share-locks it too (chunks._mark_done), so
         # a delete and a completion wait for each other, and never deadlock.
@@ -274,7 +281,6 @@ def delete_job(job_id: str, owner_key_id: int | None = None) -> None:
                 updated_at=db_now(),
             )
         )
-    erase(job_id)
 
 
 def erase(job_id: str) -> None:
