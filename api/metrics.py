@@ -253,7 +253,7 @@ def count_rows() -> tuple[int, int]:
     try:
         settled = client.get(SETTLED_KEY)
         if settled is None:
-            client.delete(OLD_GONE_KEY)
+            _adopt_old_gone(client)
         now, ledgers = _ledgers(float(settled) if settled is not None else None)
         totals = add_growth(ledgers, token, now)  # releases the lock
     except BaseException:
@@ -261,6 +261,15 @@ def count_rows() -> tuple[int, int]:
         raise
     prune_marks()
     return totals
+
+
+def _adopt_old_gone(client: redis.Redis) -> None:
+    """The jobs the version before this one saw deleted (a hash, once per upgrade): their marks
+    go the new way (GONE_KEY), instead of staying for good."""
+    old: dict[bytes, bytes] = client.hgetall(OLD_GONE_KEY)  # type: ignore[assignment]
+    if old:
+        client.zadd(GONE_KEY, {job.decode(): float(since) for job, since in old.items()})
+    client.delete(OLD_GONE_KEY)
 
 
 def prune_marks() -> None:

@@ -154,3 +154,18 @@ def test_metrics_need_the_token_once_one_is_set(
         assert wrong.status_code == 401
         page = http.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
         assert page.status_code == 200 and "reviewscore_rows_total" in page.text
+
+
+def test_marks_left_by_the_version_before_for_deleted_jobs_go(redis_client: Any) -> None:
+    alive = f.make_job(2, 1)
+    assert f.score(alive, 0) and f.score(alive, 1)
+    finished_an_hour_ago(alive)
+    seconds, _ = redis_client.time()
+    # What the previous version kept: a mark per job, and when it saw deleted ones go.
+    redis_client.hset(metrics.COUNTED_KEY, mapping={alive: "2:0", "d" * 32: "7:1"})
+    redis_client.hset(metrics.OLD_GONE_KEY, "d" * 32, seconds - 3600)
+    redis_client.hset(metrics.TOTALS_KEY, mapping={"scored": 9, "failed": 1})
+    page = scrape(redis_client)
+    assert page.rows() == (9, 1)  # nothing counted twice
+    assert redis_client.hkeys(metrics.COUNTED_KEY) == []  # the job's settled, the other gone
+    assert not redis_client.exists(metrics.OLD_GONE_KEY)
