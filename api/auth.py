@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -38,3 +40,20 @@ def current_key_id(
         raise NotAuthenticatedError("the API key is unknown or revoked")
     request.state.key_id = key
     return key
+
+
+def metrics_token(
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> None:
+    """/metrics is open unless REVIEWSCORE_METRICS_TOKEN is set; then that token is needed
+    (Prometheus: `authorization: {credentials: ...}`), in every environment."""
+    expected = get_settings().metrics_token
+    if not expected:
+        return
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticatedError(
+            "/metrics needs the metrics token: send 'Authorization: Bearer <token>' "
+            "(REVIEWSCORE_METRICS_TOKEN)"
+        )
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise NotAuthenticatedError("the metrics token is wrong (REVIEWSCORE_METRICS_TOKEN)")

@@ -2,20 +2,25 @@
 API's own HTTP requests.
 
 Rows scored and failed are counters that never fall, though a deleted job takes its rows (and so
-its share of the chunks' ledger) with it. Each scrape adds what every job gained since it was
-last counted to a running total in Redis, under one Lua script: a job's "already counted" mark
-and the total move together, so several API processes, or two scrapes at once, never count a
-row twice, and an API restart forgets nothing (the state is in Redis, not in the process; the
-embedded and the compose Redis keep it with AOF). A job is counted once more just before a
-DELETE of it, so its last rows are in the total before they go.
+its share of the chunks' ledger) with it. A running total is kept in Redis, and each scrape adds
+only what changed: the ledgers of unfinished jobs and of jobs finished since the last scrape
+(jobs.finished_at is indexed). A final job's ledger never moves again, so once a scrape has
+counted it, it is settled and never read again; the cost of a scrape follows the jobs that are
+running or just finished, not the jobs kept. Each job's "already counted" mark and the total
+move together in one Lua script, so several API processes, or two scrapes at once (only one
+counts: a short lock in Redis), never count a row twice; an API restart forgets nothing (the
+state is in Redis, not in the process; the embedded and the compose Redis keep it with AOF). A
+job is counted once more just before a DELETE of it, so its last rows are in the total first.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -27,11 +32,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union
 
 from api.worker_models import worker_models
 from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists, reported_workers
+from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope
+from reviewscore.core.jobs import UNFINISHED
 from reviewscore.core.model_registry import default_model_name, list_models
 from reviewscore.core.schema import Chunk, Job
 from reviewscore.core.settings import get_settings
@@ -40,33 +47,67 @@ log = logging.getLogger("reviewscore.api.metrics")
 
 TOTALS_KEY = "reviewscore:metrics:rows_total"
 COUNTED_KEY = "reviewscore:metrics:rows_counted"
-# ARGV: job id, scored, failed, ... (each job's ledger now). A job's mark holds what was
-# counted ("scored:failed"); only growth beyond it is added, and the mark moves with the total.
+# The database time (epoch seconds) before which every finished job is counted: settled.
+SETTLED_KEY = "reviewscore:metrics:rows_settled_until"
+# Jobs a DELETE counted, by when (Redis time): their marks go once the job is gone for good.
+GONE_KEY = "reviewscore:metrics:rows_gone_at"
+# The hash the versions before kept for the same purpose (dropped on the first scrape).
+OLD_GONE_KEY = "reviewscore:metrics:rows_gone"
+LOCK_KEY = "reviewscore:metrics:rows_lock"
+LOCK_MS = 30_000
+# A job that finished this long before a scrape read the database is visible to it as final
+# (a completion stamps finished_at with its statement's time and commits at once).
+SETTLE_MARGIN_S = 60
+# Far longer than a scrape or a DELETE can take between reading a ledger and adding it up.
+GONE_GRACE_S = 600
+PRUNE_BATCH = 500
+EVAL_JOBS = 2000
+# KEYS: totals, marks, settled, gone, lock. ARGV: the lock's token (or "" for a DELETE's count,
+# which takes no lock), the database's time of the read (or 0), the settling margin, "1" for the
+# last call of a scrape (it settles and unlocks; a scrape sends at most EVAL_JOBS jobs a call,
+# so Redis is never blocked for long, even on a first scrape of every job), then per job: id, scored,
+# failed, finished (epoch seconds; 0 while unfinished). A job's mark holds what was counted
+# ("scored:failed"); only growth beyond it is added, and the mark moves with the total. A final
+# job finished before the settled time was counted in full already: it is skipped, and its
+# mark dropped once it is settled.
 ADD_GROWTH = """
+local token, now = ARGV[1], tonumber(ARGV[2])
+if token ~= '' and redis.call('GET', KEYS[5]) ~= token then
+  return redis.call('HMGET', KEYS[1], 'scored', 'failed')
+end
+local settled = tonumber(redis.call('GET', KEYS[3]) or '0')
+local margin, last = tonumber(ARGV[3]), ARGV[4] == '1'
 local added_scored, added_failed = 0, 0
-for i = 1, #ARGV, 3 do
+for i = 5, #ARGV, 4 do
   local job, scored, failed = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local mark = redis.call('HGET', KEYS[2], job)
-  local old_scored, old_failed = 0, 0
-  if mark then
-    local sep = string.find(mark, ':', 1, true)
-    old_scored = tonumber(string.sub(mark, 1, sep - 1))
-    old_failed = tonumber(string.sub(mark, sep + 1))
+  local finished = tonumber(ARGV[i + 3])
+  if finished == 0 or finished >= settled - margin then
+    local mark = redis.call('HGET', KEYS[2], job)
+    local old_scored, old_failed = 0, 0
+    if mark then
+      local sep = string.find(mark, ':', 1, true)
+      old_scored = tonumber(string.sub(mark, 1, sep - 1))
+      old_failed = tonumber(string.sub(mark, sep + 1))
+    end
+    if scored > old_scored then added_scored = added_scored + scored - old_scored
+    else scored = old_scored end
+    if failed > old_failed then added_failed = added_failed + failed - old_failed
+    else failed = old_failed end
+    if finished > 0 and now > 0 and finished < now - 2 * margin then
+      redis.call('HDEL', KEYS[2], job)
+    else
+      redis.call('HSET', KEYS[2], job, scored .. ':' .. failed)
+    end
   end
-  if scored > old_scored then added_scored = added_scored + scored - old_scored
-  else scored = old_scored end
-  if failed > old_failed then added_failed = added_failed + failed - old_failed
-  else failed = old_failed end
-  redis.call('HSET', KEYS[2], job, scored .. ':' .. failed)
 end
 redis.call('HINCRBY', KEYS[1], 'scored', added_scored)
 redis.call('HINCRBY', KEYS[1], 'failed', added_failed)
+if token ~= '' and last then
+  if now - margin > settled then redis.call('SET', KEYS[3], tostring(now - margin)) end
+  redis.call('DEL', KEYS[5])
+end
 return redis.call('HMGET', KEYS[1], 'scored', 'failed')
 """
-PRUNE_BATCH = 500
-GONE_KEY = "reviewscore:metrics:rows_gone"
-# Far longer than a scrape can take between reading the ledgers and adding them up.
-GONE_GRACE_S = 600
 
 # ---------------------------------------------------------------- HTTP requests ----
 
@@ -143,56 +184,126 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.broker_url, **options)
 
 
-def _ledgers(job_id: str | None = None) -> list[tuple[str, int, int]]:
-    """Each job's rows scored and failed so far, from the chunks' ledger."""
-    query = select(
-        Chunk.job_id,
-        func.coalesce(func.sum(Chunk.scored_rows), 0),
-        func.coalesce(func.sum(Chunk.failed_rows), 0),
-    ).group_by(Chunk.job_id)
-    if job_id is not None:
-        query = query.where(Chunk.job_id == job_id)
+RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
+
+Ledger = tuple[str, int, int, float]  # job id, scored, failed, finished (epoch s; 0: not yet)
+
+
+def _epoch(stamp: datetime | None) -> float:
+    if stamp is None:
+        return 0.0
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+
+
+def _ledgers(settled: float | None, job_id: str | None = None) -> tuple[float, list[Ledger]]:
+    """The database's time and the ledgers to add: one job's, or those of every job not yet
+    settled (unfinished, or finished since `settled` less the margin; all on a first scrape)."""
+    query = (
+        select(
+            Job.id,
+            func.coalesce(func.sum(Chunk.scored_rows), 0),
+            func.coalesce(func.sum(Chunk.failed_rows), 0),
+            Job.finished_at,
+        )
+        .outerjoin(Chunk, Chunk.job_id == Job.id)
+        .group_by(Job.id, Job.finished_at)
+    )
     with session_scope(readonly=True) as session:
-        return [(str(j), int(s), int(f)) for j, s, f in session.execute(query)]
+        now = _epoch(session.execute(select(db_now())).scalar_one())
+        if job_id is not None:
+            query = query.where(Job.id == job_id)
+        elif settled is not None:
+            since = db_now_plus(-(max(0.0, now - settled) + SETTLE_MARGIN_S))
+            # Two index range scans (status, finished_at), not an OR that SQLite reads as a
+            # scan of every job.
+            kept = Job.deleted_at.is_(None)
+            pending = union(
+                select(Job.id).where(Job.status.in_(UNFINISHED), kept),
+                select(Job.id).where(Job.finished_at >= since, kept),
+            )
+            query = query.where(Job.id.in_(pending.scalar_subquery()))
+        ledgers = [
+            (str(j), int(s), int(f), _epoch(done) if done is not None else 0.0)
+            for j, s, f, done in session.execute(query)
+        ]
+    return now, ledgers
 
 
-def add_growth(ledgers: list[tuple[str, int, int]]) -> tuple[int, int]:
-    """Adds each job's growth since it was last counted; returns the totals (scored, failed)."""
-    args = [str(value) for ledger in ledgers for value in ledger]
-    scored, failed = _redis().eval(ADD_GROWTH, 2, TOTALS_KEY, COUNTED_KEY, *args)
+def add_growth(ledgers: list[Ledger], token: str = "", now: float = 0.0) -> tuple[int, int]:
+    """Adds each job's growth since it was last counted; returns the totals (scored, failed).
+    With a scrape's lock `token` and its database time `now`, settles what finished before."""
+    keys = (TOTALS_KEY, COUNTED_KEY, SETTLED_KEY, GONE_KEY, LOCK_KEY)
+    starts = range(0, max(len(ledgers), 1), EVAL_JOBS)
+    for start in starts:
+        args = [str(value) for ledger in ledgers[start : start + EVAL_JOBS] for value in ledger]
+        last = "1" if start == starts[-1] else "0"
+        scored, failed = _redis().eval(
+            ADD_GROWTH, len(keys), *keys, token, repr(now), SETTLE_MARGIN_S, last, *args
+        )
     return int(scored or 0), int(failed or 0)
 
 
-def prune_marks() -> None:
-    """Forgets the marks of deleted jobs, a while after they went: a scrape that read a job's
-    ledger just before its delete may still be on its way to Redis, and without the mark it
-    would count the job again. A job that is gone never comes back (ids are random)."""
-    now = time.time()
+def count_rows() -> tuple[int, int]:
+    """One scrape's counting: the ledgers of the jobs not settled yet are added, under a lock
+    so that one scrape at a time counts (another meanwhile shows the totals as they are)."""
     client = _redis()
-    marked = [k.decode() if isinstance(k, bytes) else str(k) for k in client.hkeys(COUNTED_KEY)]
-    for start in range(0, len(marked), PRUNE_BATCH):
-        batch = marked[start : start + PRUNE_BATCH]
-        with session_scope(readonly=True) as session:
-            alive = set(session.scalars(select(Job.id).where(Job.id.in_(batch))))
-        gone = [job_id for job_id in batch if job_id not in alive]
-        if not gone:
-            continue
-        since = client.hmget(GONE_KEY, gone)
-        expired = [
-            j for j, t in zip(gone, since, strict=True) if t and now - float(t) > GONE_GRACE_S
-        ]
-        for job_id, seen in zip(gone, since, strict=True):
-            if seen is None:
-                client.hsetnx(GONE_KEY, job_id, now)
-        if expired:
-            client.hdel(COUNTED_KEY, *expired)
-            client.hdel(GONE_KEY, *expired)
+    token = secrets.token_hex(8)
+    if not client.set(LOCK_KEY, token, nx=True, px=LOCK_MS):
+        scored, failed = client.hmget(TOTALS_KEY, "scored", "failed")
+        return int(scored or 0), int(failed or 0)
+    try:
+        settled = client.get(SETTLED_KEY)
+        if settled is None:
+            _adopt_old_gone(client)
+        now, ledgers = _ledgers(float(settled) if settled is not None else None)
+        totals = add_growth(ledgers, token, now)  # releases the lock
+    except BaseException:
+        client.eval(RELEASE, 1, LOCK_KEY, token)
+        raise
+    prune_marks()
+    return totals
+
+
+def _adopt_old_gone(client: redis.Redis) -> None:
+    """The jobs the version before this one saw deleted (a hash, once per upgrade): their marks
+    go the new way (GONE_KEY), instead of staying for good."""
+    old: dict[bytes, bytes] = client.hgetall(OLD_GONE_KEY)  # type: ignore[assignment]
+    if old:
+        client.zadd(GONE_KEY, {job.decode(): float(since) for job, since in old.items()})
+    client.delete(OLD_GONE_KEY)
+
+
+def prune_marks() -> None:
+    """Forgets the marks of jobs a DELETE counted, a while after (a scrape that read the job's
+    ledger before its delete may still be on its way to Redis, and without the mark it would
+    count the job again), once the job is gone (a DELETE refused leaves it). At most
+    PRUNE_BATCH a scrape: the work follows the deletes, not the jobs kept."""
+    client = _redis()
+    seconds, _ = client.time()
+    due = [
+        k.decode() if isinstance(k, bytes) else str(k)
+        for k in client.zrangebyscore(GONE_KEY, "-inf", seconds - GONE_GRACE_S, 0, PRUNE_BATCH)
+    ]
+    if not due:
+        return
+    with session_scope(readonly=True) as session:
+        alive = set(
+            session.scalars(select(Job.id).where(Job.id.in_(due), Job.deleted_at.is_(None)))
+        )
+    gone = [job_id for job_id in due if job_id not in alive]
+    if gone:
+        client.hdel(COUNTED_KEY, *gone)
+    client.zrem(GONE_KEY, *due)
 
 
 def count_rows_before_delete(job_id: str) -> None:
     # Best effort: a failure here must not stop the delete itself.
     try:
-        add_growth(_ledgers(job_id))
+        _, ledgers = _ledgers(None, job_id)
+        add_growth(ledgers)
+        client = _redis()
+        seconds, _ = client.time()
+        client.zadd(GONE_KEY, {job_id: seconds})
     except Exception:  # noqa: BLE001
         log.warning("could not count job %s's rows before its delete", job_id, exc_info=True)
 
@@ -230,8 +341,7 @@ def render() -> tuple[bytes, str]:
             jobs_by_status.labels(status).set(count)
         installed = list_models(session)
     try:
-        registry.register(RowCounters(*add_growth(_ledgers())))
-        prune_marks()
+        registry.register(RowCounters(*count_rows()))
         # Through this module's client (short timeouts, no retries), not Celery's connection,
         # which retries for seconds: a hung Redis must not hold up the scrape.
         client = _redis()

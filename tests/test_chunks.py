@@ -165,12 +165,11 @@ def test_a_finished_job_cannot_be_cancelled_and_an_uploading_one_cannot_be_delet
 
     with pytest.raises(JobStateError, match="already succeeded"), session_scope() as s:
         jobs.cancel_job(s, done)
-    with pytest.raises(JobStateError, match="still uploading"), session_scope() as s:
-        jobs.delete_job(s, uploading)
+    with pytest.raises(JobStateError, match="still uploading"):
+        jobs.delete_job(uploading)
     with session_scope() as s:  # cancelled during its upload: final, and it can go
         jobs.cancel_job(s, uploading)
-    with session_scope() as s:
-        jobs.delete_job(s, uploading)
+    jobs.delete_job(uploading)
 
 
 def test_chunk_status_and_counts_are_the_ledger_of_the_job() -> None:

@@ -4,6 +4,7 @@ version, pinned versions and the artifact cache a worker host fills from it."""
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,37 @@ def test_the_worker_loads_the_version_a_job_is_pinned_to_not_the_newest(
     import reviewscore.model.scorer as scorer_module
 
     monkeypatch.setattr(scorer_module, "load_scorer", fake_load)
-    monkeypatch.setattr(tasks, "_scorers", {})
+    monkeypatch.setattr(tasks, "_scorers", OrderedDict())
     monkeypatch.setattr(tasks.get_settings(), "var_dir", tmp_path / "var")
     scorer = tasks.get_scorer("m", pinned.version)
     assert scorer.info.version == pinned.version and loaded == [b"save 1"]
+
+
+def test_a_worker_process_keeps_only_the_last_few_versions_it_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves = [
+        registry.publish_folder(model_folder(tmp_path / str(i), "m", f"save {i}".encode()))[0][0]
+        for i in range(4)
+    ]
+    loaded: list[str] = []
+
+    def fake_load(info: registry.ModelInfo, batch_size: int) -> f.StubScorer:
+        loaded.append(info.version)
+        return f.StubScorer(version=info.version)
+
+    import reviewscore.model.scorer as scorer_module
+
+    monkeypatch.setattr(scorer_module, "load_scorer", fake_load)
+    monkeypatch.setattr(tasks, "_scorers", OrderedDict())
+    monkeypatch.setattr(tasks.get_settings(), "var_dir", tmp_path / "var")
+    monkeypatch.setattr(tasks.get_settings(), "worker_model_cache", 2)
+    # Jobs pinned to four versions in turn, then the newest two again: those stay loaded.
+    for info in [*saves, saves[3], saves[2]]:
+        assert tasks.get_scorer("m", info.version).info.version == info.version
+    assert loaded == [s.version for s in saves]
+    assert sorted(tasks._scorers) == sorted(s.version for s in saves[2:])
+    # The oldest was let go: a job pinned to it loads it again (and lets the least used go).
+    tasks.get_scorer("m", saves[0].version)
+    assert loaded[-1] == saves[0].version and len(tasks._scorers) == 2
+    assert saves[2].version in tasks._scorers  # used more recently than saves[3]

@@ -107,10 +107,10 @@ def test_one_job_that_cannot_be_purged_does_not_stop_the_sweep(
     age(Chunk, "lease_until", 1, job_id=lost)
     delete_job = jobs.delete_job
 
-    def failing_for_bad(session: object, job_id: str, owner_key_id: int | None = None) -> None:
+    def failing_for_bad(job_id: str, owner_key_id: int | None = None) -> None:
         if job_id == bad:
             raise RuntimeError("disk full")
-        delete_job(session, job_id, owner_key_id)  # type: ignore[arg-type]
+        delete_job(job_id, owner_key_id)
 
     monkeypatch.setattr(jobs, "delete_job", failing_for_bad)
     report, sent = run_sweep()

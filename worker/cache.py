@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
 from reviewscore.core.db import dialect_name, insert_ignoring_conflicts
-from reviewscore.core.schema import ScoreCache
+from reviewscore.core.schema import Job, ScoreCache
 
 Score = tuple[float, bool]  # (p_positive, truncated)
 
@@ -46,35 +46,54 @@ def cached_scores(
 
 
 # One statement for a chunk's scores on PostgreSQL: the arrays unnested server-side (measured
-# 6x the rows/s of psycopg's executemany, which runs one INSERT per row).
+# 6x the rows/s of psycopg's executemany, which runs one INSERT per row). The job's row is
+# share-locked in it: a delete (which locks the row first, then removes the job's entries)
+# waits for it, and one that came first leaves the job marked deleted, so nothing is added.
 PG_REMEMBER = text(
-    "INSERT INTO score_cache (model_version, text_hash, p_positive, truncated) "
-    "SELECT :version, h, p, t FROM unnest(CAST(:hashes AS bytea[]), CAST(:ps AS float8[]), "
-    "CAST(:truncated AS bool[])) AS u(h, p, t) ON CONFLICT DO NOTHING"
+    "WITH job AS (SELECT id FROM jobs WHERE id = :job AND deleted_at IS NULL FOR SHARE) "
+    "INSERT INTO score_cache (model_version, text_hash, p_positive, truncated, job_id) "
+    "SELECT :version, h, p, t, job.id FROM job, unnest(CAST(:hashes AS bytea[]), "
+    "CAST(:ps AS float8[]), CAST(:truncated AS bool[])) AS u(h, p, t) ON CONFLICT DO NOTHING"
 )
 
 
 def remember_scores(
-    session: Session | Connection, model_version: str, scores: dict[bytes, Score]
+    session: Session | Connection, model_version: str, scores: dict[bytes, Score], job_id: str
 ) -> None:
+    """Adds scores the job `job_id` computed, as its entries (deleted with it); a job deleted
+    meanwhile adds nothing. Texts already cached keep their first entry (and its job)."""
     if not scores:
         return
+    # In hash order: two jobs adding the same texts at once wait for each other's entries in
+    # one order, never in a cycle (a deadlock).
+    ordered = sorted(scores.items())
     if dialect_name(session) == "postgresql":
         session.execute(
             PG_REMEMBER,
             {
+                "job": job_id,
                 "version": model_version,
-                "hashes": list(scores),
-                "ps": [p for p, _ in scores.values()],
-                "truncated": [t for _, t in scores.values()],
+                "hashes": [h for h, _ in ordered],
+                "ps": [p for _, (p, _) in ordered],
+                "truncated": [t for _, (_, t) in ordered],
             },
         )
+        return
+    # SQLite: one writer at a time, and this check and the insert share one transaction.
+    alive = select(Job.id).where(Job.id == job_id, Job.deleted_at.is_(None))
+    if session.execute(alive).first() is None:
         return
     insert_ignoring_conflicts(
         session,
         ScoreCache,
         [
-            {"model_version": model_version, "text_hash": h, "p_positive": p, "truncated": t}
-            for h, (p, t) in scores.items()
+            {
+                "model_version": model_version,
+                "text_hash": h,
+                "p_positive": p,
+                "truncated": t,
+                "job_id": job_id,
+            }
+            for h, (p, t) in ordered
         ],
     )

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from celery import Task
@@ -41,8 +42,9 @@ from worker import cache
 from worker.scoring import hold, hold_point, row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
-# Scorers loaded in this process, by model version; the current version of each model name.
-_scorers: dict[str, Any] = {}
+# Scorers loaded in this process, by model version, least recently used first (at most
+# REVIEWSCORE_WORKER_MODEL_CACHE of them); the current version of each model name.
+_scorers: OrderedDict[str, Any] = OrderedDict()
 _current: dict[str, tuple[float, ModelInfo]] = {}
 REGISTRY_REFRESH_S = 10.0
 # Set when this pool process could not load its model: it then takes no work.
@@ -98,9 +100,12 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
     """The scorer for a model version, loaded once per process from the shared registry (the
     artifact is fetched and cached on this host by its sha256)."""
     if version is not None and version in _scorers:
+        _scorers.move_to_end(version)
         return _scorers[version]
     info = resolve_model(name, version)
-    if info.version not in _scorers:
+    if info.version in _scorers:
+        _scorers.move_to_end(info.version)
+    else:
         from reviewscore.model.scorer import load_scorer
 
         settings = get_settings()
@@ -108,6 +113,7 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
         path = artifact_path(info, settings.var_dir / "model-cache")
         scorer = load_scorer(info.model_copy(update={"path": path}), settings.score_batch_size)
         _scorers[info.version] = scorer
+        _forget_least_used(settings.worker_model_cache)
         log.info(
             "loaded model %s on %s in %.1fs",
             info.version,
@@ -116,6 +122,15 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
         )
     _note_serving(info)
     return _scorers[info.version]
+
+
+def _forget_least_used(keep: int) -> None:
+    """Jobs pinned to old versions would otherwise leave every version ever used in memory
+    (a model is tens to hundreds of MB): past `keep`, the least recently used one goes, and a
+    later job pinned to it loads it again from the host's artifact cache."""
+    while len(_scorers) > keep:
+        version, _ = _scorers.popitem(last=False)
+        log.info("unloaded model %s (REVIEWSCORE_WORKER_MODEL_CACHE=%d)", version, keep)
 
 
 @worker_init.connect
@@ -366,7 +381,7 @@ def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper
         hold(work, held, "commit")
     committed = remembered = time.perf_counter()
     if written:
-        _remember(work.model_version, outcome.new_scores)
+        _remember(work, outcome.new_scores)
         remembered = time.perf_counter()
         if jobs.try_complete(work.job_id):
             _deliver_soon(work.job_id)
@@ -398,14 +413,14 @@ def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper
     )
 
 
-def _remember(model_version: str, scores: dict[bytes, cache.Score]) -> None:
+def _remember(work: chunks.ChunkWork, scores: dict[bytes, cache.Score]) -> None:
     """Adds a chunk's new scores to the dedup cache, after the chunk's commit and in one
     statement of its own: no transaction holds cache rows across a round trip, so a host cut
     off mid-completion never makes another job's chunk that shares a text wait for a lock; and
     the cache is only a shortcut, so a failure here costs a later cache miss, not an attempt."""
     try:
         with single_statement() as conn:
-            cache.remember_scores(conn, model_version, scores)
+            cache.remember_scores(conn, work.model_version, scores, work.job_id)
     except DBAPIError as exc:
         log.warning("could not add %s scores to the dedup cache: %s", len(scores), exc)
 

@@ -3,6 +3,8 @@ cancel or delete it."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime
 from functools import lru_cache, partial
 from typing import Annotated, Literal
@@ -152,6 +154,10 @@ async def _answer(created: Created, response: Response, owner: int | None) -> Jo
 
 
 # Preview answers list at most this many columns, each cut to this length.
+log = logging.getLogger(__name__)
+# How long a DELETE's answer waits for the job's rows to go (the job is gone for every reader
+# before); a bigger job's last batches go after it.
+DELETE_WAIT_S = 10.0
 PREVIEW_COLUMNS = 200
 PREVIEW_CHARS = 300
 
@@ -290,10 +296,22 @@ def list_deliveries(job_id: JobId, owner: Owner) -> DeliveryList:
     )
 
 
+def _erase(job_id: str) -> None:
+    try:
+        jobs.erase(job_id)
+    except Exception:  # noqa: BLE001 - the job stays marked deleted: the sweeper finishes it
+        log.warning("could not remove job %s's rows yet; the sweeper will", job_id, exc_info=True)
+
+
 @router.delete("/{job_id}", status_code=204, responses=error_responses(404, 409, 422, 503))
 def delete_job(job_id: JobId, owner: Owner) -> Response:
-    with session_scope() as session:
-        jobs.delete_job(session, job_id, owner)
+    jobs.mark_deleted(job_id, owner)
+    # A big job's rows take a while to go (batches): the answer waits DELETE_WAIT_S at most,
+    # the job being gone for every reader already; the rest goes on in this process (or, if
+    # it stops, the sweeper finishes it).
+    eraser = threading.Thread(target=_erase, args=(job_id,), name=f"erase-{job_id}")
+    eraser.start()
+    eraser.join(DELETE_WAIT_S)
     return Response(status_code=204)
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, event, text
 
 from api import metrics
-from api.auth import current_key_id
+from api.auth import current_key_id, metrics_token
 from api.schemas import ModelList, ModelView, Readiness, error_responses
 from api.worker_models import WorkerModels, worker_models
 from reviewscore.core.celery_app import celery_app, reported_devices, reported_workers
@@ -163,7 +163,12 @@ def models() -> ModelList:
     )
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=False)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    include_in_schema=False,
+    dependencies=[Depends(metrics_token)],
+)
 def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

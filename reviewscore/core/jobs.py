@@ -10,6 +10,7 @@ one short statement, never by a worker counting its chunk.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC
 from typing import Any
@@ -26,6 +27,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.orm import Session
@@ -47,6 +49,7 @@ from reviewscore.core.schema import (
     JobPart,
     JobStatus,
     Result,
+    ScoreCache,
 )
 from reviewscore.core.urls import shown
 
@@ -314,7 +317,11 @@ def expire(job_id: str) -> bool:
 
 def get_job(session: Session, job_id: str, owner_key_id: int | None = None) -> Job:
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None or (owner_key_id is not None and job.owner_key_id != owner_key_id):
+    if (
+        job is None
+        or job.deleted_at is not None
+        or (owner_key_id is not None and job.owner_key_id != owner_key_id)
+    ):
         raise JobNotFoundError(job_id)
     return job
 
@@ -329,8 +336,8 @@ def list_jobs(
 ) -> tuple[list[Job], int]:
     """The newest jobs first; `labels` keeps those with every (key, value) pair given (a value
     of None: the key with any value)."""
-    query = select(Job)
-    count = select(func.count()).select_from(Job)
+    query = select(Job).where(Job.deleted_at.is_(None))
+    count = select(func.count()).select_from(Job).where(Job.deleted_at.is_(None))
     conditions: list[Any] = []
     if owner_key_id is not None:
         conditions.append(Job.owner_key_id == owner_key_id)
@@ -365,28 +372,54 @@ def cancel_job(session: Session, job_id: str, owner_key_id: int | None = None) -
     return job
 
 
-def delete_job(session: Session, job_id: str, owner_key_id: int | None = None) -> None:
-    job = get_job(session, job_id, owner_key_id)
-    # The job's row first, then its chunks: the order a chunk's completion takes them in
-    # (chunks._mark_done), so a delete and a completion wait for each other, never deadlock.
-    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
-    if job.status is JobStatus.uploading:
-        # The upload would go on storing rows of a job that is gone. A cancelled job can go:
-        # its upload stops at the next chunk (see accepts_rows).
-        raise JobStateError(
-            f"job {job_id} is still uploading; cancel it first, or delete it once the upload "
-            "has ended"
+# Rows a delete removes per transaction: each batch holds the write lock (SQLite) or its row
+# locks (PostgreSQL) for a fraction of a second, so other jobs' uploads and chunks go on.
+DELETE_BATCH_ROWS = 20_000
+# SQLite's busy handler naps up to 100 ms between its tries for the write lock: a pause longer
+# than that after each batch lets a writer that is waiting (another upload) take the lock
+# instead of losing it to the next batch every time.
+SQLITE_BATCH_PAUSE_S = 0.12
+
+
+def delete_job(job_id: str, owner_key_id: int | None = None) -> None:
+    """Deletes a job with its rows, results and dedup-cache entries: first one short
+    transaction marks it deleted (gone for every reader, and cancelled, so no chunk is
+    claimed, written or added after it), then its rows go in batches of DELETE_BATCH_ROWS,
+    each its own transaction. A delete cut short is finished by the sweeper (erase)."""
+    mark_deleted(job_id, owner_key_id)
+    erase(job_id)
+
+
+def mark_deleted(job_id: str, owner_key_id: int | None = None) -> None:
+    """The first step of delete_job, one short transaction: from its commit the job is gone
+    for every reader; `erase` removes its rows."""
+    with session_scope() as session:
+        # The job's row first: a chunk's completion share-locks it too (chunks._mark_done), so
+        # a delete and a completion wait for each other, and never deadlock.
+        found = session.execute(
+            select(Job.status, Job.owner_key_id)
+            .where(Job.id == job_id, Job.deleted_at.is_(None))
+            .with_for_update()
+        ).one_or_none()
+        if found is None or (owner_key_id is not None and found[1] != owner_key_id):
+            raise JobNotFoundError(job_id)
+        if found[0] is JobStatus.uploading:
+            # The upload would go on storing rows of a job that is gone. A cancelled job can
+            # go: its upload stops at the next chunk (see accepts_rows).
+            raise JobStateError(
+                f"job {job_id} is still uploading; cancel it first, or delete it once the "
+                "upload has ended"
+            )
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                status=JobStatus.cancelled,
+                deleted_at=db_now(),
+                finished_at=func.coalesce(Job.finished_at, db_now()),
+                updated_at=db_now(),
+            )
         )
-    # Children first: bulk deletes do not rely on the backend's ON DELETE CASCADE.
-    session.execute(delete(Result).where(Result.job_id == job_id))
-    session.execute(delete(InputRow).where(InputRow.job_id == job_id))
-    session.execute(delete(ChunkText).where(ChunkText.job_id == job_id))
-    session.execute(delete(Chunk).where(Chunk.job_id == job_id))
-    session.execute(delete(JobPart).where(JobPart.job_id == job_id))
-    session.execute(delete(JobLabel).where(JobLabel.job_id == job_id))
-    session.execute(delete(IdempotencyKey).where(IdempotencyKey.job_id == job_id))
-    webhooks.forget(session, job_id)
-    session.execute(delete(Job).where(Job.id == job_id))
 
 
 def discard(job_id: str) -> None:
@@ -400,5 +433,67 @@ def discard(job_id: str) -> None:
             pass  # already final: its last chunk completed meanwhile
     with session_scope() as session:
         finish_upload(session, job_id)
+    delete_job(job_id)
+
+
+def erase(job_id: str) -> None:
+    """Removes a job marked deleted, chunk by chunk in batches (each its own transaction, with
+    a pause on SQLite for waiting writers), then its dedup-cache entries, then the job."""
+    pause = SQLITE_BATCH_PAUSE_S if get_engine().dialect.name == "sqlite" else 0.0
+    while _erase_rows(job_id) or _erase_cache(job_id):
+        time.sleep(pause)
     with session_scope() as session:
-        delete_job(session, job_id)
+        # What no chunk spans (none in practice), and the job. Children first: bulk deletes
+        # do not rely on the backend's ON DELETE CASCADE.
+        for table in (Result, InputRow, ChunkText, Chunk, JobPart, JobLabel, IdempotencyKey):
+            session.execute(delete(table).where(table.job_id == job_id))
+        webhooks.forget(session, job_id)
+        session.execute(delete(Job).where(Job.id == job_id, Job.deleted_at.is_not(None)))
+
+
+def _erase_rows(job_id: str) -> bool:
+    """Deletes the next chunks of the job (by row number) up to DELETE_BATCH_ROWS rows, with
+    their input rows, results and texts; False once no chunk is left."""
+    with session_scope() as session:
+        spans = session.execute(
+            select(Chunk.seq, Chunk.first_row, Chunk.row_count)
+            .where(Chunk.job_id == job_id)
+            .order_by(Chunk.first_row)
+            .limit(max(1, DELETE_BATCH_ROWS // 100))
+        ).all()
+        if not spans:
+            return False
+        batch: list[tuple[int, int, int]] = []
+        rows = 0
+        for seq, first_row, row_count in spans:
+            if batch and rows + row_count > DELETE_BATCH_ROWS:
+                break
+            batch.append((seq, first_row, row_count))
+            rows += row_count
+        low, high = batch[0][1], max(first + count for _, first, count in batch)
+        seqs = [seq for seq, _, _ in batch]
+        # Chunks' row ranges never overlap, so [low, high) holds exactly these chunks' rows.
+        for table in (Result, InputRow):
+            session.execute(
+                delete(table).where(
+                    table.job_id == job_id, table.row_num >= low, table.row_num < high
+                )
+            )
+        session.execute(
+            delete(ChunkText).where(ChunkText.job_id == job_id, ChunkText.seq.in_(seqs))
+        )
+        session.execute(delete(Chunk).where(Chunk.job_id == job_id, Chunk.seq.in_(seqs)))
+    return True
+
+
+def _erase_cache(job_id: str) -> bool:
+    """Deletes up to DELETE_BATCH_ROWS of the dedup-cache entries the job added; False once
+    none is left."""
+    key = tuple_(ScoreCache.model_version, ScoreCache.text_hash)
+    batch = (
+        select(ScoreCache.model_version, ScoreCache.text_hash)
+        .where(ScoreCache.job_id == job_id)
+        .limit(DELETE_BATCH_ROWS)
+    )
+    with session_scope() as session:
+        return bool(session.execute(delete(ScoreCache).where(key.in_(batch))).rowcount)  # type: ignore[attr-defined]

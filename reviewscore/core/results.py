@@ -49,7 +49,8 @@ def label_of(p_positive: float | None) -> str | None:
 
 
 def _exists(session: Session, job_id: str) -> bool:
-    return session.execute(select(Job.id).where(Job.id == job_id)).first() is not None
+    found = select(Job.id).where(Job.id == job_id, Job.deleted_at.is_(None))
+    return session.execute(found).first() is not None
 
 
 def iter_results(

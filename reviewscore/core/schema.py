@@ -217,7 +217,11 @@ class Job(Base):
     # fills slowly.
     upload_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Indexed: /metrics reads the jobs finished since its last scrape (api/metrics.py).
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # Set by a DELETE (jobs.delete_job) before the job's rows go, in short batches: from then on
+    # the job is gone for every reader, and cancelled, so nothing is claimed, written or added.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The job's own terms (core/job_options.py): past deadline_at no chunk is handed out and
     # the sweeper ends it `expired`; retention_s (within the service's retention) is how long
     # it is kept once finished; past max_failed_fraction of failed rows it ends `failed`.
@@ -356,7 +360,9 @@ class Result(Base):
 
 
 class ScoreCache(Base):
-    """Scores already computed, by model version and text hash, so repeats are not rescored."""
+    """Scores already computed, by model version and text hash, so repeats are not rescored.
+    Each entry belongs to the job whose chunk first scored the text, and goes with that job
+    (its delete, or retention): a text's hash never outlives the jobs that sent it."""
 
     __tablename__ = "score_cache"
 
@@ -364,6 +370,9 @@ class ScoreCache(Base):
     text_hash: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
     p_positive: Mapped[float] = mapped_column(Float)
     truncated: Mapped[bool] = mapped_column(Boolean)
+    # No foreign key: a key check would lock the job's row on every insert, and deletes go in
+    # batches of their own (jobs.delete_job), never by cascade.
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 class ModelVersion(Base):

@@ -69,11 +69,17 @@ class Settings(BaseSettings):
     http_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     http_max_header_bytes: Annotated[int, Field(ge=1024)] = 65536
     http_max_connections: Annotated[int, Field(ge=1)] = 1000
+    # Empty: /metrics is open (as /healthz); set, a scrape must send it as a bearer token.
+    metrics_token: str = ""
     # How long the API waits for Redis or the database in /readyz, and Redis socket timeouts.
     health_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     redis_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     # `reviewscore run`: how long a stop waits for workers to finish their chunk.
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 60.0
+    # `reviewscore run`'s log of each child (var/logs/NAME.log) rolls over past this size;
+    # this many older files (NAME.log.1 ...) are kept.
+    log_max_bytes: Annotated[int, Field(ge=4096)] = 50 * 1024**2
+    log_backups: Annotated[int, Field(ge=0)] = 5
 
     # URLs the service may fetch from or send to (reviewscore/core/urls.py): comma-separated
     # prefixes; empty = every URL refused. file:// URLs only under these folders.
@@ -118,6 +124,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 0
     # TensorFlow threads per worker process; 0 = cores / worker processes.
     tf_threads: int = 0
+    # Model versions each worker process keeps loaded (least recently used goes first): jobs
+    # pinned to older versions load theirs again when they come.
+    worker_model_cache: Annotated[int, Field(ge=1)] = 2
     # Fault injection for the tests only: a text containing the poison marker makes scoring
     # raise; one containing the crash marker kills the worker process. Empty (default): off.
     poison_marker: str = ""

@@ -104,6 +104,7 @@ def stalled_uploads(stall_s: float) -> list[str]:
                         and_(Job.status == JobStatus.uploading, Job.part_options.is_(None)),
                     ),
                     Job.created_at < db_now_plus(-stall_s),
+                    Job.deleted_at.is_(None),
                     seen < db_now_plus(-stall_s),
                     not_(recent_chunk),
                 )
@@ -174,20 +175,36 @@ def deadline_passed_jobs() -> list[str]:
     with session_scope(readonly=True) as session:
         return list(
             session.execute(
-                select(Job.id).where(Job.status.in_(jobs.UNFINISHED), Job.deadline_at < db_now())
+                select(Job.id).where(
+                    Job.status.in_(jobs.UNFINISHED),
+                    Job.deadline_at < db_now(),
+                    Job.deleted_at.is_(None),
+                )
             ).scalars()
         )
 
 
+# A delete still under way is left to its request this long; past it (its API process died
+# mid-way) the sweeper finishes it.
+DELETE_GRACE_S = 600.0
+
+
 def expired_jobs(retention_days: float) -> list[str]:
-    """Finished jobs past their retention: their own results_expire_after (never beyond the
-    service's), else REVIEWSCORE_JOB_RETENTION_DAYS."""
+    """Finished jobs past their retention (their own results_expire_after, never beyond the
+    service's, else REVIEWSCORE_JOB_RETENTION_DAYS), and deletes left half-done."""
     kept_s = func.coalesce(Job.retention_s, retention_days * 86400)
     with session_scope(readonly=True) as session:
         return list(
             session.execute(
                 select(Job.id).where(
-                    Job.finished_at.is_not(None), Job.finished_at < db_now_plus(-kept_s)
+                    or_(
+                        and_(
+                            Job.deleted_at.is_(None),
+                            Job.finished_at.is_not(None),
+                            Job.finished_at < db_now_plus(-kept_s),
+                        ),
+                        Job.deleted_at < db_now_plus(-DELETE_GRACE_S),
+                    )
                 )
             ).scalars()
         )
@@ -199,8 +216,14 @@ def expire_job(job_id: str) -> None:
 
 
 def purge_job(job_id: str) -> None:
-    with session_scope() as session:
-        jobs.delete_job(session, job_id)
+    with session_scope(readonly=True) as session:
+        deleting = session.execute(
+            select(Job.deleted_at.is_not(None)).where(Job.id == job_id)
+        ).scalar_one_or_none()
+    if deleting:
+        jobs.erase(job_id)
+    elif deleting is not None:
+        jobs.delete_job(job_id)
 
 
 def _each(

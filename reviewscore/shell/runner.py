@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
 import psutil
 
 from reviewscore.core.processes import die_with_parent
 from reviewscore.core.settings import REPO_ROOT, Settings
+from reviewscore.shell.log_files import ChildLog
 from reviewscore.shell.redis_server import EmbeddedRedis, process_from_pidfile
 
 # A child that crashes is started again after 1, 2, 4 ... up to 30 s; one that ran this long
@@ -45,7 +45,7 @@ class Child:
     args: list[str]
     process: subprocess.Popen[bytes]
     log_path: Path
-    log_file: IO[bytes] = field(repr=False)
+    log_file: ChildLog = field(repr=False)
     started_at: float = field(default_factory=time.monotonic)
     crashes: int = 0  # in a row, each within STABLE_AFTER_S of its start
     restart_at: float | None = None  # set while a crashed child waits for its restart
@@ -165,24 +165,28 @@ class Stack:
     def spawn(self, name: str, args: list[str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        # Through a pipe, so the file rolls over (REVIEWSCORE_LOG_MAX_BYTES, LOG_BACKUPS).
+        log_file = ChildLog(log_path, self.settings.log_max_bytes, self.settings.log_backups)
         parent = os.getpid()
-        process = subprocess.Popen(
-            args,
-            cwd=REPO_ROOT,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
-            # If we die, even by SIGKILL, the child is told to stop: no orphans.
-            preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent),
-        )
+        try:
+            process = subprocess.Popen(
+                args,
+                cwd=REPO_ROOT,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file.write_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+                # If we die, even by SIGKILL, the child is told to stop: no orphans.
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent),
+            )
+        finally:
+            log_file.child_started()
         previous = self.children.get(name)
         child = Child(name, args, process, log_path, log_file)
         if previous is not None:
             child.crashes = previous.crashes
-            previous.log_file.close()
+            previous.log_file.close(timeout=1.0)
         self.children[name] = child
         return child
 
