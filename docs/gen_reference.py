@@ -109,11 +109,11 @@ def configuration_page() -> str:
         "",
         "Generated from `reviewscore.core.settings.Settings` at every build: every field, its "
         f"environment variable (prefix `{prefix}`; a `.env` file in the working folder works "
-        "too), type, default and bounds. Meanings come from `docs/reference/notes.yml`, or the "
+        "too), type with its bounds, and default. Meanings come from `docs/reference/notes.yml`, or the "
         "field's comment in `settings.py` where the notes have none.",
         "",
-        "| variable | type | default | bounds | meaning |",
-        "|---|---|---|---|---|",
+        "| variable | type | default | meaning |",
+        "|---|---|---|---|",
     ]
     for name, field in fields.items():
         meaning = notes.get(name) or comments.get(name)
@@ -123,8 +123,8 @@ def configuration_page() -> str:
                 "or a note in docs/reference/notes.yml"
             )
         out.append(
-            f"| `{prefix}{name.upper()}` | `{_type_name(field.annotation)}` "
-            f"| {_shown(_default(field.default))} | {_constraints(field)} | {_cell(meaning)} |"
+            f"| `{prefix}{name.upper()}` | `{_type_name(field.annotation)}` {_constraints(field)} "
+            f"| {_shown(_default(field.default))} | {_cell(meaning)} |"
         )
     out += ["", _notes().get("settings_footer", "")]
     return "\n".join(out) + "\n"

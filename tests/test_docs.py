@@ -49,6 +49,9 @@ def test_the_site_builds_strictly_with_links_checked(tmp_path: Path) -> None:
         "reports/performance",
     ):
         assert (tmp_path / "site" / page / "index.html").is_file()
+    # The tutorial shows the example file itself, not the line that includes it.
+    tutorial = (tmp_path / "site" / "tutorial" / "first-dump" / "index.html").read_text()
+    assert "tempfile" in tutorial and "8&lt;" not in tutorial
 
 
 def test_a_broken_internal_link_fails_the_build(tmp_path: Path) -> None:
