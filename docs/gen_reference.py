@@ -20,6 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = Path(__file__).resolve().parent / "reference" / "notes.yml"
 RESULTS = ROOT / "bench" / "results"
+EXAMPLES = ROOT / "docs" / "examples"
 
 
 class DocsError(RuntimeError):
@@ -387,6 +388,19 @@ def client_page() -> str:
         out += [f"### `{name}`", "", f"```python\n{name}{_signature(member)}\n```", ""]
         if member.__doc__:
             out += [inspect.cleandoc(member.__doc__), ""]
+    out += ["## Examples", ""]
+    for example in sorted(EXAMPLES.glob("*.py")):
+        doc = ast.get_docstring(ast.parse(example.read_text())) or ""
+        out += [
+            f"### `{example.name}`",
+            "",
+            doc.split("\n\n")[0],
+            "",
+            "```python",
+            example.read_text().rstrip(),
+            "```",
+            "",
+        ]
     out += ["## Errors", ""]
     for name, member in vars(module).items():
         if (

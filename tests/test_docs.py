@@ -131,10 +131,9 @@ def test_the_performance_report_shows_the_newest_run_of_each_kind(tmp_path: Path
     assert "`2026-01-01-vm.json`" in page  # listed among the older runs
 
 
-@SQLITE
-def test_the_tutorial_example_scores_a_dump(service: RunningStack) -> None:
+def run_example(name: str, service: RunningStack) -> list[str]:
     run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "score_first_dump.py"), service.url],
+        [sys.executable, str(EXAMPLES / name), service.url],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's client
         capture_output=True,
@@ -142,7 +141,25 @@ def test_the_tutorial_example_scores_a_dump(service: RunningStack) -> None:
         timeout=180,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    lines = run.stdout.splitlines()
+    return run.stdout.splitlines()
+
+
+def test_every_example_is_shown_in_the_client_reference() -> None:
+    page = generator().client_page()
+    for example in EXAMPLES.glob("*.py"):
+        assert f"### `{example.name}`" in page
+
+
+@SQLITE
+def test_the_single_reviews_example_answers_in_order(service: RunningStack) -> None:
+    lines = run_example("score_reviews.py", service)
+    assert [line.split()[0] for line in lines[:2]] == ["positive", "negative"]
+    assert lines[2].startswith("model: ")
+
+
+@SQLITE
+def test_the_tutorial_example_scores_a_dump(service: RunningStack) -> None:
+    lines = run_example("score_first_dump.py", service)
     assert lines[0] == "succeeded 300 scored, 0 failed"
     assert lines[1].startswith("r-000 negative ")
     assert lines[2] == "share positive: 0.5"
