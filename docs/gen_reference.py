@@ -40,15 +40,19 @@ def _cell(text: Any) -> str:
 
 
 def field_comments(source: str, class_name: str = "Settings") -> dict[str, str]:
-    """The `#` comment block written directly above each field of the class, by field name."""
+    """The `#` comment block above each field of the class, by field name. As settings.py
+    writes them, one block may cover a group of fields: a field right under another one (no
+    blank line, no comment between) shares the comment of the field above it."""
     lines = source.splitlines()
     tree = ast.parse(source)
     found: dict[str, str] = {}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.ClassDef) and node.name == class_name):
             continue
+        previous: ast.AnnAssign | None = None
         for item in node.body:
             if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+                previous = None
                 continue
             block: list[str] = []
             index = item.lineno - 2
@@ -57,6 +61,14 @@ def field_comments(source: str, class_name: str = "Settings") -> dict[str, str]:
                 index -= 1
             if block:
                 found[item.target.id] = " ".join(block)
+            elif (
+                previous is not None
+                and isinstance(previous.target, ast.Name)
+                and previous.end_lineno == item.lineno - 1
+                and previous.target.id in found
+            ):
+                found[item.target.id] = found[previous.target.id]
+            previous = item
     return found
 
 

@@ -108,6 +108,23 @@ def test_every_cli_command_appears_in_the_cli_reference() -> None:
     assert "`--part-mb`" in page and "`REVIEWSCORE_API_URL`" in page
 
 
+def test_a_comment_above_a_group_of_settings_describes_each_of_them() -> None:
+    source = """
+class Settings:
+    chunk_size: int = 1
+    # How a webhook is sent: its timeout and its backoff.
+    webhook_timeout_s: float = 10.0
+    webhook_backoff_s: float = 5.0
+
+    job_retention_days: float = 30.0
+"""
+    comments = generator().field_comments(source)
+    assert comments == {
+        "webhook_timeout_s": "How a webhook is sent: its timeout and its backoff.",
+        "webhook_backoff_s": "How a webhook is sent: its timeout and its backoff.",
+    }
+
+
 def test_a_note_for_a_setting_that_does_not_exist_fails_the_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
