@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast bench-storage lint typecheck faults multihost deploy-check bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast docs docs-build bench-storage lint typecheck faults multihost deploy-check bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,15 @@ FAST_TESTS := $(addprefix tests/test_,api_process.py batcher.py bench.py cache.p
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
+
+# The docs site (mkdocs.yml, docs/): `make docs` serves it at http://127.0.0.1:8001 and rebuilds
+# on every edit; `make docs-build` builds it into site/ with warnings as errors, as make test does
+# (tests/test_docs.py). The reference and report pages are generated from the code at each build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --strict -a 127.0.0.1:8001
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
 
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)

@@ -1,0 +1,182 @@
+"""The docs site (docs/, mkdocs.yml): it builds with warnings as errors and internal links and
+anchors checked, its generated reference names every setting, route and CLI command, and its
+runnable examples work against a real service."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import RunningStack
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "docs" / "examples"
+SQLITE = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+
+
+def generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "gen_reference", ROOT / "docs" / "gen_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_site_builds_strictly_with_links_checked(tmp_path: Path) -> None:
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert "WARNING" not in build.stderr
+    for page in (
+        "reference/configuration",
+        "reference/cli",
+        "reference/http-api",
+        "reports/performance",
+    ):
+        assert (tmp_path / "site" / page / "index.html").is_file()
+    # The tutorial shows the example file itself, not the line that includes it.
+    tutorial = (tmp_path / "site" / "tutorial" / "first-dump" / "index.html").read_text()
+    assert "tempfile" in tutorial and "8&lt;" not in tutorial
+
+
+def test_a_broken_internal_link_fails_the_build(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\n[nowhere](missing.md) and [no anchor](#nope)\n")
+    config = (ROOT / "mkdocs.yml").read_text()
+    # The same validation options, without the nav and the generator.
+    config = config.split("exclude_docs:")[0].replace("docs_dir: docs", f"docs_dir: {docs}")
+    (tmp_path / "mkdocs.yml").write_text(config + "theme:\n  name: material\n  font: false\n")
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=tmp_path,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert build.returncode != 0
+    assert "missing.md" in build.stderr
+    assert "nope" in build.stderr
+
+
+def test_every_setting_appears_in_the_configuration_reference() -> None:
+    from reviewscore.core.settings import Settings
+
+    page = generator().configuration_page()
+    for name in Settings.model_fields:
+        assert f"`REVIEWSCORE_{name.upper()}`" in page
+
+
+def test_every_route_appears_in_the_http_reference() -> None:
+    from api.main import create_app
+
+    page = generator().http_page()
+    for path, methods in create_app().openapi()["paths"].items():
+        for method in methods:
+            assert f"## `{method.upper()} {path}`" in page
+    for hidden in ("GET /metrics", "GET /ui", "GET /docs"):
+        assert f"`{hidden}`" in page
+
+
+def test_every_cli_command_appears_in_the_cli_reference() -> None:
+    import typer.main
+
+    from reviewscore.shell.cli import app
+
+    page = generator().cli_page()
+    root = typer.main.get_command(app)
+    for name, command in root.commands.items():
+        assert f"## `reviewscore {name}`" in page
+        for sub in getattr(command, "commands", {}):
+            assert f"## `reviewscore {name} {sub}`" in page
+    assert "`--part-mb`" in page and "`REVIEWSCORE_API_URL`" in page
+
+
+def test_a_comment_above_a_group_of_settings_describes_each_of_them() -> None:
+    source = """
+class Settings:
+    chunk_size: int = 1
+    # How a webhook is sent: its timeout and its backoff.
+    webhook_timeout_s: float = 10.0
+    webhook_backoff_s: float = 5.0
+
+    job_retention_days: float = 30.0
+"""
+    comments = generator().field_comments(source)
+    assert comments == {
+        "webhook_timeout_s": "How a webhook is sent: its timeout and its backoff.",
+        "webhook_backoff_s": "How a webhook is sent: its timeout and its backoff.",
+    }
+
+
+def test_a_note_for_a_setting_that_does_not_exist_fails_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = generator()
+    notes = tmp_path / "notes.yml"
+    notes.write_text("settings:\n  chunk_sise: a typo\n")
+    monkeypatch.setattr(module, "NOTES", notes)
+    with pytest.raises(module.DocsError, match="chunk_sise"):
+        module.configuration_page()
+
+
+def test_the_performance_report_shows_the_newest_run_of_each_kind(tmp_path: Path) -> None:
+    import json
+
+    for name, value in (("2026-01-01-vm", 1.0), ("2026-02-01-vm", 2.0)):
+        targets = [{"name": "bulk / seed", "value": value, "op": ">=", "wanted": 100, "met": False}]
+        (tmp_path / f"{name}.json").write_text(json.dumps({"targets": targets, "table": "T"}))
+    page = generator().performance_page(tmp_path)
+    assert "From `bench/results/2026-02-01-vm.json`" in page
+    assert "| bulk / seed | 2.00 | >= 100 | **no** |" in page
+    assert "`2026-01-01-vm.json`" in page  # listed among the older runs
+
+
+def run_example(name: str, service: RunningStack) -> list[str]:
+    run = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), service.url],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's client
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.splitlines()
+
+
+def test_every_example_is_shown_in_the_client_reference() -> None:
+    page = generator().client_page()
+    for example in EXAMPLES.glob("*.py"):
+        assert f"### `{example.name}`" in page
+
+
+@SQLITE
+def test_the_single_reviews_example_answers_in_order(service: RunningStack) -> None:
+    lines = run_example("score_reviews.py", service)
+    assert [line.split()[0] for line in lines[:2]] == ["positive", "negative"]
+    assert lines[2].startswith("model: ")
+
+
+@SQLITE
+def test_the_tutorial_example_scores_a_dump(service: RunningStack) -> None:
+    lines = run_example("score_first_dump.py", service)
+    assert lines[0] == "succeeded 300 scored, 0 failed"
+    assert lines[1].startswith("r-000 negative ")
+    assert lines[2] == "share positive: 0.5"
