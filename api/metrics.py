@@ -35,6 +35,7 @@ from redis.retry import Retry
 from sqlalchemy import func, select, union
 
 from api.worker_models import worker_models
+from reviewscore.core import event_counts
 from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists, reported_workers
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope
@@ -323,6 +324,22 @@ class RowCounters(Collector):
         yield rows
 
 
+class EventCounters(Collector):
+    """Rare events counted in Redis where they happen (core/event_counts.py)."""
+
+    HELP = {
+        event_counts.CHUNKS_GIVEN_UP: "Chunks whose attempts ran out (their rows failed)",
+        event_counts.WEBHOOK_ATTEMPTS_FAILED: "Webhook POSTs answered non-2xx or not at all",
+    }
+
+    def __init__(self, values: dict[str, int]) -> None:
+        self.values = values
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in self.values.items():
+            yield CounterMetricFamily(f"reviewscore_{name}", self.HELP[name], value=value)
+
+
 # ---------------------------------------------------------------- the scrape ----
 
 
@@ -336,12 +353,23 @@ def render() -> tuple[bytes, str]:
         ["name", "version", "default"],
         registry=registry,
     )
+    past_deadline = Gauge(
+        "reviewscore_jobs_past_deadline",
+        "Unfinished jobs whose deadline has passed (the sweeper ends them expired)",
+        registry=registry,
+    )
     with session_scope(readonly=True) as session:
         for status, count in session.execute(select(Job.status, func.count()).group_by(Job.status)):
             jobs_by_status.labels(status).set(count)
+        past_deadline.set(
+            session.execute(
+                select(func.count()).where(Job.status.in_(UNFINISHED), Job.deadline_at < db_now())
+            ).scalar_one()
+        )
         installed = list_models(session)
     try:
         registry.register(RowCounters(*count_rows()))
+        registry.register(EventCounters(event_counts.read(_redis())))
         # Through this module's client (short timeouts, no retries), not Celery's connection,
         # which retries for seconds: a hung Redis must not hold up the scrape.
         client = _redis()

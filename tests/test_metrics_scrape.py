@@ -169,3 +169,18 @@ def test_marks_left_by_the_version_before_for_deleted_jobs_go(redis_client: Any)
     assert page.rows() == (9, 1)  # nothing counted twice
     assert redis_client.hkeys(metrics.COUNTED_KEY) == []  # the job's settled, the other gone
     assert not redis_client.exists(metrics.OLD_GONE_KEY)
+
+
+def test_the_alerts_counters_chunks_given_up_and_jobs_past_deadline(redis_client: Any) -> None:
+    page = scrape(redis_client).page
+    assert "reviewscore_chunks_given_up_total 0.0" in page
+    assert "reviewscore_webhook_deliveries_failed_total 0.0" in page
+    assert "reviewscore_jobs_past_deadline 0.0" in page
+    job_id = f.make_job(2, 1)
+    assert f.claim(job_id, 0, lease_s=0, max_attempts=1) is not None  # its worker vanishes
+    assert f.claim(job_id, 0, lease_s=0, max_attempts=1) is None  # attempts ran out
+    with single_statement() as conn:
+        conn.execute(update(Job).where(Job.id == job_id).values(deadline_at=db_now_plus(-1)))
+    page = scrape(redis_client).page
+    assert "reviewscore_chunks_given_up_total 1.0" in page
+    assert "reviewscore_jobs_past_deadline 1.0" in page

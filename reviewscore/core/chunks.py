@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, and_, delete, exists, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from reviewscore.core import event_counts
 from reviewscore.core.chunk_texts import pack_texts, unpack_texts
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import (
@@ -204,6 +205,7 @@ def claim_chunk(
             seq,
             f"gave up after {max_attempts} attempts: {last_error or 'the worker was lost'}",
         )
+        event_counts.count(event_counts.CHUNKS_GIVEN_UP)
         return None
     with single_statement() as conn:
         model_name, model_version = conn.execute(

@@ -33,7 +33,7 @@ import httpx
 from sqlalchemy import Connection, case, delete, exists, insert, literal, null, select, update
 from sqlalchemy.orm import Session
 
-from reviewscore.core import job_view
+from reviewscore.core import event_counts, job_view
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadRequestError
@@ -325,6 +325,7 @@ def _settle(
     if error is None:
         log.info("webhook %s delivered (attempt %s)", event_id, attempt)
     else:
+        event_counts.count(event_counts.WEBHOOK_ATTEMPTS_FAILED)
         log.warning("webhook %s not delivered (attempt %s): %s", event_id, attempt, error)
 
 
