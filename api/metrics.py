@@ -35,7 +35,7 @@ from redis.retry import Retry
 from sqlalchemy import func, select, union
 
 from api.worker_models import worker_models
-from reviewscore.core import event_counts
+from reviewscore.core import event_counts, redis_keys
 from reviewscore.core.celery_app import BULK_QUEUE, SINGLES_QUEUE, priority_lists, reported_workers
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import session_scope
@@ -46,15 +46,15 @@ from reviewscore.core.settings import get_settings
 
 log = logging.getLogger("reviewscore.api.metrics")
 
-TOTALS_KEY = "reviewscore:metrics:rows_total"
-COUNTED_KEY = "reviewscore:metrics:rows_counted"
+TOTALS_KEY = redis_keys.METRICS_ROWS_TOTAL
+COUNTED_KEY = redis_keys.METRICS_ROWS_COUNTED
 # The database time (epoch seconds) before which every finished job is counted: settled.
-SETTLED_KEY = "reviewscore:metrics:rows_settled_until"
+SETTLED_KEY = redis_keys.METRICS_ROWS_SETTLED
 # Jobs a DELETE counted, by when (Redis time): their marks go once the job is gone for good.
-GONE_KEY = "reviewscore:metrics:rows_gone_at"
+GONE_KEY = redis_keys.METRICS_ROWS_GONE
 # The hash the versions before kept for the same purpose (dropped on the first scrape).
-OLD_GONE_KEY = "reviewscore:metrics:rows_gone"
-LOCK_KEY = "reviewscore:metrics:rows_lock"
+OLD_GONE_KEY = redis_keys.METRICS_ROWS_GONE_BEFORE
+LOCK_KEY = redis_keys.METRICS_ROWS_LOCK
 LOCK_MS = 30_000
 # A job that finished this long before a scrape read the database is visible to it as final
 # (a completion stamps finished_at with its statement's time and commits at once).

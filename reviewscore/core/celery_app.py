@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue, serialization
 
-from reviewscore.core import redis_transport
+from reviewscore.core import redis_keys, redis_transport
 from reviewscore.core.settings import Settings, get_settings
 
 # Before any connection is made: redis:// URLs get the transport that survives a Redis restart.
@@ -156,7 +156,7 @@ def queue_depth(queue: str) -> int:
         return sum(int(client.llen(name)) for name in priority_lists(queue))
 
 
-WORKER_KEY_PREFIX = "reviewscore:worker:"
+WORKER_KEY_PREFIX = redis_keys.WORKER_PREFIX
 
 
 def report_worker(process: str, state: dict[str, Any], ttl_s: int = 24 * 3600) -> None:

@@ -12,12 +12,13 @@ import os
 
 import redis
 
+from reviewscore.core import redis_keys
 from reviewscore.core.replies import redis_url
 from reviewscore.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-KEY = "reviewscore:metrics:events"
+KEY = redis_keys.METRICS_EVENTS
 CHUNKS_GIVEN_UP = "chunks_given_up"
 WEBHOOK_ATTEMPTS_FAILED = "webhook_deliveries_failed"
 NAMES = (CHUNKS_GIVEN_UP, WEBHOOK_ATTEMPTS_FAILED)

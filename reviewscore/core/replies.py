@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 import redis
 
-REPLY_KEY_PREFIX = "reviewscore:replies:"
+from reviewscore.core import redis_keys
+
+REPLY_KEY_PREFIX = redis_keys.REPLY_PREFIX
 # Every push renews it: the list of an API process that died goes away by itself.
 REPLY_TTL_S = 300
 
