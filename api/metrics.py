@@ -387,10 +387,7 @@ def render() -> tuple[bytes, str]:
         for state in ("ready", "failed", "loading"):
             processes.labels(state).set(0)
         for report in reports.values():
-            state = (
-                "failed" if report.get("error") else "ready" if report.get("device") else "loading"
-            )
-            processes.labels(state).inc()
+            processes.labels(report.state).inc()
         # Registered only once known: a gauge without labels would read 0 ("fine") otherwise.
         Gauge(
             "reviewscore_workers_degraded",

@@ -7,15 +7,12 @@ to, fetched from the registry by whichever worker takes it)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 
+from reviewscore.core.messages import WorkerReport
 
-class WorkerModelState(BaseModel):
-    device: str | None = None
-    models: dict[str, str] = {}
-    error: str | None = None
+# What /readyz shows of each worker process is what it reported (core/messages.py).
+WorkerModelState = WorkerReport
 
 
 class WorkerModels(BaseModel):
@@ -24,9 +21,9 @@ class WorkerModels(BaseModel):
     problems: list[str]
 
 
-def worker_models(reported: dict[str, dict[str, Any]]) -> WorkerModels:
+def worker_models(reported: dict[str, WorkerReport]) -> WorkerModels:
     """Summarizes `reviewscore.core.celery_app.reported_workers()` ("<node>@<host>:<pid>" -> state)."""
-    workers = {name: WorkerModelState.model_validate(state) for name, state in reported.items()}
+    workers = dict(reported)
     problems = [
         f"worker {name} cannot score: {state.error}"
         for name, state in sorted(workers.items())

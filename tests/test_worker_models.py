@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from api.worker_models import worker_models
+from typing import Any
+
+from api.worker_models import WorkerModels, worker_models
+from reviewscore.core.messages import WorkerReport
+
+
+def reported(states: dict[str, dict[str, Any]]) -> WorkerModels:
+    """The summary of these reports, as each worker process stores its JSON in Redis."""
+    return worker_models({name: WorkerReport.model_validate(s) for name, s in states.items()})
 
 
 def test_workers_serving_one_version_are_not_degraded() -> None:
-    state = worker_models(
+    state = reported(
         {
             "w1:10": {"device": "CPU:0", "models": {"nbsvm": "nbsvm-aaa"}, "error": None},
             "w2:20": {"device": "CPU:0", "models": {"nbsvm": "nbsvm-aaa"}},
@@ -17,7 +25,7 @@ def test_workers_serving_one_version_are_not_degraded() -> None:
 
 
 def test_different_versions_of_one_model_are_degraded_and_named() -> None:
-    state = worker_models(
+    state = reported(
         {
             "w1:10": {"device": "CPU:0", "models": {"nbsvm": "nbsvm-aaa", "cnn": "cnn-1"}},
             "w2:20": {"device": "CPU:0", "models": {"nbsvm": "nbsvm-bbb", "cnn": "cnn-1"}},
@@ -30,7 +38,7 @@ def test_different_versions_of_one_model_are_degraded_and_named() -> None:
 
 
 def test_a_worker_whose_model_failed_to_load_is_degraded() -> None:
-    state = worker_models(
+    state = reported(
         {
             "w1:10": {"device": "CPU:0", "models": {"nbsvm": "nbsvm-aaa"}},
             "w3:30": {"device": None, "models": {}, "error": "UnknownModelError: not published"},
@@ -41,4 +49,4 @@ def test_a_worker_whose_model_failed_to_load_is_degraded() -> None:
 
 
 def test_no_reports_is_not_degraded() -> None:
-    assert not worker_models({}).degraded
+    assert not reported({}).degraded

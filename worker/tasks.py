@@ -35,6 +35,7 @@ from reviewscore.core.celery_app import (
     report_worker,
 )
 from reviewscore.core.db import reset_engine_after_fork, session_scope, single_statement
+from reviewscore.core.messages import WorkerReport
 from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
 from reviewscore.core.processes import die_with_parent
 from reviewscore.core.settings import get_settings
@@ -230,7 +231,8 @@ def _note_serving(info: ModelInfo) -> None:
 
 def _send_report() -> None:
     try:
-        report_worker(_process_name(), _state, ttl_s=int(REPORT_EVERY_S * 3))
+        report = WorkerReport.model_validate(_state)
+        report_worker(_process_name(), report, ttl_s=int(REPORT_EVERY_S * 3))
     except Exception:  # noqa: BLE001 - Redis briefly away: /readyz just shows no device yet
         log.warning("could not report this worker's state to Redis", exc_info=True)
 

@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Queue, serialization
 
 from reviewscore.core import redis_keys, redis_transport
+from reviewscore.core.messages import WorkerReport
 from reviewscore.core.settings import Settings, get_settings
 
 # Before any connection is made: redis:// URLs get the transport that survives a Redis restart.
@@ -159,11 +160,13 @@ def queue_depth(queue: str) -> int:
 WORKER_KEY_PREFIX = redis_keys.WORKER_PREFIX
 
 
-def report_worker(process: str, state: dict[str, Any], ttl_s: int = 24 * 3600) -> None:
+def report_worker(process: str, report: WorkerReport, ttl_s: int = 24 * 3600) -> None:
     """Called by each worker process once it has loaded its model (or failed to), for /readyz:
     {"device": "CPU:0", "models": {"nbsvm": "nbsvm-a51c0e948bd9"}, "error": null}."""
     with celery_app.connection_for_write() as conn:
-        conn.default_channel.client.set(WORKER_KEY_PREFIX + process, json.dumps(state), ex=ttl_s)
+        conn.default_channel.client.set(
+            WORKER_KEY_PREFIX + process, report.model_dump_json(), ex=ttl_s
+        )
 
 
 def forget_worker(process: str) -> None:
@@ -171,7 +174,7 @@ def forget_worker(process: str) -> None:
         conn.default_channel.client.delete(WORKER_KEY_PREFIX + process)
 
 
-def reported_workers(client: Any = None) -> dict[str, dict[str, Any]]:
+def reported_workers(client: Any = None) -> dict[str, WorkerReport]:
     """Worker process ("<node>@<host>:<pid>") -> its last reported state. `client`: a redis-py
     client of the caller's own (short timeouts, as /metrics uses) instead of Celery's connection."""
     if client is not None:
@@ -180,17 +183,17 @@ def reported_workers(client: Any = None) -> dict[str, dict[str, Any]]:
         return _decode_reports(conn.default_channel.client)
 
 
-def _decode_reports(client: Any) -> dict[str, dict[str, Any]]:
+def _decode_reports(client: Any) -> dict[str, WorkerReport]:
     keys = list(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100))
     values = client.mget(keys) if keys else []
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, WorkerReport] = {}
     for key, value in zip(keys, values, strict=True):
         if value is None:
             continue
         name = (key.decode() if isinstance(key, bytes) else key)[len(WORKER_KEY_PREFIX) :]
         try:
-            found[name] = json.loads(value)
-        except ValueError:
+            found[name] = WorkerReport.model_validate_json(value)
+        except ValueError:  # pydantic's ValidationError is one: a report of another version
             continue
     return found
 
@@ -198,7 +201,7 @@ def _decode_reports(client: Any) -> dict[str, dict[str, Any]]:
 def reported_devices() -> dict[str, str]:
     """Worker process -> scoring device, for the processes whose model loaded."""
     return {
-        name: str(state["device"])
-        for name, state in reported_workers().items()
-        if state.get("device") and not state.get("error")
+        name: str(report.device)
+        for name, report in reported_workers().items()
+        if report.state == "ready"
     }
