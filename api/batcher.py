@@ -16,12 +16,12 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from api.errors import BusyError
 from reviewscore.core.errors import ScoringTimeoutError
+from reviewscore.core.messages import SinglesAnswer
 
-SendBatch = Callable[[list[str], str | None], Awaitable[dict[str, Any]]]
+SendBatch = Callable[[list[str], str | None], Awaitable[SinglesAnswer]]
 Close = Callable[[], Awaitable[None]]
 
 
@@ -29,7 +29,7 @@ Close = Callable[[], Awaitable[None]]
 class _Pending:
     texts: list[str]
     model: str | None
-    future: asyncio.Future[dict[str, Any]] = field(repr=False)
+    future: asyncio.Future[SinglesAnswer] = field(repr=False)
 
 
 class MicroBatcher:
@@ -54,14 +54,14 @@ class MicroBatcher:
         # Handles on the batches out (Ray Serve keeps its batch task too): close() cancels them.
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def score(self, texts: list[str], model: str | None) -> dict[str, Any]:
+    async def score(self, texts: list[str], model: str | None) -> SinglesAnswer:
         if self._max_waiting is not None and self._waiting_texts + len(texts) > self._max_waiting:
             raise BusyError(
                 f"{self._waiting_texts:,} reviews are already waiting for a worker "
                 "(REVIEWSCORE_SINGLES_MAX_WAITING); try again shortly",
                 retry_after_s=2,
             )
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SinglesAnswer] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Pending(texts, model, future))
         self._waiting_texts += len(texts)
         self._send_what_fits()
@@ -135,9 +135,9 @@ class MicroBatcher:
         texts = [t for item in batch for t in item.texts]
         try:
             answer = await self._send(texts, batch[0].model)
-            if len(answer["p_positive"]) != len(texts):
+            if len(answer.p_positive) != len(texts):
                 raise RuntimeError(
-                    f"the worker answered {len(answer['p_positive'])} scores for {len(texts)} texts"
+                    f"the worker answered {len(answer.p_positive)} scores for {len(texts)} texts"
                 )
         except asyncio.CancelledError:
             for item in batch:
@@ -151,11 +151,8 @@ class MicroBatcher:
         start = 0
         for item in batch:
             end = start + len(item.texts)
-            part = dict(answer)
-            part["p_positive"] = answer["p_positive"][start:end]
-            part["truncated"] = answer["truncated"][start:end]
             if not item.future.done():
-                item.future.set_result(part)
+                item.future.set_result(answer.part(start, end))
             start = end
 
     async def close(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any
 
 import redis.asyncio
 from redis.asyncio.retry import Retry
@@ -27,6 +26,7 @@ from reviewscore.core.errors import (
     ScoringTimeoutError,
     ServiceUnavailableError,
 )
+from reviewscore.core.messages import SinglesAnswer
 from reviewscore.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,13 @@ class ReplyListener:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.key = replies.new_reply_key()
         self._redis = client
-        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[SinglesAnswer]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def expect(self, batch: str) -> asyncio.Future[dict[str, Any]]:
+    def expect(self, batch: str) -> asyncio.Future[SinglesAnswer]:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._listen(), name="singles-replies")
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SinglesAnswer] = asyncio.get_running_loop().create_future()
         self._waiting[batch] = future
         return future
 
@@ -114,7 +114,7 @@ class WorkerChannel:
         )
         self._replies = ReplyListener(self._redis)
 
-    async def send(self, texts: list[str], model: str | None) -> dict[str, Any]:
+    async def send(self, texts: list[str], model: str | None) -> SinglesAnswer:
         batch = uuid.uuid4().hex
         future = self._replies.expect(batch)
         try:
@@ -128,8 +128,8 @@ class WorkerChannel:
                 ) from exc
         finally:
             self._replies.forget(batch)
-        if "error" in answer:
-            raise ScoringFailedError(f"the worker could not score these reviews: {answer['error']}")
+        if answer.error is not None:
+            raise ScoringFailedError(f"the worker could not score these reviews: {answer.error}")
         return answer
 
     async def _publish(self, texts: list[str], model: str | None, batch: str) -> None:

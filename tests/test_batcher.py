@@ -6,11 +6,11 @@ The `send` here stands for the worker channel (publish a task, await its reply).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from api.batcher import MicroBatcher
+from reviewscore.core.messages import SinglesAnswer
 
 
 class HeldWorkers:
@@ -20,15 +20,15 @@ class HeldWorkers:
         self.sent: list[tuple[list[str], str | None]] = []
         self.release = asyncio.Event()
 
-    async def __call__(self, texts: list[str], model: str | None) -> dict[str, Any]:
+    async def __call__(self, texts: list[str], model: str | None) -> SinglesAnswer:
         self.sent.append((texts, model))
         await self.release.wait()
-        return {
-            "model": model or "m",
-            "model_version": "m-1",
-            "p_positive": [len(t) / 10 for t in texts],
-            "truncated": [False] * len(texts),
-        }
+        return SinglesAnswer(
+            model=model or "m",
+            model_version="m-1",
+            p_positive=[len(t) / 10 for t in texts],
+            truncated=[False] * len(texts),
+        )
 
 
 async def settle() -> None:
@@ -53,7 +53,7 @@ def test_a_request_alone_is_sent_at_once() -> None:
 
 
 def test_requests_arriving_while_batches_are_out_leave_together_with_their_own_answers() -> None:
-    async def main() -> tuple[list[list[str]], list[dict[str, Any]]]:
+    async def main() -> tuple[list[list[str]], list[SinglesAnswer]]:
         workers = HeldWorkers()
         batcher = MicroBatcher(workers, max_in_flight=1, max_size=100)
         first = asyncio.create_task(batcher.score(["x"], None))
@@ -68,7 +68,7 @@ def test_requests_arriving_while_batches_are_out_leave_together_with_their_own_a
 
     sent, answers = asyncio.run(main())
     assert sent == [["x"], ["xx", "xxx", "xxxx", "xxxxx"]]
-    assert [a["p_positive"] for a in answers] == [[0.1], [0.2], [0.3], [0.4], [0.5]]
+    assert [a.p_positive for a in answers] == [[0.1], [0.2], [0.3], [0.4], [0.5]]
 
 
 def test_while_a_batch_is_out_only_a_full_batch_goes_out_beside_it() -> None:
@@ -122,7 +122,7 @@ def test_each_batch_holds_one_model() -> None:
         await settle()
         workers.release.set()
         answers = await asyncio.gather(first, *rest)
-        assert [a["model"] for a in answers] == ["m", "cnn", "m", "cnn"]
+        assert [a.model for a in answers] == ["m", "cnn", "m", "cnn"]
         await batcher.close()
         return workers.sent
 
@@ -132,17 +132,17 @@ def test_each_batch_holds_one_model() -> None:
 def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_still_goes() -> None:
     calls: list[list[str]] = []
 
-    async def send(texts: list[str], model: str | None) -> dict[str, Any]:
+    async def send(texts: list[str], model: str | None) -> SinglesAnswer:
         calls.append(texts)
         if len(calls) == 1:
             raise RuntimeError("the queue is down")
-        return {"model": "m", "model_version": "v", "p_positive": [0.5], "truncated": [False]}
+        return SinglesAnswer(model="m", model_version="v", p_positive=[0.5], truncated=[False])
 
     async def main() -> None:
         batcher = MicroBatcher(send, max_in_flight=1, max_size=100)
         with pytest.raises(RuntimeError, match="the queue is down"):
             await batcher.score(["a"], None)
-        assert (await batcher.score(["b"], None))["p_positive"] == [0.5]
+        assert (await batcher.score(["b"], None)).p_positive == [0.5]
         await batcher.close()
 
     asyncio.run(main())
@@ -150,8 +150,8 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_still_goes
 
 
 def test_an_answer_with_the_wrong_number_of_scores_is_an_error() -> None:
-    async def send(texts: list[str], model: str | None) -> dict[str, Any]:
-        return {"model": "m", "model_version": "v", "p_positive": [0.5], "truncated": [False]}
+    async def send(texts: list[str], model: str | None) -> SinglesAnswer:
+        return SinglesAnswer(model="m", model_version="v", p_positive=[0.5], truncated=[False])
 
     async def main() -> None:
         batcher = MicroBatcher(send, max_in_flight=1, max_size=100)

@@ -35,7 +35,7 @@ from reviewscore.core.celery_app import (
     report_worker,
 )
 from reviewscore.core.db import reset_engine_after_fork, session_scope, single_statement
-from reviewscore.core.messages import WorkerReport
+from reviewscore.core.messages import SinglesAnswer, WorkerReport
 from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
 from reviewscore.core.processes import die_with_parent
 from reviewscore.core.settings import get_settings
@@ -440,26 +440,26 @@ def score_texts(
     error, goes onto that Redis list; without it, to the result backend (one-off callers)."""
     _usable()
     if reply_to is None:
-        return _score_texts(texts, model)
+        return _score_texts(texts, model).model_dump()
     try:
         answer = _score_texts(texts, model)
     except Exception as exc:
         log.exception("singles batch %s failed", batch)
-        answer = {"error": f"{type(exc).__name__}: {exc}"}
+        answer = SinglesAnswer(error=f"{type(exc).__name__}: {exc}")
     replies.push(get_settings().broker_url, reply_to, batch or "", answer)
     return None
 
 
-def _score_texts(texts: list[str], model: str | None) -> dict[str, Any]:
+def _score_texts(texts: list[str], model: str | None) -> SinglesAnswer:
     scorer = get_scorer(model)
     scores = scorer.score(texts)
-    return {
-        "model": scorer.info.name,
-        "model_version": scorer.info.version,
-        "device": scorer.device,
-        "p_positive": scores.p_positive.tolist(),
-        "truncated": scores.truncated.tolist(),
-    }
+    return SinglesAnswer(
+        model=scorer.info.name,
+        model_version=scorer.info.version,
+        device=scorer.device,
+        p_positive=scores.p_positive.tolist(),
+        truncated=scores.truncated.tolist(),
+    )
 
 
 def _deliver_soon(job_id: str) -> None:

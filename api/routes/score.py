@@ -16,6 +16,7 @@ from api.singles import WorkerChannel
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadRequestError
 from reviewscore.core.ingest import is_valid_unicode
+from reviewscore.core.messages import SinglesAnswer
 from reviewscore.core.model_registry import get_model
 from reviewscore.core.results import label_of
 from reviewscore.core.settings import Settings, get_settings
@@ -74,13 +75,13 @@ def check_model(name: str) -> None:
         get_model(session, name, get_settings().default_model)
 
 
-def score_response(answer: dict[str, Any]) -> Response:
+def score_response(answer: SinglesAnswer) -> Response:
     # Serialized by orjson straight from the worker's answer: the shape is ScoreResponse's.
     results = [
         {"p_positive": p, "label": label_of(p), "truncated": t}
-        for p, t in zip(answer["p_positive"], answer["truncated"], strict=True)
+        for p, t in zip(answer.p_positive, answer.truncated, strict=True)
     ]
-    body = {"model": answer["model"], "model_version": answer["model_version"], "results": results}
+    body = {"model": answer.model, "model_version": answer.model_version, "results": results}
     return Response(orjson.dumps(body), media_type="application/json")
 
 

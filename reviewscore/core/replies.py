@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from typing import Any
 
 import orjson
 import redis
 
 from reviewscore.core import redis_keys
+from reviewscore.core.messages import SinglesAnswer
 
 REPLY_KEY_PREFIX = redis_keys.REPLY_PREFIX
 # Every push renews it: the list of an API process that died goes away by itself.
@@ -32,13 +32,13 @@ def redis_url(broker_url: str) -> str:
     return broker_url
 
 
-def encode(batch: str, answer: dict[str, Any]) -> bytes:
-    return orjson.dumps({"batch": batch, "answer": answer})
+def encode(batch: str, answer: SinglesAnswer) -> bytes:
+    return orjson.dumps({"batch": batch, "answer": answer.model_dump()})
 
 
-def decode(raw: bytes | str) -> tuple[str, dict[str, Any]]:
+def decode(raw: bytes | str) -> tuple[str, SinglesAnswer]:
     reply = orjson.loads(raw)
-    return str(reply["batch"]), dict(reply["answer"])
+    return str(reply["batch"]), SinglesAnswer.model_validate(reply["answer"])
 
 
 _client: tuple[int, redis.Redis] | None = None
@@ -52,7 +52,7 @@ def _client_of_this_process(broker_url: str) -> redis.Redis:
     return _client[1]
 
 
-def push(broker_url: str, key: str, batch: str, answer: dict[str, Any]) -> None:
+def push(broker_url: str, key: str, batch: str, answer: SinglesAnswer) -> None:
     """Called by the worker: hand one batch's answer to the API process waiting on `key`."""
     pipe = _client_of_this_process(broker_url).pipeline(transaction=False)
     pipe.lpush(key, encode(batch, answer))
