@@ -22,6 +22,7 @@ ROWS = (
     "knobs",
     "singles-node",
     "coordination",
+    "key-share",
 )
 KNOBS: tuple[dict[str, str], ...] = (
     {},
