@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from api import uploads
 from api.main import create_app
+from reviewscore.client import Client
 from reviewscore.core import keys
 from reviewscore.core.db import session_scope
 from reviewscore.shell.cli import app as cli
@@ -77,6 +78,19 @@ def work_off(messages: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -
                 tasks._score_and_write(work, 0.0, keeper)
 
 
+def usage_command(api: TestClient, key: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """`reviewscore usage` through the Python client, against the in-process app."""
+    from reviewscore.shell import cli as cli_module
+
+    client = Client("http://testserver")
+    client.http = api  # a TestClient is an httpx.Client
+    api.headers.update(key)
+    monkeypatch.setattr(cli_module, "_client", lambda _url, _key: client)
+    done = CliRunner().invoke(cli, ["usage"], env={"COLUMNS": "120"})
+    assert done.exit_code == 0, done.output
+    return " ".join(done.output.split())
+
+
 def test_past_its_queued_rows_a_key_gets_429_naming_the_quota_its_use_and_the_limit(
     api: TestClient, sent: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,6 +112,8 @@ def test_past_its_queued_rows_a_key_gets_429_naming_the_quota_its_use_and_the_li
         2,
         15,
     )
+    shown = usage_command(api, team_a, monkeypatch)  # the CLI shows the same, via Client.usage()
+    assert "rows queued │ 20 │ 15" in shown and "unfinished jobs │ 2 │ 3" in shown, shown
     work_off(sent, monkeypatch)  # scored: the rows leave the queue, and a may upload again
     assert api.get("/v1/usage", headers=team_a).json()["queued_rows"] == 0
     assert upload(api, team_a, model="stub")[0] == 202
