@@ -66,11 +66,16 @@ def test_a_key_of_weight_three_gets_three_chunks_for_each_of_a_key_of_weight_one
 
 def test_a_key_served_alone_for_long_takes_turns_with_a_key_that_comes_after_it() -> None:
     a, b = key("a"), key("b")
-    early = owned_job(a, 100)
-    assert claims(6, {early: "A"}) == "AAAAAA"  # a alone: its virtual time runs ahead
-    late = owned_job(b, 100)
+    early = owned_job(a, 200)
+    assert claims(6, {early: "A"}) == "AAAAAA"  # a alone takes every chunk
+    late = owned_job(b, 200)
     # b is not given every worker to catch up, nor a shut out: they alternate.
     assert claims(6, {early: "A", late: "B"}) in ("BABABA", "ABABAB")
+    # And b, now well served, does not shut out a third key that comes later.
+    c = key("c")
+    later = owned_job(c, 50)
+    taken = claims(6, {early: "A", late: "B", later: "C"})
+    assert taken.count("C") == 2 and taken.count("A") == 2, taken
 
 
 def test_concurrent_fair_claims_never_take_a_chunk_twice() -> None:

@@ -24,6 +24,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("weight", sa.Float(), nullable=True))
     with op.batch_alter_table("chunks") as batch:
         batch.add_column(sa.Column("claim_task", sa.String(length=64), nullable=True))
+    op.create_index(
+        "ix_chunks_queued",
+        "chunks",
+        ["job_id", "seq"],
+        postgresql_where=sa.text("status = 'queued'"),
+        sqlite_where=sa.text("status = 'queued'"),
+    )
     op.create_table(
         "fair_shares",
         sa.Column("owner", sa.Integer(), autoincrement=False, nullable=False),
@@ -35,6 +42,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("fair_shares")
+    op.drop_index("ix_chunks_queued", table_name="chunks")
     with op.batch_alter_table("chunks") as batch:
         batch.drop_column("claim_task")
     with op.batch_alter_table("api_keys") as batch:

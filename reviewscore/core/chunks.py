@@ -44,7 +44,6 @@ from sqlalchemy import (
     exists,
     insert,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import Session
@@ -254,35 +253,49 @@ def _take_back(task: str, lease_s: float, worker: str) -> Claimed | None:
 def _take_fair(task: str | None, lease_s: float, worker: str, chunk_rows: int) -> Claimed | None:
     """The protocol's one condition holds inside the claiming statement (queued, so not done;
     its job not cancelled). On PostgreSQL, claims at once skip each other's chunks (SKIP
-    LOCKED) instead of queueing on the same one; SQLite runs one writer at a time."""
+    LOCKED) instead of queueing on the same one (a chunk taken meanwhile fails the outer
+    condition: the claim then tries the key's next job, then the next key); SQLite runs one
+    writer at a time."""
     with single_statement() as conn:
         order = fair_share.order(conn, chunk_rows)
         for turn in order.turns:
-            first = (
-                select(Chunk.job_id, Chunk.seq)
-                .where(
-                    Chunk.job_id.in_(turn.jobs),
-                    Chunk.status == ChunkStatus.queued,
-                    Chunk.queued_at <= db_now(),
-                )
-                .order_by(Chunk.seq, Chunk.created_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            claimed = conn.execute(
-                update(Chunk)
-                .where(
-                    tuple_(Chunk.job_id, Chunk.seq).in_(first),
-                    Chunk.status == ChunkStatus.queued,
-                    exists().where(Job.id == Chunk.job_id, Job.status != JobStatus.cancelled),
-                )
-                .values(_claim_values(lease_s, worker, task))
-                .returning(*CLAIMED)
-            ).first()
-            if claimed is not None:
-                fair_share.charge(conn, order, turn, claimed.row_count)
-                return claimed
+            for job_id in turn.jobs:
+                claimed = _take_first_queued(conn, job_id, lease_s, worker, task)
+                if claimed is not None:
+                    if len(order.turns) > 1:  # a key alone has no one to be fair to
+                        fair_share.charge(conn, order, turn, claimed.row_count)
+                    return claimed
     return None
+
+
+def _take_first_queued(
+    conn: Connection, job_id: str, lease_s: float, worker: str, task: str | None
+) -> Claimed | None:
+    """Claims the job's first queued chunk (not one handed back and still pausing)."""
+    first = (
+        select(Chunk.seq)
+        .where(
+            Chunk.job_id == job_id,
+            Chunk.status == ChunkStatus.queued,
+            Chunk.queued_at <= db_now(),
+        )
+        .order_by(Chunk.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return conn.execute(
+        update(Chunk)
+        .where(
+            # One primary-key probe: a condition over the job's chunks would be a scan of them.
+            Chunk.job_id == job_id,
+            Chunk.seq == first,
+            Chunk.status == ChunkStatus.queued,
+            exists().where(Job.id == Chunk.job_id, Job.status != JobStatus.cancelled),
+        )
+        .values(_claim_values(lease_s, worker, task))
+        .returning(*CLAIMED)
+    ).first()
 
 
 def _work(claimed: Claimed, max_attempts: int) -> ChunkWork | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, exists, func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reviewscore.core.clock import db_now
@@ -32,8 +32,8 @@ ACTIVE_STATUSES = (JobStatus.uploading, JobStatus.queued, JobStatus.running)
 
 @dataclass
 class Turn:
-    """One key with queued work: its weight, its virtual time, and its jobs with queued chunks
-    (oldest first)."""
+    """One key with queued work: its weight, its virtual time, and its jobs with queued chunks,
+    in the order their next chunks go (by the position of their first queued chunk)."""
 
     owner: int
     weight: float
@@ -61,20 +61,35 @@ def effective(served: float | None, floor: float, ceiling: float) -> float:
 def order(conn: Connection, chunk_rows: int) -> Order:
     """The keys with queued chunks, the one to serve first first (of two level, the one served longer ago)."""
     owner = func.coalesce(Job.owner_key_id, NO_KEY)
-    queued = exists().where(Chunk.job_id == Job.id, Chunk.status == ChunkStatus.queued)
+    # The position of the job's first queued chunk (NULL: none): one probe of ix_chunks_queued.
+    first_queued = (
+        select(Chunk.seq)
+        .where(Chunk.job_id == Job.id, Chunk.status == ChunkStatus.queued)
+        .order_by(Chunk.seq)  # not min(): SQLite would read every entry of the job's
+        .limit(1)
+        .correlate(Job)
+        .scalar_subquery()
+    )
     found = conn.execute(
-        select(Job.id, owner, ApiKey.weight, FairShare.served, FairShare.served_at)
+        select(Job.id, first_queued, owner, ApiKey.weight, FairShare.served, FairShare.served_at)
         .select_from(Job)
         .outerjoin(ApiKey, ApiKey.id == Job.owner_key_id)
         .outerjoin(FairShare, FairShare.owner == owner)
-        .where(Job.status.in_(ACTIVE_STATUSES), queued)
+        .where(Job.status.in_(ACTIVE_STATUSES))
         .order_by(Job.created_at, Job.id)
     ).all()
     turns: dict[int, Turn] = {}
-    for job_id, key, weight, served, served_at in found:
+    positions: dict[str, int] = {}
+    for job_id, position, key, weight, served, served_at in found:
+        if position is None:
+            continue
         share = weight if weight and weight > 0 else 1.0
         turn = turns.setdefault(key, Turn(key, share, served, served_at))
         turn.jobs.append(job_id)
+        positions[job_id] = position
+    for turn in turns.values():
+        # By position across the key's jobs, the older first at the same position (stable).
+        turn.jobs.sort(key=lambda job_id: positions[job_id])
     known = [t.served for t in turns.values() if t.served is not None]
     floor = min(known) if known else 0.0
     result = Order([], floor, max(1, chunk_rows))

@@ -129,6 +129,15 @@ class Chunk(Base):
             postgresql_where=text("status <> 'done'"),
             sqlite_where=text("status <> 'done'"),
         ),
+        # A job's queued chunks by position: a fair claim's pick (core/fair_share.py) is one
+        # probe per job, however many of its chunks are done or queued.
+        Index(
+            "ix_chunks_queued",
+            "job_id",
+            "seq",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
     )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
