@@ -42,9 +42,9 @@ test: $(STAMP) browser test-tools lint typecheck
 # The in-process layer, no stack started (real SQLite and PostgreSQL, a stub scorer where a
 # model would be): a few minutes, for every change. `make test` still runs everything.
 FAST_TESTS := $(addprefix tests/test_,api_process.py batcher.py bench.py cache.py chunks.py \
-	chunk_texts.py deletes.py exports.py formats.py ingest.py job_options.py labels.py log_files.py \
-	metrics_scrape.py model_registry.py redis_keys.py routes.py schema.py singles_message.py sweeper.py text.py \
-	urls.py worker_models.py)
+	chunk_texts.py deletes.py exports.py fair_share.py formats.py ingest.py job_options.py labels.py \
+	log_files.py metrics_scrape.py model_registry.py quotas.py redis_keys.py routes.py schema.py \
+	singles_message.py sweeper.py text.py urls.py worker_models.py)
 
 test-fast: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,9 +21,9 @@ from starlette.routing import Match
 
 from api import docs, errors, ui
 from api.metrics import RequestMetrics
-from api.routes import jobs, parts, score, system
+from api.routes import jobs, parts, score, system, usage
 from api.schemas import ErrorBody
-from reviewscore.core.errors import ReviewscoreError
+from reviewscore.core.errors import QuotaExceededError, ReviewscoreError
 from reviewscore.core.settings import Environment, get_settings
 
 log = logging.getLogger("reviewscore.api")
@@ -136,6 +136,8 @@ def create_app() -> FastAPI:
     @app.exception_handler(ReviewscoreError)
     async def _known_error(_: Request, exc: ReviewscoreError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if isinstance(exc, QuotaExceededError):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -158,6 +160,7 @@ def create_app() -> FastAPI:
     app.include_router(score.router)
     app.include_router(jobs.router)
     app.include_router(parts.router)
+    app.include_router(usage.router)
     app.include_router(ui.router)
     app.include_router(docs.router)
     return app

@@ -182,6 +182,8 @@ ERROR_MEANINGS = {
     409: "the job is not in a state that allows this",
     413: "the upload is over a size or row limit",
     415: "the body is not a CSV content type",
+    429: "the API key is at one of its quotas (`detail` names it, the key's use and the "
+    "limit): try again after `Retry-After` seconds",
     422: "invalid parameters, or a file that cannot be read as the CSV needed (or a source_url "
     "refused, or answered with an error)",
     502: "the source_url's server failed, or went away past the retries",
@@ -196,3 +198,14 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in (401, *codes)
     }
+
+
+class UsageView(BaseModel):
+    """The caller's use against its quotas (GET /v1/usage); the limits are null with auth off."""
+
+    key_id: int | None = Field(description="the caller's key, null with auth off")
+    queued_rows: int = Field(description="rows received and not yet scored, in jobs not finished")
+    unfinished_jobs: int = Field(description="jobs not finished (uploading, queued or running)")
+    max_queued_rows: int | None = Field(description="the key's quota of queued rows")
+    max_unfinished_jobs: int | None = Field(description="the key's quota of unfinished jobs")
+    weight: float = Field(description="the key's share of the workers next to other keys")

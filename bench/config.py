@@ -23,6 +23,7 @@ ROWS = (
     "singles-node",
     "resume",
     "coordination",
+    "key-share",
 )
 KNOBS: tuple[dict[str, str], ...] = (
     {},

@@ -1,7 +1,7 @@
 """Measures reviewscore side by side in one run: the model's in-process limit, the seed's
 one-predict-per-review path, a naive task per review, bulk CSV jobs, singles under wrk, a big
 dump (memory, ingest, dedup, fairness), 1 vs 2 workers, and the coordination path on PostgreSQL
-(bench/coordination.py). Run with `make bench` (or
+(bench/coordination.py), and fair share between API keys (bench/key_share.py). Run with `make bench` (or
 `python -m bench --quick` for a check in minutes).
 
 Prints the tables and writes the same figures to bench/results/<date>-<host>.json.
@@ -181,4 +181,13 @@ def main(argv: list[str] | None = None) -> int:
 
         log("coordination: PostgreSQL, trivial model")
         coordination.main(["--quick"] if cfg.quick else [])
+    if "key-share" not in cfg.skip:
+        # Fair share between API keys, on a stack of its own with auth on (its own table and
+        # file): B's small job during A's dump, and A's throughput with and without it.
+        from bench import key_share
+
+        log("key-share: fair share between two API keys")
+        key_share.main(
+            (["--quick"] if cfg.quick else []) + (["--model", cfg.model] if cfg.model else [])
+        )
     return 0

@@ -608,6 +608,12 @@ class Client:
             return response.json()
         return [json.loads(line) for line in response.text.split("\n") if line.strip()]
 
+    def usage(self) -> dict[str, Any]:
+        """This key's use against its quotas: {"key_id", "queued_rows", "unfinished_jobs",
+        "max_queued_rows", "max_unfinished_jobs", "weight"} (limits null with auth off). Past a
+        quota an upload raises ApiError with status_code 429."""
+        return self._json("GET", "/v1/usage")  # type: ignore[no-any-return]
+
     def models(self) -> dict[str, Any]:
         """Installed models: {"models": [{"name", "version", "default", "max_tokens", ...}]}."""
         return self._json("GET", "/v1/models")  # type: ignore[no-any-return]

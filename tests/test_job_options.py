@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from reviewscore.client import Client, ClientError
-from reviewscore.core import idempotency, sweeper, webhooks
+from reviewscore.core import chunks, idempotency, sweeper, webhooks
 from reviewscore.core.clock import db_now_plus
 from reviewscore.core.db import session_scope
 from reviewscore.core.schema import IdempotencyKey, Job, WebhookEvent
@@ -200,6 +200,8 @@ def test_a_job_past_its_deadline_ends_expired_with_the_rows_done_downloadable(
     assert in_flight is not None
     pass_deadline(job["id"])
     assert f.claim(job["id"], 2) is None, "no chunk is handed out past the deadline"
+    # Nor by the workers' fair claim, which takes whichever chunk is next.
+    assert chunks.claim_next(None, lease_s=60, max_attempts=3, worker="t:1", chunk_rows=4) is None
     assert sweep().past_deadline == [job["id"]]
     expired = api.get(f"/v1/jobs/{job['id']}").json()
     assert (expired["status"], expired["finished"]) == ("expired", True)

@@ -321,12 +321,14 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
     settings = get_settings()
     started = time.perf_counter()
     try:
-        work = chunks.claim_chunk(
-            job_id,
-            seq,
+        # The message says that a chunk is queued, not which is next: the claim takes the next
+        # in fair order between keys (core/fair_share.py), maybe another job's.
+        work = chunks.claim_next(
+            self.request.id,
             lease_s=settings.chunk_lease_s,
             max_attempts=settings.chunk_max_attempts,
             worker=_process_name(),
+            chunk_rows=settings.chunk_size,
         )
     except DBAPIError as exc:
         # The database is unreachable: nothing was claimed. Retrying (not acknowledging the
@@ -334,9 +336,11 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
         log.warning("chunk %s/%s: cannot claim (%s); retrying", job_id, seq, exc.__class__.__name__)
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     if work is None:
-        # A redelivery of a finished chunk, or one of a cancelled or deleted job.
+        # Nothing queued: other messages' claims took every chunk (a chunk sent twice, or one
+        # of a cancelled or deleted job, leaves a message over).
         log.info("chunk_skipped %s", json.dumps({"job": job_id, "seq": seq}))
         return
+    job_id, seq = work.job_id, work.seq
     try:
         # The lease is kept from here on, through the model load and the cache lookup too.
         with LeaseKeeper(work, settings.chunk_lease_s) as keeper:
@@ -345,12 +349,15 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
         log.warning("chunk %s/%s attempt %s: lost its lease; stopped", job_id, seq, work.attempt)
     except Exception as exc:
         log.exception("chunk %s/%s failed on attempt %s", job_id, seq, work.attempt)
+        countdown = _backoff(work.attempt, cap=30)
         try:
-            chunks.hand_back(work, f"{type(exc).__name__}: {exc}")
+            # Claimable again after half the countdown (by this message's retry, or another):
+            # a margin for the hosts' clocks, as the pause is judged on the database's.
+            chunks.hand_back(work, f"{type(exc).__name__}: {exc}", retry_in_s=countdown / 2)
         except Exception:  # noqa: BLE001 - the lease runs out and the sweeper hands it back
             log.warning("chunk %s/%s: could not hand it back", job_id, seq, exc_info=True)
         # Claim it again later; the claim counts the attempt and gives up past the cap.
-        raise self.retry(exc=exc, countdown=_backoff(work.attempt, cap=30)) from exc
+        raise self.retry(exc=exc, countdown=countdown) from exc
 
 
 def slow_down(seconds: float, keeper: LeaseKeeper) -> None:

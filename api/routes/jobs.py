@@ -36,12 +36,13 @@ from api.uploads import (
     receive_upload,
     upload_slot,
 )
-from reviewscore.core import idempotency, jobs, review, webhooks
+from reviewscore.core import idempotency, jobs, quotas, review, webhooks
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import BadUploadError, JobStateError
 from reviewscore.core.exports import EXPORTS, ExportRequest
 from reviewscore.core.job_options import label_filter
 from reviewscore.core.job_view import summary_view
+from reviewscore.core.settings import get_settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="a job id (32 hex digits)")]
@@ -95,7 +96,7 @@ UPLOAD_BODY = {
     description=UPLOAD_DOC,
     responses={
         201: {"model": JobView, "description": "a job in parts (parts=true), uploading"},
-        **error_responses(400, 408, 409, 413, 415, 422, 502, 503),
+        **error_responses(400, 408, 409, 413, 415, 422, 429, 502, 503),
     },
     # The body is streamed by hand, so FastAPI cannot infer it: document it here. It is left
     # out for a job in parts (parts=true), and is JSON or absent with a source_url.
@@ -121,6 +122,7 @@ async def create_job(
     if parts and source_url is not None:
         raise BadUploadError("parts=true and source_url exclude each other: choose one", 400)
     key = idempotency.request_key(idempotency_key, owner)
+    await anyio.to_thread.run_sync(_within_quota_unless_replayed, owner, key)
     if parts:
         if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in (
             request.headers
@@ -197,6 +199,23 @@ async def preview_job(
         ],
         error=found.error,
     )
+
+
+def within_quota(owner: int | None, new_job: bool) -> None:
+    """A 429 unless the caller's key is under its quotas (core/quotas.py): for a new job, both
+    of them; for a part of a job, its queued rows. Checked before any byte is read."""
+    if owner is None:
+        return
+    check = quotas.check_new_job if new_job else quotas.check_more_rows
+    with session_scope(readonly=True) as session:
+        check(session, owner, get_settings())
+
+
+def _within_quota_unless_replayed(owner: int | None, key: idempotency.RequestKey | None) -> None:
+    # A request sent again under its Idempotency-Key answers the job it made: no new work, so
+    # no quota to pass.
+    if key is None or idempotency.earlier(key) is None:
+        within_quota(owner, True)
 
 
 def view(job_id: str, owner: int | None = None) -> JobView:

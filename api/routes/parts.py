@@ -9,7 +9,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Path, Request, Response
 
-from api.routes.jobs import JobId, Owner, view
+from api.routes.jobs import JobId, Owner, view, within_quota
 from api.schemas import (
     CompleteRequest,
     JobView,
@@ -43,7 +43,7 @@ other parts are unchanged: send it again."""
     description=PART_DOC,
     responses={
         200: {"model": StoredPartView, "description": "these bytes were stored before"},
-        **error_responses(400, 404, 408, 409, 413, 415, 422, 503),
+        **error_responses(400, 404, 408, 409, 413, 415, 422, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -57,6 +57,7 @@ other parts are unchanged: send it again."""
 async def put_part(
     request: Request, response: Response, job_id: JobId, number: PartNumber, owner: Owner
 ) -> StoredPartView:
+    await anyio.to_thread.run_sync(within_quota, owner, False)
     async with upload_slot() as threads:
         body = RequestBodyStream(request)
         content_type = request.headers.get("content-type", "")

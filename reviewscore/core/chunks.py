@@ -32,12 +32,23 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, exists, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from reviewscore.core import event_counts
+from reviewscore.core import event_counts, fair_share
 from reviewscore.core.chunk_texts import pack_texts, unpack_texts
 from reviewscore.core.clock import db_now, db_now_plus
 from reviewscore.core.db import (
@@ -170,7 +181,7 @@ def _still_open(job_id: str, seq: int) -> ColumnElement[bool]:
     )
 
 
-def _before_deadline(job_id: str) -> ColumnElement[bool]:
+def _before_deadline(job_id: str | InstrumentedAttribute[str]) -> ColumnElement[bool]:
     """The one "past deadline" rule: no chunk of a job is handed out once its deadline has
     passed (on the database's clock); a chunk already being scored may still be written until
     the sweeper ends the job `expired`."""
@@ -179,26 +190,141 @@ def _before_deadline(job_id: str) -> ColumnElement[bool]:
     )
 
 
+def _hands_out(job_id: InstrumentedAttribute[str]) -> ColumnElement[bool]:
+    """The job of the chunk a fair claim takes still hands out chunks: not final (cancelled,
+    expired, failed early, deleted) and not past its deadline. The same rule as claim_chunk's
+    (_still_open and _before_deadline), for a chunk not named in advance."""
+    return and_(
+        exists().where(Job.id == job_id, Job.status.in_(UNFINISHED)), _before_deadline(job_id)
+    )
+
+
+def _claim_values(lease_s: float, worker: str, task: str | None) -> dict[str, Any]:
+    return {
+        "status": ChunkStatus.running,
+        "attempts": Chunk.attempts + 1,
+        "lease_until": db_now_plus(lease_s),
+        "claimed_by": worker[:200],
+        "claim_task": task[:64] if task else None,
+    }
+
+
+# What a claiming statement returns: job_id, seq, attempts, first_row, row_count, last_error.
+Claimed: TypeAlias = "Row[str, int, int, int, int, str | None]"
+CLAIMED = (
+    Chunk.job_id,
+    Chunk.seq,
+    Chunk.attempts,
+    Chunk.first_row,
+    Chunk.row_count,
+    Chunk.last_error,
+)
+
+
 def claim_chunk(
     job_id: str, seq: int, *, lease_s: float, max_attempts: int, worker: str
 ) -> ChunkWork | None:
-    """Takes a chunk for one attempt, or returns None when there is nothing to do (done, its
-    job final, deleted or past its deadline, or given up because its attempts ran out)."""
+    """Takes this chunk for one attempt, or returns None when there is nothing to do (done,
+    its job final, deleted or past its deadline, or given up because its attempts ran out)."""
     with single_statement() as conn:
         claimed = conn.execute(
             update(Chunk)
             .where(_still_open(job_id, seq), _before_deadline(job_id))
-            .values(
-                status=ChunkStatus.running,
-                attempts=Chunk.attempts + 1,
-                lease_until=db_now_plus(lease_s),
-                claimed_by=worker[:200],
-            )
-            .returning(Chunk.attempts, Chunk.first_row, Chunk.row_count, Chunk.last_error)
+            .values(_claim_values(lease_s, worker, None))
+            .returning(*CLAIMED)
         ).one_or_none()
     if claimed is None:
         return None
-    attempt, first_row, row_count, last_error = claimed
+    return _work(claimed, max_attempts)
+
+
+def claim_next(
+    task: str | None, *, lease_s: float, max_attempts: int, worker: str, chunk_rows: int
+) -> ChunkWork | None:
+    """Takes the next chunk in fair order (core/fair_share.py) for one attempt, whichever chunk
+    the message that brought `task` named: a chunk message means "a chunk is queued", so the
+    messages queued in Redis never decide the order. None when no chunk is queued.
+
+    The same message delivered again (Celery redelivers it when the worker that had it was
+    lost) takes back the chunk its first delivery claimed, as claim_chunk would for a message
+    naming that chunk, rather than leave it to wait for its lease to run out."""
+    claimed = _take_back(task, lease_s, worker) if task else None
+    while True:
+        if claimed is None:
+            claimed = _take_fair(task, lease_s, worker, chunk_rows)
+        if claimed is None:
+            return None
+        work = _work(claimed, max_attempts)
+        if work is not None:
+            return work
+        claimed = None  # given up (its attempts ran out): the next chunk, then
+
+
+def _take_back(task: str, lease_s: float, worker: str) -> Claimed | None:
+    with single_statement() as conn:
+        return conn.execute(
+            update(Chunk)
+            .where(
+                Chunk.status == ChunkStatus.running,
+                Chunk.claim_task == task[:64],
+                _hands_out(Chunk.job_id),
+            )
+            .values(_claim_values(lease_s, worker, task))
+            .returning(*CLAIMED)
+        ).first()
+
+
+def _take_fair(task: str | None, lease_s: float, worker: str, chunk_rows: int) -> Claimed | None:
+    """The protocol's one condition holds inside the claiming statement (queued, so not done;
+    its job still handing out chunks: _hands_out). On PostgreSQL, claims at once skip each other's chunks (SKIP
+    LOCKED) instead of queueing on the same one (a chunk taken meanwhile fails the outer
+    condition: the claim then tries the key's next job, then the next key); SQLite runs one
+    writer at a time."""
+    with single_statement() as conn:
+        order = fair_share.order(conn, chunk_rows)
+        for turn in order.turns:
+            for job_id in turn.jobs:
+                claimed = _take_first_queued(conn, job_id, lease_s, worker, task)
+                if claimed is not None:
+                    if len(order.turns) > 1:  # a key alone has no one to be fair to
+                        fair_share.charge(conn, order, turn, claimed.row_count)
+                    return claimed
+    return None
+
+
+def _take_first_queued(
+    conn: Connection, job_id: str, lease_s: float, worker: str, task: str | None
+) -> Claimed | None:
+    """Claims the job's first queued chunk (not one handed back and still pausing)."""
+    first = (
+        select(Chunk.seq)
+        .where(
+            Chunk.job_id == job_id,
+            Chunk.status == ChunkStatus.queued,
+            Chunk.queued_at <= db_now(),
+        )
+        .order_by(Chunk.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return conn.execute(
+        update(Chunk)
+        .where(
+            # One primary-key probe: a condition over the job's chunks would be a scan of them.
+            Chunk.job_id == job_id,
+            Chunk.seq == first,
+            Chunk.status == ChunkStatus.queued,
+            _hands_out(Chunk.job_id),
+        )
+        .values(_claim_values(lease_s, worker, task))
+        .returning(*CLAIMED)
+    ).first()
+
+
+def _work(claimed: Claimed, max_attempts: int) -> ChunkWork | None:
+    """The claimed chunk's rows, or None after giving it up (its attempts ran out)."""
+    job_id, seq, attempt, first_row, row_count, last_error = claimed
     if attempt > max_attempts:
         give_up(
             job_id,
@@ -363,9 +489,11 @@ def release_claims(prefix: str) -> list[tuple[str, int]]:
     return [(job_id, seq) for job_id, seq in released]
 
 
-def hand_back(work: ChunkWork, error: str) -> None:
+def hand_back(work: ChunkWork, error: str, retry_in_s: float = 0.0) -> None:
     """Returns a chunk to the queue after a failed attempt (unless another attempt took it
-    meanwhile); the caller sends it again."""
+    meanwhile); the caller sends it again. Fair claims leave it alone for `retry_in_s` (its
+    queued_at is set that far ahead), so its next attempt comes after a pause, not at once
+    through another chunk's message."""
     with single_statement() as conn:
         conn.execute(
             update(Chunk)
@@ -378,7 +506,7 @@ def hand_back(work: ChunkWork, error: str) -> None:
             .values(
                 status=ChunkStatus.queued,
                 lease_until=None,
-                queued_at=db_now(),
+                queued_at=db_now_plus(retry_in_s),
                 last_error=error[:2000],
             )
         )

@@ -85,3 +85,13 @@ class ScoringFailedError(ReviewscoreError):
     """A worker took the reviews but its model call raised: a fault on our side."""
 
     status_code = 500
+
+
+class QuotaExceededError(ReviewscoreError):
+    """A key is at one of its quotas (core/quotas.py): answered 429 with Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

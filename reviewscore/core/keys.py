@@ -37,15 +37,45 @@ def create_key(session: Session, name: str, callback_url: str | None = None) -> 
     return record, key
 
 
-def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+def find_record(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+    """An active key by its id or its prefix (as `keys list` shows them)."""
     query = select(ApiKey).where(ApiKey.revoked_at.is_(None))
     if key_id_or_prefix.isdigit():
         query = query.where(ApiKey.id == int(key_id_or_prefix))
     else:
         query = query.where(ApiKey.prefix == key_id_or_prefix[:10])
-    record = session.execute(query).scalars().first()
+    return session.execute(query).scalars().first()
+
+
+def revoke_key(session: Session, key_id_or_prefix: str) -> ApiKey | None:
+    record = find_record(session, key_id_or_prefix)
     if record is not None:
         record.revoked_at = utcnow()
+    return record
+
+
+# A quota given as this means "back to the settings' default".
+DEFAULT = -1
+
+
+def set_quota(
+    session: Session,
+    key_id_or_prefix: str,
+    *,
+    max_queued_rows: int | None = None,
+    max_unfinished_jobs: int | None = None,
+    weight: float | None = None,
+) -> ApiKey | None:
+    """Sets a key's own quotas and weight (None: unchanged; DEFAULT: the settings' default)."""
+    record = find_record(session, key_id_or_prefix)
+    if record is None:
+        return None
+    if max_queued_rows is not None:
+        record.max_queued_rows = None if max_queued_rows == DEFAULT else max_queued_rows
+    if max_unfinished_jobs is not None:
+        record.max_unfinished_jobs = None if max_unfinished_jobs == DEFAULT else max_unfinished_jobs
+    if weight is not None:
+        record.weight = None if weight == DEFAULT else weight
     return record
 
 

@@ -104,6 +104,25 @@ class ApiKey(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(100))
     # The callback_url of this key's jobs that name none.
     callback_url: Mapped[str | None] = mapped_column(Text)
+    # This key's own quotas (core/quotas.py; None: the settings' defaults) and its share of the
+    # workers next to other keys with work queued (core/fair_share.py; None: 1).
+    max_queued_rows: Mapped[int | None] = mapped_column(BigInteger)
+    max_unfinished_jobs: Mapped[int | None] = mapped_column(Integer)
+    weight: Mapped[float | None] = mapped_column(Float)
+
+
+class FairShare(Base):
+    """How much work each key has been served, in rows divided by its weight (a virtual time):
+    the next chunk goes to the key with work queued that has the least (core/fair_share.py).
+    Owner 0 stands for the jobs of no key (auth off)."""
+
+    __tablename__ = "fair_shares"
+
+    owner: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    served: Mapped[float] = mapped_column(Float, default=0.0)
+    # When it was last served (the database's clock): of two keys level, the one waiting longer
+    # goes first.
+    served_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Chunk(Base):
@@ -119,6 +138,15 @@ class Chunk(Base):
             "job_id",
             postgresql_where=text("status <> 'done'"),
             sqlite_where=text("status <> 'done'"),
+        ),
+        # A job's queued chunks by position: a fair claim's pick (core/fair_share.py) is one
+        # probe per job, however many of its chunks are done or queued.
+        Index(
+            "ix_chunks_queued",
+            "job_id",
+            "seq",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
         ),
     )
 
@@ -137,6 +165,9 @@ class Chunk(Base):
     # Which worker process holds the chunk ("node name:pid"); for logs and for a restarted
     # node to hand back what its previous run held.
     claimed_by: Mapped[str | None] = mapped_column(String(200))
+    # The Celery task (message) that claimed it: the same message delivered again means its
+    # first delivery's worker was lost, and it takes this chunk back (chunks.claim_next).
+    claim_task: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     scored_rows: Mapped[int] = mapped_column(Integer, default=0)

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     max_text_bytes: int = 100_000
     max_rows_per_job: int = 5_000_000
     max_gzip_ratio: int = 200
+    # Each API key's quotas (core/quotas.py), unless the key has its own (`reviewscore keys
+    # set-quota`): rows received and not yet scored, and jobs not finished. Past one a new
+    # upload (or part) is answered 429 with Retry-After; with auth off there are no quotas.
+    key_max_queued_rows: Annotated[int, Field(ge=0)] = 10_000_000
+    key_max_unfinished_jobs: Annotated[int, Field(ge=0)] = 100
+    quota_retry_after_s: Annotated[int, Field(ge=1)] = 30
     singles_timeout_s: float = 30.0
     # Micro-batching of /v1/score in each API process (api/batcher.py): a request goes out at once
     # when no batch is out; while one is, requests gather and leave together when it comes back,

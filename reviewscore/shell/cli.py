@@ -578,6 +578,24 @@ def jobs(
         say(f"{len(listing['jobs'])} of {listing['total']:,} jobs; --limit shows more")
 
 
+@app.command()
+def usage(url: UrlOption = None, api_key: KeyOption = None) -> None:
+    """This key's use against its quotas: rows queued (received, not yet scored) and jobs not
+    finished, with the limits past which uploads are refused (429)."""
+    used = _client(url, api_key).usage()
+
+    def limit(value: int | None) -> str:
+        return "no limit" if value is None else _number(value)
+
+    table = Table("", "in use", "limit")
+    table.add_row("rows queued", _number(used["queued_rows"]), limit(used["max_queued_rows"]))
+    table.add_row(
+        "unfinished jobs", _number(used["unfinished_jobs"]), limit(used["max_unfinished_jobs"])
+    )
+    table.add_row("weight (share of the workers)", f"{used['weight']:g}", "")
+    stdout_console().print(table)
+
+
 models_app = typer.Typer(help="The models: listed by the API, published to the shared registry.")
 app.add_typer(models_app, name="models")
 
@@ -678,15 +696,107 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="key id or key prefix")]
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List API keys (prefixes only)."""
+    """List API keys (prefixes only), with their own quotas and weight ("default": the
+    settings')."""
     from reviewscore.core import keys
     from reviewscore.core.db import session_scope
 
-    table = Table("id", "name", "prefix", "created", "revoked")
+    def own(value: float | None) -> str:
+        return "default" if value is None else f"{value:,g}"
+
+    table = Table(
+        "id", "name", "prefix", "created", "revoked", "queued rows", "unfinished jobs", "weight"
+    )
     with session_scope(readonly=True) as session:
         for k in keys.list_keys(session):
-            table.add_row(str(k.id), k.name, k.prefix, str(k.created_at), str(k.revoked_at or ""))
+            table.add_row(
+                str(k.id),
+                k.name,
+                k.prefix,
+                str(k.created_at),
+                str(k.revoked_at or ""),
+                own(k.max_queued_rows),
+                own(k.max_unfinished_jobs),
+                own(k.weight),
+            )
     Console().print(table)
+
+
+def _quota(value: str | None, what: str, kind: type[int] | type[float]) -> float | None:
+    """A quota option: a number, "default" (the settings' value), or None (left as is)."""
+    from reviewscore.core import keys
+
+    if value is None:
+        return None
+    if value.strip().lower() == "default":
+        return keys.DEFAULT
+    try:
+        number = kind(value.replace(",", "").replace("_", ""))
+    except ValueError:
+        say(f"error: {what} must be a number or 'default', not {value!r}")
+        raise typer.Exit(2) from None
+    if number < 0 or (kind is float and number == 0):
+        say(f"error: {what} must be {'above' if kind is float else 'at least'} 0, not {value}")
+        raise typer.Exit(2)
+    return number
+
+
+@keys_app.command("set-quota")
+def keys_set_quota(
+    key: Annotated[str, typer.Argument(help="key id or key prefix")],
+    queued_rows: Annotated[
+        str | None,
+        typer.Option(
+            "--queued-rows",
+            help="rows received and not yet scored, at most (or 'default': "
+            "REVIEWSCORE_KEY_MAX_QUEUED_ROWS)",
+        ),
+    ] = None,
+    unfinished_jobs: Annotated[
+        str | None,
+        typer.Option(
+            "--unfinished-jobs",
+            help="jobs not finished, at most (or 'default': REVIEWSCORE_KEY_MAX_UNFINISHED_JOBS)",
+        ),
+    ] = None,
+    weight: Annotated[
+        str | None,
+        typer.Option(
+            "--weight",
+            help="the key's share of the workers next to other keys with work (default 1)",
+        ),
+    ] = None,
+) -> None:
+    """Set a key's own quotas and fair-share weight; options left out stay as they are."""
+    from reviewscore.core import keys
+    from reviewscore.core.db import session_scope
+
+    rows = _quota(queued_rows, "--queued-rows", int)
+    jobs_at_most = _quota(unfinished_jobs, "--unfinished-jobs", int)
+    share = _quota(weight, "--weight", float)
+    if rows is None and jobs_at_most is None and share is None:
+        say("error: give --queued-rows, --unfinished-jobs or --weight")
+        raise typer.Exit(2)
+    with session_scope() as session:
+        record = keys.set_quota(
+            session,
+            key,
+            max_queued_rows=None if rows is None else int(rows),
+            max_unfinished_jobs=None if jobs_at_most is None else int(jobs_at_most),
+            weight=share,
+        )
+        if record is None:
+            say(f"error: no active key {key!r}")
+            raise typer.Exit(1)
+        shown = (record.id, record.max_queued_rows, record.max_unfinished_jobs, record.weight)
+
+    def own(value: float | None) -> str:
+        return "default" if value is None else f"{value:,g}"
+
+    console.print(
+        f"key {shown[0]}: queued rows {own(shown[1])}, unfinished jobs {own(shown[2])}, "
+        f"weight {own(shown[3])}"
+    )
 
 
 @app.command()
