@@ -39,25 +39,12 @@ typecheck: $(STAMP)
 test: $(STAMP) browser test-tools lint typecheck
 	$(BIN)/python -m pytest -m "not long" $(PYTEST_ARGS)
 
-# The in-process layer, no stack started (real SQLite and PostgreSQL, a stub scorer where a
-# model would be): a few minutes, for every change. `make test` still runs everything.
-FAST_TESTS := $(addprefix tests/test_,api_process.py batcher.py bench.py cache.py chunks.py \
-	chunk_texts.py deletes.py exports.py fair_share.py formats.py ingest.py job_options.py labels.py \
-	log_files.py metrics_scrape.py model_registry.py quotas.py redis_keys.py routes.py schema.py \
-	singles_message.py sweeper.py text.py urls.py worker_models.py)
-
+# The unit and integration tiers (tests/conftest.py TIERS: no stack of the service's own
+# processes; real SQLite, PostgreSQL, Redis and web servers, a stub scorer where a model would
+# be), for every change. `make test` still runs everything.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
-
-# The docs site (mkdocs.yml, docs/): `make docs` serves it at http://127.0.0.1:8001 and rebuilds
-# on every edit; `make docs-build` builds it into site/ with warnings as errors, as make test does
-# (tests/test_docs.py). The reference and report pages are generated from the code at each build.
-docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --strict -a 127.0.0.1:8001
-
-docs-build: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
+	$(BIN)/python -m pytest -m "unit or integration" $(PYTEST_ARGS)
 
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)

@@ -26,6 +26,43 @@ IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
 TEST_CHUNK_SIZE = 100
 
 
+# What each test module costs, by what it starts (pytest markers; `make test-fast` runs the
+# first two tiers):
+# - unit: no server at all;
+# - integration: real databases, Redis or web servers the test starts (nginx, a receiver), and
+#   the API in-process;
+# - system: the service's own processes (API, workers, beat, `reviewscore` commands), a
+#   browser, Prometheus against a running API, or several hosts.
+# A new module must be listed: collection fails otherwise, saying so.
+TIERS = {
+    "unit": """batcher chunk_texts compose exports formats ingest labels log_files redis_keys
+        singles_message splitting text urls worker_models bench""",
+    "integration": """api_process cache chunks deletes evaluation fair_share fetch job_options
+        metrics_scrape model_registry outages quotas routes schema sources sweeper webhooks
+        worker""",
+    "system": """auth bad_input browser cli client delivery deploy docs faults formats_service
+        metrics parts registry_stack resilience resume schemathesis service singles training
+        hosts""",
+}
+TIER_OF = {f"test_{name}": tier for tier, names in TIERS.items() for name in names.split()}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unlisted = set()
+    for item in items:
+        module = item.path.stem
+        tier = TIER_OF.get(module)
+        if tier is None:
+            unlisted.add(module)
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+    if unlisted:
+        raise pytest.UsageError(
+            f"tests/conftest.py TIERS lists no tier for {', '.join(sorted(unlisted))}: add each "
+            "to unit, integration or system"
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
