@@ -243,7 +243,12 @@ def test_a_file_is_scored_through_the_stack_while_a_worker_restarts(
 ) -> None:
     rows = [{"id": f"r-{i:04d}", "text": r["text"]} for i, r in enumerate(sample_reviews(ROWS))]
     path = write_csv(tmp_path / "reviews.csv", rows)
-    with Client(stack.url) as client:
+    # Production mode, as the compose file runs it: a key made with the image's own CLI.
+    (api,) = stack.containers("api")
+    created = _run(
+        ["podman", "exec", api, "reviewscore", "keys", "create", "compose-test"], stack.env, 120
+    )
+    with Client(stack.url, api_key=created.strip().splitlines()[-1]) as client:
         job = client.submit(path, id_column="id", wait=False)
         wait_for(
             lambda: client.job(job["id"])["scored"] >= ROWS // 10, 300, "the first rows scored"
