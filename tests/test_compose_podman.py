@@ -72,6 +72,7 @@ def podman_env() -> dict[str, str]:
     """The environment every podman and podman-compose call gets: our containers.conf."""
     podman = _tool("podman", "scripts/install-test-tools.sh installs podman, runc, debootstrap")
     _tool("runc", "scripts/install-test-tools.sh installs it")
+    _tool("podman-compose", "pip install -e '.[dev]'")
     if os.geteuid() != 0:
         _skip("needs root (rootless podman needs subuid ranges this test does not set up)")
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -221,7 +222,7 @@ def stack(
         yield running
     finally:
         subprocess.run(
-            [shutil.which("podman-compose") or "podman-compose", "-f", "docker-compose.yml"]
+            [_tool("podman-compose", "pip install -e '.[dev]'"), "-f", "docker-compose.yml"]
             + ["-f", "podman.yml", "down", "-v", "-t", "5"],
             env=env,
             cwd=folder,
