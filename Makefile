@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast docs docs-build bench-storage lint typecheck faults multihost deploy-check bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast docs docs-build bench-storage lint typecheck faults multihost deploy-check compose-test bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,8 @@ venv: $(STAMP)
 browser:
 	@bash scripts/install-chromium.sh
 
-# Debian packages some tests use (libfaketime, docker-compose, nginx, prometheus, kubectl),
+# Debian packages some tests use (libfaketime, docker-compose, nginx, prometheus, kubectl,
+# podman with runc and debootstrap),
 # installed when missing.
 test-tools:
 	@bash scripts/install-test-tools.sh
@@ -57,6 +58,11 @@ deploy-check: $(STAMP) test-tools
 # Several hosts as network namespaces on this machine (needs root, as CI runs): prints the table.
 multihost: $(STAMP) test-tools
 	$(BIN)/python -m pytest tests/multihost -s $(PYTEST_ARGS)
+
+# docker-compose.yml run for real with podman (needs root): the image built from the Dockerfile on
+# a locally made Debian base, the stack up, a file scored while a worker restarts, the stack down.
+compose-test: $(STAMP) test-tools
+	$(BIN)/python -m pytest tests/test_compose_podman.py -s $(PYTEST_ARGS)
 
 # Installs wrk (Debian) first: the singles rows are measured with it. BENCH_ARGS=--quick: minutes.
 bench: $(STAMP)

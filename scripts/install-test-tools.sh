@@ -6,6 +6,11 @@
 #   prometheus      promtool and a real Prometheus for the alerting rules (tests/test_deploy.py)
 #   kubernetes-client  `kubectl kustomize` renders deploy/kubernetes (tests/test_deploy.py);
 #                   only where no kubectl is installed (any kubectl with kustomize will do)
+#   podman, runc, debootstrap  docker-compose.yml run for real (tests/test_compose_podman.py):
+#                   runc because crun refuses mixed cgroup v1/v2 hosts; debootstrap makes the
+#                   base image where none can be pulled (scripts/podman-base-image.sh);
+#                   golang-github-containernetworking-plugin-dnsname: service names resolve on
+#                   podman's CNI networks (Debian 12's podman 4.3 uses CNI)
 # Not root, or no apt-get: say what is missing; the tests that need it skip and say why.
 set -euo pipefail
 missing=()
@@ -15,6 +20,10 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+[ -e /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
