@@ -196,3 +196,44 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {"model": ErrorBody, "description": ERROR_MEANINGS[code]} for code in (401, *codes)
     }
+
+
+class TrainRequest(BaseModel):
+    """POST /v1/models/train: a new model from the labeled rows of finished jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_ids: list[str] = Field(
+        min_length=1,
+        description="finished jobs of yours, uploaded with label_column and keep_texts=true",
+    )
+    name: str | None = Field(
+        None, description="the new model's name (default: labels-<run id>); not a shipped model's"
+    )
+    with_imdb: bool = Field(False, description="train on IMDB's train split too")
+    make_default: bool = Field(
+        False, description="make the new model the default (otherwise the default stays)"
+    )
+    architecture: Literal["nbsvm"] = "nbsvm"
+
+
+class TrainingRunView(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    finished: bool
+    progress: float = Field(description="0..1")
+    stage: str | None = Field(description="what the worker is doing now")
+    model_name: str
+    model_version: str | None = Field(description="the published version, once succeeded")
+    job_ids: list[str]
+    with_imdb: bool
+    make_default: bool
+    architecture: str
+    error: str | None
+    report: dict[str, Any] | None = Field(
+        description="the new model and the default model on the held-out rows: accuracy with "
+        "a 95 % Wilson interval each, and their paired difference"
+    )
+    created_at: UtcTime
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
