@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from api.auth import current_key_id
 from api.main import create_app
 from reviewscore.core import keys
 from reviewscore.core.db import session_scope
+from reviewscore.core.model_registry import LocalModel, make_default, publish
 from reviewscore.core.settings import get_settings
+from reviewscore.shell import cli
 from tests import factories as f
 from tests.conftest import RunningStack, sample_reviews, write_csv
 from tests.test_routes import sent, stub_model, work_off  # noqa: F401 - the fixtures
@@ -146,6 +150,28 @@ def test_another_keys_job_is_not_found_and_shipped_names_are_not_taken(
     api.app.dependency_overrides.clear()  # type: ignore[attr-defined]
 
 
+def test_a_model_made_default_stays_default_and_its_name_needs_make_default(
+    api: TestClient,
+    sent: list[tuple[str, int]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "model.keras").write_bytes(b"stands in for a trained model")
+    meta = {"name": "mine", "architecture": "nbsvm", "test_accuracy": None, "trained_from": {}}
+    with session_scope() as session:
+        info, _ = publish(session, LocalModel(folder, meta, folder / "model.keras"))
+    defaults = {m["name"]: m["default"] for m in api.get("/v1/models").json()["models"]}
+    assert defaults == {"stub": True, "mine": False}  # published, without replacing the default
+    with session_scope() as session:
+        make_default(session, "mine", info.version)
+    defaults = {m["name"]: m["default"] for m in api.get("/v1/models").json()["models"]}
+    assert defaults == {"stub": False, "mine": True}
+    job_id = upload(api, imdb_sample()[:120], sent)
+    status, detail = refused(api, [job_id], name="mine")
+    assert status == 422 and "is the default model: pass make_default" in detail
+
+
 # --- end to end on the service ------------------------------------------------------------------
 
 
@@ -161,14 +187,23 @@ def test_a_model_trained_from_a_labeled_job_is_published_and_used_by_name(
     job = client.submit(labeled, id_column="id", label_column="label", keep_texts=True)
     assert service.wait_job(job["id"])["status"] == "succeeded"
 
-    run = client.train([job["id"]], name="my-reviews")
-    assert (run["status"], run["model_name"], run["finished"]) == ("queued", "my-reviews", False)
-    seen: list[float] = []
-    run = client.wait_training(
-        run["id"], poll=0.25, timeout=240, on_progress=lambda r: seen.append(r["progress"])
+    # As the README shows it: the CLI starts the run, follows it and prints the report.
+    ran = CliRunner().invoke(
+        cli.app,
+        ["train", "--from-job", job["id"][:8], "--name", "my-reviews", "--url", service.url],
     )
-    assert run["status"] == "succeeded", run["error"]
-    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert ran.exit_code == 0, ran.output
+    run_id = re.search(r"training run ([0-9a-f]{32}): model my-reviews", ran.output)
+    assert run_id, ran.output
+    run = client.training_run(run_id.group(1))
+    assert (run["status"], run["finished"], run["progress"], run["stage"]) == (
+        "succeeded",
+        True,
+        1.0,
+        "done",
+    )
+    assert f"published {run['model_version']}; the default is unchanged" in ran.output
+    assert "my-reviews (new)" in ran.output and f"{default_before['name']} (default)" in ran.output
 
     # Published under its name, the default unchanged.
     models = {m["name"]: m for m in client.models()["models"]}

@@ -327,6 +327,12 @@ def score(
         str | None,
         typer.Option(help="csv, jsonl or parquet (default: from the output file's suffix)"),
     ] = None,
+    keep_texts: Annotated[
+        bool,
+        typer.Option(
+            "--keep-texts", help="keep the texts once scored (to train from the labels later)"
+        ),
+    ] = False,
     parallel: Annotated[
         int,
         typer.Option(
@@ -380,6 +386,7 @@ def score(
             delimiter=delimiter,
             format=input_format,
             keep_columns=keep_columns,
+            keep_texts=keep_texts,
             labels=labels,
             deadline=deadline,
             results_expire_after=results_expire_after,
@@ -414,6 +421,7 @@ def score(
                 keep_columns=keep_columns,
                 label_column=label_column,
                 positive_from=positive_from,
+                keep_texts=keep_texts,
                 progress=lambda n: progress.advance(task, n),
                 parallel=parallel,
                 part_bytes=int(part_mb * 1024 * 1024),
