@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -203,12 +203,16 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_ids: list[str] = Field(
+    job_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
         min_length=1,
+        max_length=20,
         description="finished jobs of yours, uploaded with label_column and keep_texts=true",
     )
     name: str | None = Field(
-        None, description="the new model's name (default: labels-<run id>); not a shipped model's"
+        None,
+        max_length=63,
+        description="the new model's name (default: labels-<run id>): 1-63 lowercase letters, "
+        "digits, '.', '_' or '-'; not a shipped model's",
     )
     with_imdb: bool = Field(False, description="train on IMDB's train split too")
     make_default: bool = Field(
