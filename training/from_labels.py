@@ -98,6 +98,11 @@ def train_run(run_id: str, settings: Settings, progress: Progress) -> tuple[str,
     imdb_rows = 0
     if request.get("with_imdb"):
         progress(0.1, "reading IMDB's train split")
+        if not (settings.imdb_dir / "train.csv.gz").is_file():
+            raise TrainingInputError(
+                f"with_imdb: this worker has no {settings.imdb_dir / 'train.csv.gz'} "
+                "(set REVIEWSCORE_IMDB_DIR to the folder holding it)"
+            )
         imdb = load_dataset(settings.imdb_dir).train
         imdb_rows = len(imdb)
         pool = concat_reviews(rest, imdb)
