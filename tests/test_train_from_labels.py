@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from api.auth import current_key_id
 from api.main import create_app
+from api.routes import training as training_route
 from reviewscore.core import keys
 from reviewscore.core.db import session_scope
 from reviewscore.core.model_registry import LocalModel, make_default, publish
@@ -147,6 +148,40 @@ def test_another_keys_job_is_not_found_and_shipped_names_are_not_taken(
     assert status == 422 and "give the new model a name of its own" in detail
     status, detail = refused(api, [job_id], name="Bad Name!")
     assert (status, detail[:22]) == (422, "model name 'Bad Name!'"), detail
+    api.app.dependency_overrides.clear()  # type: ignore[attr-defined]
+
+
+def test_a_run_is_queued_for_a_worker_and_only_its_key_sees_it(
+    api: TestClient,
+    sent: list[tuple[str, int]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queued: list[str] = []
+    monkeypatch.setattr(training_route, "enqueue_training", queued.append)
+    with session_scope() as session:
+        mine, _ = keys.create_key(session, "mine")
+        theirs, _ = keys.create_key(session, "theirs")
+        mine_id, theirs_id = mine.id, theirs.id
+    api.app.dependency_overrides[current_key_id] = lambda: mine_id  # type: ignore[attr-defined]
+    job_id = upload(api, imdb_sample()[:120], sent)
+    response = api.post("/v1/models/train", json={"job_ids": [job_id]})
+    assert response.status_code == 202, response.text
+    run = response.json()
+    assert queued == [run["id"]]
+    assert run["model_name"] == f"labels-{run['id'][:8]}"
+    assert (run["status"], run["finished"], run["progress"], run["job_ids"]) == (
+        "queued",
+        False,
+        0.0,
+        [job_id],
+    )
+    assert api.get(f"/v1/models/train/{run['id']}").json() == run
+    api.app.dependency_overrides[current_key_id] = lambda: theirs_id  # type: ignore[attr-defined]
+    answer = api.get(f"/v1/models/train/{run['id']}")
+    assert (answer.status_code, answer.json()["detail"]) == (
+        404,
+        f"training run {run['id']!r} not found",
+    )
     api.app.dependency_overrides.clear()  # type: ignore[attr-defined]
 
 
