@@ -894,7 +894,12 @@ def print_training_report(run: dict[str, Any]) -> None:
         report["default_model"]["version"],
         _figure(report["default_model"]["accuracy"]),
     )
-    table.add_row("difference", "new - default", _figure(report["difference"]))
+    difference = report["difference"]
+    table.add_row(
+        "difference",
+        "new - default",
+        f"{difference['value']:+.3f} (95 % {difference['low']:+.3f} to {difference['high']:+.3f})",
+    )
     out = stdout_console()
     out.print(table)
     default = "it is now the default" if report["made_default"] else "the default is unchanged"
