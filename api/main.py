@@ -21,7 +21,7 @@ from starlette.routing import Match
 
 from api import docs, errors, ui
 from api.metrics import RequestMetrics
-from api.routes import jobs, parts, score, system, usage
+from api.routes import jobs, parts, score, system, training, usage
 from api.schemas import ErrorBody
 from reviewscore.core.errors import QuotaExceededError, ReviewscoreError
 from reviewscore.core.settings import Environment, get_settings
@@ -158,6 +158,7 @@ def create_app() -> FastAPI:
     errors.install(app)  # database and Redis failures: JSON 503 naming the part
     app.include_router(system.router)
     app.include_router(score.router)
+    app.include_router(training.router)
     app.include_router(jobs.router)
     app.include_router(parts.router)
     app.include_router(usage.router)

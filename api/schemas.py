@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -209,3 +209,48 @@ class UsageView(BaseModel):
     max_queued_rows: int | None = Field(description="the key's quota of queued rows")
     max_unfinished_jobs: int | None = Field(description="the key's quota of unfinished jobs")
     weight: float = Field(description="the key's share of the workers next to other keys")
+
+
+class TrainRequest(BaseModel):
+    """POST /v1/models/train: a new model from the labeled rows of finished jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]] = Field(
+        min_length=1,
+        max_length=20,
+        description="finished jobs of yours, uploaded with label_column and keep_texts=true",
+    )
+    name: str | None = Field(
+        None,
+        max_length=63,
+        description="the new model's name (default: labels-<run id>): 1-63 lowercase letters, "
+        "digits, '.', '_' or '-'; not a shipped model's",
+    )
+    with_imdb: bool = Field(False, description="train on IMDB's train split too")
+    make_default: bool = Field(
+        False, description="make the new model the default (otherwise the default stays)"
+    )
+    architecture: Literal["nbsvm"] = "nbsvm"
+
+
+class TrainingRunView(BaseModel):
+    id: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    finished: bool
+    progress: float = Field(description="0..1")
+    stage: str | None = Field(description="what the worker is doing now")
+    model_name: str
+    model_version: str | None = Field(description="the published version, once succeeded")
+    job_ids: list[str]
+    with_imdb: bool
+    make_default: bool
+    architecture: str
+    error: str | None
+    report: dict[str, Any] | None = Field(
+        description="the new model and the default model on the held-out rows: accuracy with "
+        "a 95 % Wilson interval each, and their paired difference"
+    )
+    created_at: UtcTime
+    started_at: UtcTime | None
+    finished_at: UtcTime | None

@@ -618,6 +618,52 @@ class Client:
         """Installed models: {"models": [{"name", "version", "default", "max_tokens", ...}]}."""
         return self._json("GET", "/v1/models")  # type: ignore[no-any-return]
 
+    def train(
+        self,
+        job_ids: list[str],
+        *,
+        name: str | None = None,
+        with_imdb: bool = False,
+        make_default: bool = False,
+        architecture: str = "nbsvm",
+    ) -> dict[str, Any]:
+        """Queues a training run on the labeled rows of finished jobs (sent with label_column
+        and keep_texts=True); returns the run. `wait_training` follows it."""
+        body = {
+            "job_ids": job_ids,
+            "name": name,
+            "with_imdb": with_imdb,
+            "make_default": make_default,
+            "architecture": architecture,
+        }
+        return self._json("POST", "/v1/models/train", json=body)  # type: ignore[no-any-return]
+
+    def training_run(self, run_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/models/train/{run_id}")  # type: ignore[no-any-return]
+
+    def wait_training(
+        self,
+        run_id: str,
+        *,
+        poll: float = 0.5,
+        timeout: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Polls the training run until the server says it is `finished`; returns it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.training_run(run_id)
+            if on_progress is not None:
+                on_progress(run)
+            if run["finished"]:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeoutError(
+                    f"training run {run_id} is still {run['status']} after {timeout}s; "
+                    "it goes on: wait again later"
+                )
+            time.sleep(poll)
+
     # ------------------------------------------------------------------ results ----
 
     @contextmanager

@@ -22,6 +22,10 @@ SCORE_CHUNK = "reviewscore.score_chunk"
 SCORE_TEXTS = "reviewscore.score_texts"
 SWEEP = "reviewscore.sweep"
 DELIVER_RESULTS = "reviewscore.deliver_results"
+TRAIN_MODEL = "reviewscore.train_model"
+# The module of the training task, imported by each worker when it starts (by name: neither
+# core nor worker/ may import training/; it loads TensorFlow only inside the task).
+TRAINING_TASKS = "training.tasks"
 
 BULK_QUEUE = "bulk"
 SINGLES_QUEUE = "singles"
@@ -36,7 +40,12 @@ def chunk_priority(seq: int) -> int:
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("reviewscore", broker=settings.broker_url, backend=settings.broker_url)
+    app = Celery(
+        "reviewscore",
+        broker=settings.broker_url,
+        backend=settings.broker_url,
+        include=[TRAINING_TASKS],
+    )
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -72,6 +81,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
             SCORE_TEXTS: {"queue": SINGLES_QUEUE},
             SWEEP: {"queue": BULK_QUEUE},
             DELIVER_RESULTS: {"queue": BULK_QUEUE},
+            TRAIN_MODEL: {"queue": BULK_QUEUE},
         },
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -102,6 +112,11 @@ def enqueue_chunk(job_id: str, seq: int) -> None:
 def enqueue_delivery(job_id: str) -> None:
     """Sends a finished job's results to its result_url (core/delivery.py), from a worker."""
     celery_app.send_task(DELIVER_RESULTS, args=[job_id], queue=BULK_QUEUE, priority=0)
+
+
+def enqueue_training(run_id: str) -> None:
+    """Trains a model from a user's labels (core/training_runs.py) on a worker."""
+    celery_app.send_task(TRAIN_MODEL, args=[run_id], queue=BULK_QUEUE, priority=0)
 
 
 def singles_message(

@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from reviewscore.core.clock import db_now
 from reviewscore.core.db import make_engine, session_scope
 from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.schema import ModelVersion
@@ -44,6 +46,8 @@ class ModelInfo(BaseModel):
     generation: int = 0
     file_name: str = "model.keras"
     metadata: dict[str, Any] = {}
+    # When a version of this name was last made the default (--make-default), if ever.
+    made_default_at: datetime | None = None
     # Where the artifact lies on this host, when known (a models folder, or the local cache).
     path: Path | None = None
 
@@ -61,6 +65,7 @@ def _info(row: ModelVersion, path: Path | None = None) -> ModelInfo:
         file_name=row.file_name,
         metadata=meta,
         path=path,
+        made_default_at=row.made_default_at,
     )
 
 
@@ -191,16 +196,36 @@ def list_models(session: Session) -> list[ModelInfo]:
     ).scalars()
     current: dict[str, ModelInfo] = {}
     for row in rows:
-        current.setdefault(row.name, _info(row))
+        info = current.setdefault(row.name, _info(row))
+        # A name made default stays so when a later version of it is published.
+        if row.made_default_at and (
+            info.made_default_at is None or row.made_default_at > info.made_default_at
+        ):
+            info.made_default_at = row.made_default_at
     return list(current.values())
 
 
 def default_model_name(models: list[ModelInfo], configured: str = "") -> str | None:
+    """REVIEWSCORE_DEFAULT_MODEL if set; else the name made default last (`--make-default`);
+    else the best test accuracy (models trained from a user's labels report none, so they never
+    become the default by being published)."""
     if configured:
         return configured
     if not models:
         return None
+    chosen = [m for m in models if m.made_default_at is not None]
+    if chosen:
+        return max(chosen, key=lambda m: m.made_default_at or datetime.min).name
     return max(models, key=lambda m: (m.test_accuracy or 0.0, m.name)).name
+
+
+def make_default(session: Session, name: str, version: str) -> None:
+    """Makes `name` the default model from now on (its version `version` carries the flag)."""
+    row = session.get(ModelVersion, (name, version))
+    if row is None:
+        raise UnknownModelError(f"model version {version!r} of {name!r} is not published")
+    row.made_default_at = db_now()
+    session.flush()
 
 
 def get_model(session: Session, name: str | None, configured_default: str = "") -> ModelInfo:

@@ -427,6 +427,44 @@ class ModelVersion(Base):
     # 1, 2, 3... per name in publishing order: the highest is the current version.
     generation: Mapped[int] = mapped_column(Integer)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    # Set when this version was made the default (`reviewscore train --make-default`): the name
+    # made default last is the default, unless REVIEWSCORE_DEFAULT_MODEL names one.
+    made_default_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class TrainingRun(Base):
+    """A model trained from the labeled rows of a key's jobs (core/training_runs.py): what was
+    asked, how far it is, and its outcome: the published version and the report comparing it
+    with the default model on the held-out rows."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[TrainingStatus] = mapped_column(
+        _stored_as_text(TrainingStatus), default=TrainingStatus.queued
+    )
+    # The request: job_ids, with_imdb, architecture, make_default.
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_name: Mapped[str] = mapped_column(String(100))
+    # 0..1, and what the worker is doing now (a few words).
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=db_now())
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WebhookEvent(Base):

@@ -32,8 +32,16 @@ class Settings(BaseSettings):
     # gives its URL to every process it starts.
     redis_url: str = ""
     models_dir: Path = REPO_ROOT / "models"
-    # Empty: the installed model with the best test accuracy.
+    # Empty: the model made default last (`reviewscore train --make-default`), else the
+    # installed model with the best test accuracy.
     default_model: str = ""
+    # Training from a user's labels (core/training_runs.py): the fewest labeled rows, and of
+    # each class, a request may train on; the share of them held out (stratified) to compare
+    # the new model with the default; where a worker reads IMDB's train split (--with-imdb).
+    train_min_labeled_rows: Annotated[int, Field(ge=10)] = 100
+    train_min_per_class: Annotated[int, Field(ge=2)] = 10
+    train_holdout_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    imdb_dir: Path = REPO_ROOT.parent / "shared" / "data" / "imdb"
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

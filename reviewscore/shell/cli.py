@@ -327,6 +327,12 @@ def score(
         str | None,
         typer.Option(help="csv, jsonl or parquet (default: from the output file's suffix)"),
     ] = None,
+    keep_texts: Annotated[
+        bool,
+        typer.Option(
+            "--keep-texts", help="keep the texts once scored (to train from the labels later)"
+        ),
+    ] = False,
     parallel: Annotated[
         int,
         typer.Option(
@@ -380,6 +386,7 @@ def score(
             delimiter=delimiter,
             format=input_format,
             keep_columns=keep_columns,
+            keep_texts=keep_texts,
             labels=labels,
             deadline=deadline,
             results_expire_after=results_expire_after,
@@ -414,6 +421,7 @@ def score(
                 keep_columns=keep_columns,
                 label_column=label_column,
                 positive_from=positive_from,
+                keep_texts=keep_texts,
                 progress=lambda n: progress.advance(task, n),
                 parallel=parallel,
                 part_bytes=int(part_mb * 1024 * 1024),
@@ -889,20 +897,123 @@ def _announce(settings: Any, flower: bool) -> None:
 
 @app.command()
 def train(
-    arch: Annotated[str, typer.Option(help="cnn or the stronger default model's architecture")],
-    data: Annotated[Path, typer.Option(help="csv.gz folder, aclImdb/ folder or its .tar.gz")],
+    arch: Annotated[
+        str | None, typer.Option(help="cnn or nbsvm (training on the IMDB data at --data)")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="csv.gz folder, aclImdb/ folder or its .tar.gz")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="models folder (default: the setting)")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int, typer.Option()] = 1337,
     limit: Annotated[int | None, typer.Option(help="train on a sample of this size")] = None,
+    from_job: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--from-job",
+            help="train on the service from this finished labeled job's rows (repeatable)",
+        ),
+    ] = None,
+    with_imdb: Annotated[
+        bool, typer.Option("--with-imdb", help="with --from-job: IMDB's train split too")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="with --from-job: the new model's name")] = None,
+    make_default: Annotated[
+        bool, typer.Option("--make-default", help="with --from-job: make it the default model")
+    ] = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
 ) -> None:
-    """Train a model from the IMDB data and install it in the models folder."""
+    """Train a model: from the IMDB data into the models folder (--arch, --data), or on the
+    service from the labeled rows of your jobs (--from-job), published under its own name."""
+    if from_job:
+        _train_from_jobs(
+            _client(url, api_key), from_job, name, with_imdb, make_default, arch or "nbsvm"
+        )
+        return
+    if arch is None or data is None:
+        say("error: give --arch and --data (train on IMDB here), or --from-job JOB")
+        raise typer.Exit(2)
     from training.train import run_training
 
     folder = run_training(
         arch, data, out or get_settings().models_dir, epochs=epochs, seed=seed, limit=limit
     )
     console.print(f"model written to {folder}")
+
+
+def _train_from_jobs(
+    client: Client,
+    job_ids: list[str],
+    name: str | None,
+    with_imdb: bool,
+    make_default: bool,
+    arch: str,
+) -> None:
+    run = client.train(
+        [client.resolve(job_id) for job_id in job_ids],
+        name=name,
+        with_imdb=with_imdb,
+        make_default=make_default,
+        architecture=arch,
+    )
+    say(f"training run {run['id']}: model {run['model_name']}")
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task(f"train {run['model_name']}", total=1.0)
+
+            def show(state: dict[str, Any]) -> None:
+                progress.update(
+                    task,
+                    completed=state["progress"],
+                    description=f"train {run['model_name']}: {state['stage'] or state['status']}",
+                )
+
+            run = client.wait_training(run["id"], on_progress=show)
+    except KeyboardInterrupt:
+        say(f"stopped following; training run {run['id']} goes on (GET /v1/models/train/ID)")
+        raise typer.Exit(INTERRUPTED) from None
+    if run["status"] != "succeeded":
+        say(f"error: training run {run['id']} failed: {run['error']}")
+        raise typer.Exit(1)
+    print_training_report(run)
+
+
+def print_training_report(run: dict[str, Any]) -> None:
+    report = run["report"]
+    held = report["held_out"]
+    table = Table(
+        title=f"held-out rows: {held['rows']} ({held['positive']} positive, "
+        f"{held['negative']} negative); accuracy with 95 % intervals"
+    )
+    for column in ("model", "version", "accuracy"):
+        table.add_column(column)
+    table.add_row(
+        f"{report['model']['name']} (new)",
+        report["model"]["version"],
+        _figure(report["model"]["accuracy"]),
+    )
+    table.add_row(
+        f"{report['default_model']['name']} (default)",
+        report["default_model"]["version"],
+        _figure(report["default_model"]["accuracy"]),
+    )
+    difference = report["difference"]
+    table.add_row(
+        "difference",
+        "new - default",
+        f"{difference['value']:+.3f} (95 % {difference['low']:+.3f} to {difference['high']:+.3f})",
+    )
+    out = stdout_console()
+    out.print(table)
+    default = "it is now the default" if report["made_default"] else "the default is unchanged"
+    out.print(f"published {report['model']['version']}; {default}")
 
 
 def main() -> None:
