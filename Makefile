@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast bench-storage lint typecheck faults multihost deploy-check bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast bench-storage lint typecheck faults multihost chaos deploy-check bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ deploy-check: $(STAMP) test-tools
 # Several hosts as network namespaces on this machine (needs root, as CI runs): prints the table.
 multihost: $(STAMP) test-tools
 	$(BIN)/python -m pytest tests/multihost -s $(PYTEST_ARGS)
+
+# A chaos soak on the multi-host suite's hosts: a workload under faults drawn from SEED (random
+# when left out, printed), then the history checker; the history stays in var/chaos/.
+chaos: $(STAMP) test-tools
+	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) --minutes $(or $(MINUTES),3) $(PYTEST_ARGS)
 
 # Installs wrk (Debian) first: the singles rows are measured with it. BENCH_ARGS=--quick: minutes.
 bench: $(STAMP)
