@@ -12,6 +12,7 @@ Rules (each violation is one line of `Report.violations`):
   monitor, and every status read that said `finished`) equal those at the end;
 - an export answered 200 holds every row of its job;
 - no HTTP 500, from any request;
+- no key reads, exports, cancels or deletes another key's job (a 2xx for one);
 - every `POST /v1/score` is answered within SINGLES_TIMEOUT_S + 1 s with a result, a 503 or a
   504, unless it overlapped a fault that leaves the API unable to answer at all (its process
   killed or stopped, its host cut off) or the API's restart after one;
@@ -22,11 +23,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tests.chaos.nemesis import API_AWAY
-from tests.multihost.conftest import Hosts
 from tests.tables import render
+
+
+class Database(Protocol):
+    """What the checker reads the database through (tests/multihost/conftest.py `Hosts`)."""
+
+    def sql(self, query: str, admin: bool = False, **params: Any) -> list[Any]: ...
+
 
 FINAL_BOUND_S = 180.0
 # After the API's process is started again it needs a while to import and bind; a cut link's
@@ -72,7 +79,7 @@ FROM jobs j
 
 
 def check(
-    hosts: Hosts,
+    hosts: Database,
     seed: int,
     history: list[dict[str, Any]],
     singles_timeout_s: float,
@@ -177,6 +184,11 @@ def check(
             report.violations.append(
                 f"HTTP 500 from {entry.get('method', '')} {entry.get('path', entry['op'])} at "
                 f"{entry.get('t0', 0):.1f}s: {entry.get('detail', '')}"
+            )
+        if "owner" in entry and entry["owner"] != entry["key"] and 200 <= entry["status"] < 300:
+            report.violations.append(
+                f"key {entry['key']} got {entry['status']} for {entry['method']} "
+                f"{entry['path']}, a job of key {entry['owner']}"
             )
         if entry["op"] != "score" or _overlaps(entry, away):
             continue

@@ -6,8 +6,9 @@ again, a stopped one continued, a link set up, a server started), then a drawn g
 Kinds (all in): SIGKILL / SIGSTOP of a worker host, SIGKILL / SIGSTOP of the API process,
 SIGKILL of beat, a worker host's link cut, the API host's link cut, PostgreSQL restarted (a fast
 shutdown, down for the duration), Redis restarted, and a worker's wall clock jumped forward
-(libfaketime reading its offset from a file; only where libfaketime is installed). Not in: the
-data host's disk full."""
+(libfaketime reading its offset from a file; only where libfaketime is installed), and the data
+host's disk full (PostgreSQL's data directory on a small filesystem of its own, filled with a
+ballast file, then freed)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ KINDS = (
     "restart_postgres",
     "restart_redis",
     "clock_jump",
+    "disk_full",
 )
+DISK_MB = 512  # PostgreSQL's own filesystem in a chaos run (harness.Postgres.move_to_small_disk)
 
 
 @dataclass
@@ -66,7 +69,7 @@ def schedule(seed: int, seconds: float, clock: bool) -> list[Planned]:
             target = rng.choice(WORKERS)
         elif kind == "clock_jump":
             target = CLOCK_HOST
-        elif kind in ("restart_postgres", "restart_redis"):
+        elif kind in ("restart_postgres", "restart_redis", "disk_full"):
             target = "data"
         else:
             target = "api"
@@ -158,7 +161,30 @@ def apply(hosts: Hosts, fault: Planned) -> Callable[[], None]:
         offset = hosts.worker(fault.target).folder / "faketime-offset"
         offset.write_text(f"+{CLOCK_JUMP_S}s\n")
         return lambda: _write(offset, "+0s\n")
+    if kind == "disk_full":
+        fill_disk(hosts)
+        return lambda: free_disk(hosts)
     raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def ballast(hosts: Hosts) -> Path:
+    return hosts.pg.data / "chaos-ballast"
+
+
+def fill_disk(hosts: Hosts) -> None:
+    """Takes every free byte of PostgreSQL's filesystem."""
+    free = os.statvfs(hosts.pg.data)
+    with ballast(hosts).open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, free.f_bavail * free.f_frsize)
+
+
+def free_disk(hosts: Hosts) -> None:
+    """Frees the disk; a server that stopped for want of space is started again, as its
+    operator would."""
+    ballast(hosts).unlink(missing_ok=True)
+    proc = hosts.data.procs.get("postgres")
+    if proc is None or not proc.alive():
+        hosts.pg.start()
 
 
 def run(

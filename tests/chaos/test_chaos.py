@@ -10,11 +10,13 @@ import dataclasses
 import json
 import os
 import random
+import secrets
 import signal
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from reviewscore.core.settings import REPO_ROOT
 from tests.chaos import nemesis
@@ -24,6 +26,8 @@ from tests.multihost.conftest import Hosts
 from tests.multihost.harness import wait_until
 
 SINGLES_TIMEOUT_S = 5.0
+KEYS = 3
+MINUTES = float(os.environ.get("CHAOS_MINUTES") or 1.5)
 
 
 def chaos_env(files: Path) -> dict[str, str]:
@@ -34,12 +38,16 @@ def chaos_env(files: Path) -> dict[str, str]:
         # ... and so does a job in parts whose client gave up before completing it.
         "REVIEWSCORE_PARTS_UPLOAD_TTL_S": "30",
         "REVIEWSCORE_URL_FILE_DIRS": str(files),
+        # API keys required: the workload sends with several.
+        "REVIEWSCORE_ENV": "production",
+        "REVIEWSCORE_FLOWER_PASSWORD": secrets.token_hex(8),
     }
 
 
 def restore_everything(hosts: Hosts) -> None:
     """Whatever a fault left behind (an undo that failed): links up, processes continued and
     running."""
+    nemesis.ballast(hosts).unlink(missing_ok=True)
     for host in hosts.cluster.hosts.values():
         if host.is_cut():
             host.restore()
@@ -67,9 +75,11 @@ def _alive(hosts: Hosts, host: str, proc: str) -> bool:
     return found is not None and found.alive()
 
 
+# The hosts' setup, the run, then the drain (at most FINAL_BOUND_S) and the check.
+@pytest.mark.timeout(int(MINUTES * 60 + 900))
 def test_chaos_soak(hosts: Hosts) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 100_000))
-    minutes = float(os.environ.get("CHAOS_MINUTES") or 1.5)
+    minutes = MINUTES
     folder = REPO_ROOT / "var" / "chaos" / f"{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
     files = folder / "files"
     files.mkdir(parents=True)
@@ -81,6 +91,14 @@ def test_chaos_soak(hosts: Hosts) -> None:
     )
 
     hosts.heal()
+    if not hosts.pg.data.is_mount():
+        hosts.pg.move_to_small_disk(nemesis.DISK_MB)
+        wait_until("PostgreSQL on its own disk", hosts.pg.answers, 60)
+    # The key is the last line the command prints.
+    keys = [
+        hosts.service.cli("keys", "create", f"chaos-{i}").stdout.strip().splitlines()[-1]
+        for i in range(KEYS)
+    ]
     hosts.service = dataclasses.replace(
         hosts.service, extra_env={**hosts.service.extra_env, **chaos_env(files)}
     )
@@ -93,7 +111,7 @@ def test_chaos_soak(hosts: Hosts) -> None:
 
     started = time.monotonic()
     history = History(folder / "history.jsonl", started)
-    workload = Workload(hosts, history, seed, files, SINGLES_TIMEOUT_S)
+    workload = Workload(hosts, history, seed, files, SINGLES_TIMEOUT_S, keys)
     workload.start()
     try:
         nemesis.run(hosts, planned, started, history.record, workload.stop.is_set)

@@ -5,7 +5,9 @@ uploads as CSV and JSON Lines, uploads in parts (the Python client, `parallel=2`
 jobs (file:// under the API host's allowed folder), `POST /v1/score`, status reads, exports in
 every format, cancels and deletes. Every request is one line of the history (what was sent,
 the answer's status, when, how long); an upload's line names the ids it sent (a prefix and a
-count: ids are `<prefix>-1` .. `<prefix>-n`). Two monitors add lines too: the first counts the
+count: ids are `<prefix>-1` .. `<prefix>-n`). Each thread sends with its own API key (several keys, the
+service in production mode); now and then it asks about another key's job, which must not be
+found. Two monitors add lines too: the first counts the
 database holds for each job once it is final (the checker compares them with the end), and the
 resident memory of every host's processes every few seconds."""
 
@@ -76,6 +78,7 @@ class Workload:
         seed: int,
         files: Path,
         singles_timeout_s: float,
+        keys: list[str],
         threads: int = 4,
     ) -> None:
         self.hosts = hosts
@@ -85,6 +88,9 @@ class Workload:
         self.singles_timeout_s = singles_timeout_s
         self.stop = threading.Event()
         self.jobs: list[str] = []
+        self.owner: dict[str, int] = {}  # job -> the index of the key that made it
+        self.keys = keys
+        self.local = threading.local()  # .key: the index of this thread's key
         self.lock = threading.Lock()
         self.counter = 0
         self.final: set[str] = set()
@@ -122,8 +128,10 @@ class Workload:
     ) -> tuple[httpx.Response | None, dict[str, Any]]:
         entry: dict[str, Any] = {"op": op, "method": method, "path": path, "t0": self.history.now()}
         response = None
+        entry["key"] = self.local.key
+        headers = {"Authorization": f"Bearer {self.keys[self.local.key]}"}
         try:
-            with httpx.Client(base_url=self.hosts.url, timeout=timeout) as http:
+            with httpx.Client(base_url=self.hosts.url, timeout=timeout, headers=headers) as http:
                 response = http.request(method, path, **kwargs)
             entry["status"] = response.status_code
             if response.status_code >= 400:
@@ -135,8 +143,16 @@ class Workload:
         return response, entry
 
     def _known_job(self, rng: random.Random) -> str | None:
+        """Mostly a job of this thread's key; sometimes another key's (which must answer 404)."""
         with self.lock:
+            own = [j for j in self.jobs if self.owner[j] == self.local.key]
+            if own and rng.random() < 0.85:
+                return rng.choice(own)
             return rng.choice(self.jobs) if self.jobs else None
+
+    def _about(self, entry: dict[str, Any], job_id: str) -> None:
+        entry["job"] = job_id
+        entry["owner"] = self.owner[job_id]
 
     def _unfinished(self) -> int:
         with self.lock:
@@ -144,12 +160,15 @@ class Workload:
 
     def _accepted(self, entry: dict[str, Any], job: dict[str, Any]) -> None:
         entry["job"] = job["id"]
+        entry["key"] = self.local.key
         with self.lock:
             self.jobs.append(job["id"])
+            self.owner[job["id"]] = self.local.key
 
     # --- the actions ----------------------------------------------------------------------------
     def _loop(self, index: int) -> None:
         rng = random.Random(f"{self.seed}-workload-{index}")
+        self.local.key = index % len(self.keys)
         names, weights = list(ACTIONS), list(ACTIONS.values())
         while not self.stop.is_set():
             action = rng.choices(names, weights)[0]
@@ -218,7 +237,7 @@ class Workload:
         def seen(response: httpx.Response) -> None:
             entry["statuses"].append(response.status_code)
 
-        client = Client(self.hosts.url, timeout=15)
+        client = Client(self.hosts.url, api_key=self.keys[self.local.key], timeout=15)
         client.http.event_hooks["response"] = [seen]
         try:
             job = client.submit(path, id_column="id", parallel=2, part_bytes=16_000)
@@ -266,7 +285,7 @@ class Workload:
         if job_id is None:
             return None
         response, entry = self._request("status", "GET", f"/v1/jobs/{job_id}")
-        entry["job"] = job_id
+        self._about(entry, job_id)
         if response is not None and response.status_code == 200:
             view = response.json()
             entry.update(
@@ -284,7 +303,8 @@ class Workload:
         response, entry = self._request(
             "export", "GET", f"/v1/jobs/{job_id}/results", params={"format": fmt}, timeout=60
         )
-        entry.update(job=job_id, format=fmt)
+        self._about(entry, job_id)
+        entry["format"] = fmt
         if response is not None and response.status_code == 200:
             entry["rows"] = _export_rows(response.content, fmt)
         return entry
@@ -294,7 +314,7 @@ class Workload:
         if job_id is None:
             return None
         _, entry = self._request("cancel", "POST", f"/v1/jobs/{job_id}/cancel")
-        entry["job"] = job_id
+        self._about(entry, job_id)
         return entry
 
     def _delete(self, rng: random.Random) -> dict[str, Any] | None:
@@ -304,10 +324,11 @@ class Workload:
         if job_id is None:
             return None
         response, entry = self._request("delete", "DELETE", f"/v1/jobs/{job_id}")
-        entry["job"] = job_id
+        self._about(entry, job_id)
         if response is not None and response.status_code == 204:
             with self.lock:
-                self.jobs.remove(job_id)
+                if job_id in self.jobs:
+                    self.jobs.remove(job_id)
         return entry
 
     # --- the monitors ---------------------------------------------------------------------------
