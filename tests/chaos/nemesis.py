@@ -12,6 +12,7 @@ ballast file, then freed)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -173,9 +174,16 @@ def ballast(hosts: Hosts) -> Path:
 
 def fill_disk(hosts: Hosts) -> None:
     """Takes every free byte of PostgreSQL's filesystem."""
-    free = os.statvfs(hosts.pg.data)
     with ballast(hosts).open("wb") as f:
-        os.posix_fallocate(f.fileno(), 0, free.f_bavail * free.f_frsize)
+        size = 0
+        for step in (1 << 22, 1 << 16, 1 << 12):  # 4 MiB at a time, then the last pieces
+            try:
+                while True:
+                    os.posix_fallocate(f.fileno(), size, step)
+                    size += step
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
 
 
 def free_disk(hosts: Hosts) -> None:
