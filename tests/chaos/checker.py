@@ -11,7 +11,7 @@ Rules (each violation is one line of `Report.violations`):
 - nothing is added to a job after it is final: its counts when first seen final (the database
   monitor, and every status read that said `finished`) equal those at the end;
 - an export answered 200 holds every row of its job;
-- no HTTP 500, from any request;
+- no HTTP 500, from any request, and no answer the workload could not read;
 - no key reads, exports, cancels or deletes another key's job (a 2xx for one);
 - every `POST /v1/score` is answered within SINGLES_TIMEOUT_S + 1 s with a result, a 503 or a
   504, unless it overlapped a fault that leaves the API unable to answer at all (its process
@@ -184,6 +184,10 @@ def check(
             report.violations.append(
                 f"HTTP 500 from {entry.get('method', '')} {entry.get('path', entry['op'])} at "
                 f"{entry.get('t0', 0):.1f}s: {entry.get('detail', '')}"
+            )
+        if entry.get("status") == -1:  # the workload's own code raised: an answer it cannot read
+            report.violations.append(
+                f"{entry['op']} at {entry.get('t0', 0):.1f}s raised {entry.get('detail', '')}"
             )
         if "owner" in entry and entry["owner"] != entry["key"] and 200 <= entry["status"] < 300:
             report.violations.append(

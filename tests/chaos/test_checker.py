@@ -46,7 +46,10 @@ def test_the_checker_passes_a_sound_run_and_names_each_kind_of_damage(database: 
     history += [
         {"op": "score", "method": "POST", "path": "/v1/score", "status": 0, "t0": 2.0, "t1": 9.0},
         {"op": "status", "method": "GET", "path": "/", "status": 500, "t0": 3.0, "t1": 3.1},
-    ]
+        {"op": "cancel", "method": "POST", "path": "/v1/jobs/x/cancel", "status": 200, "key": 0,
+         "owner": 1, "t0": 4.0, "t1": 4.1},
+        {"op": "export", "status": -1, "detail": "ValueError('bad json')", "t0": 5.0, "t1": 5.1},
+    ]  # fmt: skip
     broken = check(db, 1, history, 5.0, None)
     assert (broken.lost, broken.duplicated, broken.http_500) == (1, 1, 1), broken
     said = "\n".join(broken.violations)
@@ -56,3 +59,5 @@ def test_the_checker_passes_a_sound_run_and_names_each_kind_of_damage(database: 
     assert "POST /v1/score at 2.0s: 0 after 7.0s" in said
     assert "HTTP 500 from GET /" in said
     assert "not all final" in said
+    assert "key 0 got 200 for POST /v1/jobs/x/cancel, a job of key 1" in said
+    assert "export at 5.0s raised ValueError('bad json')" in said

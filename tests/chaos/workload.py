@@ -174,10 +174,12 @@ class Workload:
             action = rng.choices(names, weights)[0]
             if action in UPLOADS and self._unfinished() >= MAX_UNFINISHED:
                 action = "score"  # as a user with a quota would: no new job for now
+            began = self.history.now()
             try:
                 entry = getattr(self, f"_{action}")(rng)
             except Exception as exc:  # noqa: BLE001 - the history holds it; the checker judges
-                entry = {"op": action, "status": -1, "detail": repr(exc)[:300]}
+                entry = {"op": action, "status": -1, "detail": repr(exc)[:300], "t0": began}
+                entry["t1"] = self.history.now()
             if entry is not None:
                 entry["thread"] = index
                 self.history.record(entry)
