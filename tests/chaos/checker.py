@@ -183,7 +183,8 @@ def check(
             report.http_500 += statuses.count(500)
             report.violations.append(
                 f"HTTP 500 from {entry.get('method', '')} {entry.get('path', entry['op'])} at "
-                f"{entry.get('t0', 0):.1f}s: {entry.get('detail', '')}"
+                f"{entry.get('t0', 0):.1f}s ({entry.get('format', '')}, {statuses.count(500)} "
+                f"times): {entry.get('detail', '')}"
             )
         if entry.get("status") == -1:  # the workload's own code raised: an answer it cannot read
             report.violations.append(

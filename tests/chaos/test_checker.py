@@ -57,7 +57,7 @@ def test_the_checker_passes_a_sound_run_and_names_each_kind_of_damage(database: 
     assert "counters 10 scored + 0 failed, 9 result rows" in said
     assert "changed after final" in said
     assert "POST /v1/score at 2.0s: 0 after 7.0s" in said
-    assert "HTTP 500 from GET /" in said
+    assert "HTTP 500 from GET / at 3.0s" in said
     assert "not all final" in said
     assert "key 0 got 200 for POST /v1/jobs/x/cancel, a job of key 1" in said
     assert "export at 5.0s raised ValueError('bad json')" in said

@@ -5,10 +5,10 @@ uploads as CSV and JSON Lines, uploads in parts (the Python client, `parallel=2`
 jobs (file:// under the API host's allowed folder), `POST /v1/score`, status reads, exports in
 every format, cancels and deletes. Every request is one line of the history (what was sent,
 the answer's status, when, how long); an upload's line names the ids it sent (a prefix and a
-count: ids are `<prefix>-1` .. `<prefix>-n`). Each thread sends with its own API key (several keys, the
-service in production mode); now and then it asks about another key's job, which must not be
-found. Two monitors add lines too: the first counts the
-database holds for each job once it is final (the checker compares them with the end), and the
+count: ids are `<prefix>-1` .. `<prefix>-n`). Each thread sends with its own API key (several
+keys, the service in production mode); now and then it asks about another key's job, which must
+not be found. Two monitors add lines too: the first counts the database holds for each job once
+it is final (the checker compares them with the end), and the
 resident memory of every host's processes every few seconds."""
 
 from __future__ import annotations
