@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast docs docs-build bench-storage lint typecheck faults multihost deploy-check compose-test bench bench-coordination venv browser test-tools clean
+.PHONY: run test test-fast docs docs-build bench-storage lint typecheck faults multihost chaos deploy-check compose-test bench bench-coordination venv browser test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ multihost: $(STAMP) test-tools
 # a locally made Debian base, the stack up, a file scored while a worker restarts, the stack down.
 compose-test: $(STAMP) test-tools
 	$(BIN)/python -m pytest tests/test_compose_podman.py -s $(PYTEST_ARGS)
+# A chaos soak on the multi-host suite's hosts: a workload under faults drawn from SEED (random
+# when left out, printed), then the history checker; the history stays in var/chaos/.
+chaos: $(STAMP) test-tools
+	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) --minutes $(or $(MINUTES),3) $(PYTEST_ARGS)
 
 # Installs wrk (Debian) first: the singles rows are measured with it. BENCH_ARGS=--quick: minutes.
 bench: $(STAMP)

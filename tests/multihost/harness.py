@@ -122,9 +122,19 @@ def remove_leftovers() -> list[str]:
     for folder in WORK_ROOT.glob("rsmh-*"):
         tag = folder.name.removeprefix("rsmh-")
         if re.fullmatch(r"[0-9a-f]{6}", tag) and not _owner_alive(tag):
+            unmount_under(folder)
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
     return removed
+
+
+def unmount_under(folder: Path) -> None:
+    """Unmounts the filesystems mounted under `folder` (a small disk made by a test)."""
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted(points, reverse=True):
+        if point.startswith(f"{folder}/"):
+            _run("umount", "-l", point, check=False)
 
 
 def _free_subnet() -> ipaddress.IPv4Network:
@@ -310,6 +320,7 @@ class Cluster:
                 _run("ip", "netns", "del", host.netns, check=False)
                 _run("ip", "link", "del", host.link, check=False)
         _run("ip", "link", "del", self.bridge, check=False)
+        unmount_under(self.folder)
         if not os.environ.get("RSMH_KEEP"):
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -411,6 +422,23 @@ class Postgres:
     def stop(self) -> None:
         """A fast shutdown (SIGINT), as `pg_ctl stop` or a service restart does."""
         self.host.stop("postgres", sig=signal.SIGINT)
+
+    def move_to_small_disk(self, size_mb: int) -> None:
+        """Stops the server, puts its data directory on a filesystem of its own of `size_mb`
+        (a tmpfs), and starts it again: a test can then fill that disk (the data host's disk
+        full) without touching this machine's. WAL is capped to fit."""
+        entry = pwd.getpwnam(PG_USER)
+        moved = self.data.with_name("pgdata.moved")
+        self.stop()
+        self.data.rename(moved)
+        self.data.mkdir(mode=0o700)
+        options = f"size={size_mb}m,mode=0700,uid={entry.pw_uid},gid={entry.pw_gid}"
+        _run("mount", "-t", "tmpfs", "-o", options, "rsmh-disk", str(self.data))
+        _run("cp", "-a", f"{moved}/.", str(self.data))
+        shutil.rmtree(moved)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"\nmax_wal_size = {max(32, size_mb // 4)}MB\nmin_wal_size = 32MB\n")
+        self.start()
 
     def create_database(self) -> None:
         import psycopg

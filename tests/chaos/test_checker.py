@@ -1,0 +1,63 @@
+"""The chaos checker on a real PostgreSQL database (no hosts): a history and a database that
+hold what the rules ask pass; each kind of damage is named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from tests import factories
+from tests.chaos.checker import check
+
+
+class Db:
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, poolclass=NullPool)
+
+    def sql(self, query: str, admin: bool = False, **params: Any) -> list[Any]:
+        with self.engine.begin() as conn:
+            result = conn.execute(text(query), params)
+            return list(result.all()) if result.returns_rows else []
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_the_checker_passes_a_sound_run_and_names_each_kind_of_damage(database: str) -> None:
+    job_id = factories.make_job(10, 5)
+    assert factories.score(job_id, 0) and factories.score(job_id, 1)
+    db = Db(database)
+    history: list[dict[str, Any]] = [
+        {"op": "upload", "status": 202, "job": job_id, "prefix": "id", "n": 10, "format": "csv",
+         "t0": 0.0, "t1": 0.5},
+        {"op": "final_seen", "job": job_id, "job_status": "succeeded", "scored": 10, "failed": 0,
+         "results": 10, "t0": 1.0},
+        {"op": "score", "method": "POST", "path": "/v1/score", "status": 200, "t0": 1.0,
+         "t1": 1.2},
+    ]  # fmt: skip
+    sound = check(db, 1, history, 5.0, 3.0)
+    assert sound.violations == [], sound.violations
+    assert sound.last_line() == (
+        "chaos: seed 1, 0 faults, 1 jobs, 10 rows, 0 lost, 0 duplicated, 0 late, 0 HTTP 500"
+    )
+
+    db.sql("DELETE FROM results WHERE job_id = :j AND row_num = 3", j=job_id)
+    history += [
+        {"op": "score", "method": "POST", "path": "/v1/score", "status": 0, "t0": 2.0, "t1": 9.0},
+        {"op": "status", "method": "GET", "path": "/", "status": 500, "t0": 3.0, "t1": 3.1},
+        {"op": "cancel", "method": "POST", "path": "/v1/jobs/x/cancel", "status": 200, "key": 0,
+         "owner": 1, "t0": 4.0, "t1": 4.1},
+        {"op": "export", "status": -1, "detail": "ValueError('bad json')", "t0": 5.0, "t1": 5.1},
+    ]  # fmt: skip
+    broken = check(db, 1, history, 5.0, None)
+    assert (broken.lost, broken.duplicated, broken.http_500) == (1, 1, 1), broken
+    said = "\n".join(broken.violations)
+    assert f"job {job_id} (succeeded): 1 rows without a result" in said
+    assert "counters 10 scored + 0 failed, 9 result rows" in said
+    assert "changed after final" in said
+    assert "POST /v1/score at 2.0s: 0 after 7.0s" in said
+    assert "HTTP 500 from GET / at 3.0s" in said
+    assert "not all final" in said
+    assert "key 0 got 200 for POST /v1/jobs/x/cancel, a job of key 1" in said
+    assert "export at 5.0s raised ValueError('bad json')" in said
