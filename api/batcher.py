@@ -13,6 +13,7 @@ dropped from the waiting list."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,17 @@ class MicroBatcher:
         # Handles on the batches out (Ray Serve keeps its batch task too): close() cancels them.
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def score(self, texts: list[str], model: str | None) -> SinglesAnswer:
+    async def score(
+        self, texts: list[str], model: str | None, arrived: float | None = None
+    ) -> SinglesAnswer:
+        """The scores of `texts`, batched with other requests' texts. The wait is bounded from
+        `arrived` (time.monotonic() when the request came in; now if not given), so the time
+        the request spent before this call (auth, parsing) counts too."""
+        if self._timeout_s is None:
+            timeout = None
+        else:
+            spent = 0.0 if arrived is None else max(time.monotonic() - arrived, 0.0)
+            timeout = max(self._timeout_s - spent, 0.0)
         if self._max_waiting is not None and self._waiting_texts + len(texts) > self._max_waiting:
             raise BusyError(
                 f"{self._waiting_texts:,} reviews are already waiting for a worker "
@@ -67,7 +78,7 @@ class MicroBatcher:
         self._send_what_fits()
         try:
             # shield: a timeout cancels the future below, not the batch it may be part of.
-            return await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             raise ScoringTimeoutError(
                 f"no worker answered within {self._timeout_s:g} s of the request's arrival "

@@ -149,6 +149,9 @@ class RequestMetrics:
         if scope["method"] == "DELETE" and (match := DELETE_JOB.match(scope["path"])):
             await anyio.to_thread.run_sync(count_rows_before_delete, match.group(1))
         started = time.perf_counter()
+        # When the request came in, for routes whose deadline counts from its arrival
+        # (POST /v1/score): before its body is read and parsed, and before auth.
+        scope.setdefault("state", {})["arrived"] = time.monotonic()
         status = 500  # what the server error handler outside this middleware answers
 
         async def send_and_note(message: MutableMapping[str, Any]) -> None:

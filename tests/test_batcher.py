@@ -191,6 +191,30 @@ def test_a_request_times_out_from_its_arrival_even_while_it_waits_for_a_batch() 
     assert workers.sent == [(["a"], None)], "the request that timed out while waiting never left"
 
 
+def test_the_time_a_request_spent_before_the_batcher_counts_against_its_timeout() -> None:
+    """Found by the chaos soak: a request whose auth and parsing took a while was answered
+    past SINGLES_TIMEOUT_S + 1 s as its client measured it; the bound counts from arrival."""
+    import time
+
+    from reviewscore.core.errors import ScoringTimeoutError
+
+    workers = HeldWorkers()
+
+    async def main() -> float:
+        batcher = MicroBatcher(workers, max_in_flight=1, max_size=100, timeout_s=1.0)
+        arrived = time.monotonic() - 0.8  # the request came in 0.8 s ago
+        started = time.monotonic()
+        with pytest.raises(ScoringTimeoutError):
+            await batcher.score(["a"], None, arrived)
+        waited = time.monotonic() - started
+        workers.release.set()
+        await settle()
+        await batcher.close()
+        return waited
+
+    assert asyncio.run(main()) < 0.5  # 1.0 s from arrival, not from this call
+
+
 def test_the_waiting_list_is_bounded_and_a_request_past_it_is_refused_at_once() -> None:
     from api.errors import BusyError
 

@@ -96,7 +96,8 @@ async def score(body: ScoreRequest, request: Request) -> Response:
     texts = checked_texts(body, get_settings())
     if body.model:
         await run_in_threadpool(check_model, body.model)
-    scoring = asyncio.ensure_future(batcher_of(request).score(texts, body.model))
+    arrived = getattr(request.state, "arrived", None)  # set by api.metrics.RequestMetrics
+    scoring = asyncio.ensure_future(batcher_of(request).score(texts, body.model, arrived))
     watcher = asyncio.create_task(_drop_when_the_client_leaves(request, scoring))
     try:
         answer = await scoring
