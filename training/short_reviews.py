@@ -38,7 +38,7 @@ KINDS = ("first", "last", "shortest")
 
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # After sentence-final punctuation (and any closing quote or bracket), before white space.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?][\"')\]])\s+|(?<=[.!?])\s+|\n+")
 
 
 def sentences(text: str) -> list[str]:
@@ -66,7 +66,9 @@ class Piece:
 def candidates(reviews: Reviews) -> dict[str, list[Piece]]:
     """Every eligible piece of every review, by kind, in the reviews' order."""
     found: dict[str, list[Piece]] = {kind: [] for kind in KINDS}
-    for review_id, text, label in zip(reviews.ids, reviews.texts, reviews.labels.tolist(), strict=True):
+    for review_id, text, label in zip(
+        reviews.ids, reviews.texts, reviews.labels.tolist(), strict=True
+    ):
         whole = " ".join(_BREAK.sub(" ", text).split())
         if words(whole) <= MAX_REVIEW_WORDS:
             found["shortest"].append(Piece(f"{review_id}:shortest", "shortest", label, whole))
@@ -106,6 +108,30 @@ def short_pieces(
             seen.add(key)
             kept.append(piece)
     return kept
+
+
+def training_pieces(reviews: Reviews, kinds: str) -> Reviews:
+    """Sentences of `reviews` as extra training texts with their review's label: `kinds` is a
+    comma list of `first`, `last` (the review's first / last sentence) and `every` (every
+    sentence), each of 3..40 words; a review of one sentence gives none."""
+    wanted = set(kinds.split(",")) - {""}
+    ids, texts, labels = [], [], []
+    for review_id, text, label in zip(
+        reviews.ids, reviews.texts, reviews.labels.tolist(), strict=True
+    ):
+        cut = sentences(text)
+        if len(cut) < 2:
+            continue
+        picked = list(enumerate(cut)) if "every" in wanted else []
+        if "every" not in wanted:
+            picked += [(0, cut[0])] if "first" in wanted else []
+            picked += [(len(cut) - 1, cut[-1])] if "last" in wanted else []
+        for index, sentence in picked:
+            if MIN_SENTENCE_WORDS <= words(sentence) <= MAX_SENTENCE_WORDS:
+                ids.append(f"{review_id}:s{index}")
+                texts.append(sentence)
+                labels.append(label)
+    return Reviews(ids=ids, texts=texts, labels=np.asarray(labels, dtype=np.int32))
 
 
 def as_reviews(pieces: list[Piece]) -> Reviews:
@@ -158,9 +184,7 @@ def format_table(figures: dict[str, dict[str, tuple[int, int]]]) -> str:
             correct, count = rows[kind]
             figure = wilson(correct, count)
             assert figure.value is not None and figure.low is not None and figure.high is not None
-            cells.append(
-                f"{figure.value:.1%} [{figure.low:.1%}, {figure.high:.1%}] ({count:,})"
-            )
+            cells.append(f"{figure.value:.1%} [{figure.low:.1%}, {figure.high:.1%}] ({count:,})")
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ from training import architectures as arch
 from training.data import Reviews, concat_reviews, load_dataset, stratified_sample, stratified_split
 from training.metrics import classification_metrics
 from training.ngram_vocabulary import TableVocabulary, table_vocabulary
+from training.short_reviews import training_pieces
 
 VALIDATION_FRACTION = 0.2
 MODEL_FILE = "model.keras"
@@ -157,6 +158,8 @@ NBSVM_SETTINGS: dict[str, Any] = {
     "nb_alpha": 1.0,
     "epochs": 6,
     "refit_on_all_train": True,
+    # Sentences of the train reviews added as extra training texts (training.short_reviews).
+    "sentence_pieces": "",
 }
 
 
@@ -199,6 +202,8 @@ def document_frequencies(ids: tf.RaggedTensor, size: int) -> np.ndarray:
 
 
 def nbsvm_features(fit: Reviews, val: Reviews | None, settings: dict[str, Any]) -> NBSVMFeatures:
+    if settings.get("sentence_pieces"):
+        fit = concat_reviews(fit, training_pieces(fit, settings["sentence_pieces"]))
     ngram_max = settings["ngram_max"]
     vocabulary = None
     table = None
