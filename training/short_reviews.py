@@ -12,7 +12,7 @@ its review's label, and that bounds the accuracy any model can reach here.
 The measured set comes from the test split only (`short_pieces(dataset.test)`); training and
 model choice use pieces of train reviews (`short_pieces(validation)` for choosing).
 
-python -m training.short_reviews --data ../shared/data/imdb --measure [--models-dir models]
+python -m training.short_reviews --data ../shared/data/imdb --measure [--record] [--models-dir models]
 python -m training.short_reviews --data ../shared/data/imdb --write short.csv.gz
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,29 @@ def measure(models_dir: Path, pieces: list[Piece]) -> dict[str, dict[str, tuple[
     return figures
 
 
+def record(models_dir: Path, figures: dict[str, dict[str, tuple[int, int]]]) -> None:
+    """Write each model's figures into its metadata.json as `short_reviews` (the model file,
+    and so its version, is untouched)."""
+    from reviewscore.core.evaluation import wilson
+
+    for name, rows in figures.items():
+        path = models_dir / name / "metadata.json"
+        metadata = json.loads(path.read_text())
+        metadata["short_reviews"] = {
+            "recipe": "training.short_reviews (IMDB test split, seed 1337)",
+            **{
+                kind: {
+                    "n": count,
+                    "accuracy": correct / count,
+                    "low": wilson(correct, count).low,
+                    "high": wilson(correct, count).high,
+                }
+                for kind, (correct, count) in rows.items()
+            },
+        }
+        path.write_text(json.dumps(metadata, indent=2) + "\n")
+
+
 def format_table(figures: dict[str, dict[str, tuple[int, int]]]) -> str:
     from reviewscore.core.evaluation import wilson
 
@@ -194,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--measure", action="store_true", help="accuracy of installed models")
+    parser.add_argument(
+        "--record", action="store_true", help="with --measure: store the figures in metadata.json"
+    )
     parser.add_argument("--write", type=Path, help="write the set as a gzip CSV")
     args = parser.parse_args(argv)
     pieces = short_pieces(load_dataset(args.data).test)
@@ -203,7 +230,10 @@ def main(argv: list[str] | None = None) -> None:
         write_csv(pieces, args.write)
         print(f"wrote {args.write}")
     if args.measure:
-        print(format_table(measure(args.models_dir, pieces)))
+        figures = measure(args.models_dir, pieces)
+        print(format_table(figures))
+        if args.record:
+            record(args.models_dir, figures)
 
 
 if __name__ == "__main__":
