@@ -14,6 +14,7 @@ import numpy as np
 
 from training.data import load_dataset, stratified_split
 from training.metrics import classification_metrics
+from training.short_reviews import accuracy_rows, short_pieces
 from training.train import (
     NBSVM_SETTINGS,
     VALIDATION_FRACTION,
@@ -40,6 +41,9 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
         {"vocabulary_size": 400_000, "weight_decay": wd, "nb_alpha": alpha, "batch_size": bs}
         for wd, alpha, bs in ((1e-3, 1.0, 64), (1e-5, 0.5, 64), (1e-5, 1.0, 256))
     ],
+    # Sentence-level pieces of the train reviews (training.short_reviews), judged on the
+    # validation reviews and on the short-review set cut from them.
+    "pieces": [{"sentence_pieces": k} for k in ("", "first,last", "every")],
     "vocabulary_lr": [
         {"vocabulary_size": 800_000, "learning_rate": lr, "weight_decay": wd}
         for lr, wd in ((2e-2, 1e-6), (2e-3, 1e-4), (5e-3, 1e-5))
@@ -63,6 +67,7 @@ def main() -> None:
         base[key] = type(base[key])(float(value)) if key in base else float(value)
     train = load_dataset(args.data).train
     val, fit = stratified_split(train, VALIDATION_FRACTION, args.seed)
+    short_val = short_pieces(val)
     cnn_val = None
     if args.ensemble_with:
         cnn = keras.saving.load_model(args.ensemble_with, compile=False)
@@ -72,17 +77,28 @@ def main() -> None:
         settings = {**base, **change}
         key = tuple(
             settings[k]
-            for k in ("num_buckets", "ngram_max", "nb_alpha", "vocabulary_size", "min_df")
+            for k in (
+                "num_buckets",
+                "ngram_max",
+                "nb_alpha",
+                "vocabulary_size",
+                "min_df",
+                "sentence_pieces",
+            )
         )
         if key not in cache:
             cache.clear()
             cache[key] = nbsvm_features(fit, val, settings)
         keras.utils.set_random_seed(args.seed)
         started = time.perf_counter()
+        cpu_started = time.process_time()
         trained = fit_nbsvm(cache[key], settings, None, args.seed)
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started
         nbsvm_val = predict(trained.model, val.texts).astype(np.float64)
         metrics = classification_metrics(val.labels, nbsvm_val)
+        short_scores = predict(trained.model, [p.text for p in short_val])
+        short = accuracy_rows(short_val, short_scores)
         ensembles = {}
         if cnn_val is not None:
             nbsvm_logit = np.log(
@@ -100,9 +116,11 @@ def main() -> None:
                     "settings": settings,
                     "val_accuracy": round(metrics["accuracy"], 4),
                     "val_log_loss": round(metrics["log_loss"], 4),
+                    "val_short_accuracy": {k: round(c / n, 4) for k, (c, n) in short.items()},
                     "best_epoch": trained.best_epoch,
                     "val_accuracy_by_epoch": trained.history.get("val_accuracy"),
                     "fit_seconds": round(seconds, 1),
+                    "fit_cpu_seconds": round(cpu_seconds, 1),
                 }
             ),
             flush=True,
