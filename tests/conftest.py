@@ -36,13 +36,13 @@ TEST_CHUNK_SIZE = 100
 # A new module must be listed: collection fails otherwise, saying so.
 TIERS = {
     "unit": """batcher chunk_texts compose exports formats ingest labels log_files redis_keys
-        singles_message splitting text urls worker_models bench""",
+        singles_message splitting text urls worker_models bench blend""",
     "integration": """api_process cache chunks deletes evaluation fair_share fetch job_options
         metrics_scrape model_registry outages quotas routes schema sources sweeper webhooks
         worker""",
     "system": """auth bad_input browser cli client delivery deploy docs faults formats_service
         metrics parts registry_stack resilience resume schemathesis service singles training
-        compose_podman train_from_labels hosts checker chaos""",
+        compose_podman train_from_labels hosts checker chaos short_reviews""",
 }
 TIER_OF = {f"test_{name}": tier for tier, names in TIERS.items() for name in names.split()}
 
