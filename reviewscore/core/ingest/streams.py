@@ -19,6 +19,15 @@ READ_SIZE = 256 * 1024
 SNIFF_BYTES = 1024 * 1024
 
 
+def read_some(stream: Any, size: int) -> bytes:
+    """What the stream has, up to `size` bytes, without waiting for all of them: a buffered
+    stream's read(size) waits until it has `size` bytes or the end, so rows a slow client sent
+    would sit unparsed (not stored, not scored) until another 256 KiB arrived; read1 returns
+    what one read of the stream below gives."""
+    read1 = getattr(stream, "read1", None)
+    return bytes(read1(size) if read1 is not None else stream.read(size))
+
+
 class LimitedReader(io.RawIOBase):
     """Counts the bytes received and stops at the upload limit."""
 
@@ -102,7 +111,7 @@ class Replay(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
-        data = self._rest.read(len(buffer))
+        data = read_some(self._rest, len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
@@ -117,7 +126,7 @@ class CrToLf(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._stream.read(len(buffer)).replace(b"\r", b"\n")
+        data = read_some(self._stream, len(buffer)).replace(b"\r", b"\n")
         buffer[: len(data)] = data
         return len(data)
 
@@ -138,7 +147,7 @@ class Transcoder(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while not self._pending and not self._done:
-            data = self._stream.read(READ_SIZE)
+            data = read_some(self._stream, READ_SIZE)
             self._done = not data
             text = self._decoder.decode(data, final=self._done)
             # Lone surrogates (from an escape codec) pass through, to be refused row by row.
