@@ -164,6 +164,28 @@ def _labels(labels: dict[str, str] | None) -> list[str] | None:
     return [f"{k}:{v}" for k, v in labels.items()] if labels else None
 
 
+def _poll_until_finished(
+    fetch: Callable[[], dict[str, Any]],
+    what: str,
+    poll: float,
+    timeout: float | None,
+    on_progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """Polls `fetch` (a job, a training run) until the server says it is `finished`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        state = fetch()
+        if on_progress is not None:
+            on_progress(state)
+        if state["finished"]:
+            return state
+        if deadline is not None and time.monotonic() > deadline:
+            raise WaitTimeoutError(
+                f"{what} is still {state['status']} after {timeout}s; it goes on: wait again later"
+            )
+        time.sleep(poll)
+
+
 def _options(**values: Any) -> dict[str, Any]:
     """Upload options as query parameters: unset ones left out, lists comma-joined (but the
     labels, one `label` parameter each)."""
@@ -552,19 +574,9 @@ class Client:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Polls the job until the server says it is `finished` and returns its last state."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.job(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job["finished"]:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise WaitTimeoutError(
-                    f"job {job_id} is still {job['status']} after {timeout}s; "
-                    "it goes on: wait again later"
-                )
-            time.sleep(poll)
+        return _poll_until_finished(
+            lambda: self.job(job_id), f"job {job_id}", poll, timeout, on_progress
+        )
 
     def jobs(
         self, limit: int = 20, offset: int = 0, labels: dict[str, str] | None = None
@@ -650,19 +662,9 @@ class Client:
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Polls the training run until the server says it is `finished`; returns it."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            run = self.training_run(run_id)
-            if on_progress is not None:
-                on_progress(run)
-            if run["finished"]:
-                return run
-            if deadline is not None and time.monotonic() > deadline:
-                raise WaitTimeoutError(
-                    f"training run {run_id} is still {run['status']} after {timeout}s; "
-                    "it goes on: wait again later"
-                )
-            time.sleep(poll)
+        return _poll_until_finished(
+            lambda: self.training_run(run_id), f"training run {run_id}", poll, timeout, on_progress
+        )
 
     # ------------------------------------------------------------------ results ----
 
