@@ -373,27 +373,29 @@ def score(
     the same command run again resumes the same job and sends only the parts not stored.
     Given a URL instead, the service fetches the file itself (the operator must list the URL
     in REVIEWSCORE_URL_ALLOW, or its folder in REVIEWSCORE_URL_FILE_DIRS)."""
-    labels = label_pairs(label)
     client = _client(url, api_key)
+    # The job's options, the same for a file sent and a URL fetched.
+    options: dict[str, Any] = {
+        "text_column": text_column,
+        "id_column": id_column,
+        "model": model,
+        "encoding": encoding,
+        "delimiter": delimiter,
+        "format": input_format,
+        "keep_columns": keep_columns,
+        "label_column": label_column,
+        "positive_from": positive_from,
+        "keep_texts": keep_texts,
+        "labels": label_pairs(label),
+        "deadline": deadline,
+        "results_expire_after": results_expire_after,
+        "max_failed_fraction": max_failed_fraction,
+        "idempotency_key": idempotency_key,
+        "callback_url": callback_url,
+    }
     if source.lower().startswith(SOURCE_SCHEMES):
         say(f"the service fetches {source.split('?', 1)[0]}")
-        job = client.submit_url(
-            source,
-            text_column=text_column,
-            id_column=id_column,
-            model=model,
-            encoding=encoding,
-            delimiter=delimiter,
-            format=input_format,
-            keep_columns=keep_columns,
-            keep_texts=keep_texts,
-            labels=labels,
-            deadline=deadline,
-            results_expire_after=results_expire_after,
-            max_failed_fraction=max_failed_fraction,
-            idempotency_key=idempotency_key,
-            callback_url=callback_url,
-        )
+        job = client.submit_url(source, **options)
         _score_job(client, job, output, results_format)
         return
     input_file = Path(source)
@@ -412,26 +414,11 @@ def score(
             task = progress.add_task("upload", total=input_file.stat().st_size)
             job = client.submit(
                 input_file,
-                text_column=text_column,
-                id_column=id_column,
-                model=model,
-                encoding=encoding,
-                delimiter=delimiter,
-                format=input_format,
-                keep_columns=keep_columns,
-                label_column=label_column,
-                positive_from=positive_from,
-                keep_texts=keep_texts,
                 progress=lambda n: progress.advance(task, n),
                 parallel=parallel,
                 part_bytes=int(part_mb * 1024 * 1024),
                 on_resume=say,
-                labels=labels,
-                deadline=deadline,
-                results_expire_after=results_expire_after,
-                max_failed_fraction=max_failed_fraction,
-                idempotency_key=idempotency_key,
-                callback_url=callback_url,
+                **options,
             )
     except KeyboardInterrupt:
         say(
