@@ -36,7 +36,7 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
     folder = tmp_path_factory.mktemp("received")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.receiver", str(port), str(folder), "1"], cwd=REPO_ROOT
+        [sys.executable, "-m", "tests.receiver", str(port), str(folder), "503"], cwd=REPO_ROOT
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,4 +1,4 @@
-"""Completion webhooks against a real receiver process (tests/webhook_receiver.py): the API
+"""Completion webhooks against a real receiver process (tests/receiver.py): the API
 in-process on real SQLite and PostgreSQL, the chunk task run in this process on the stub scorer,
 and the sender run as the sweeper runs it (webhooks.send_due). Signatures are checked with the
 `standardwebhooks` package, an implementation independent of ours."""
@@ -44,7 +44,7 @@ class Receiver:
 
     def start(self, answers: str = "") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.webhook_receiver", str(self.port), str(self.folder)]
+            [sys.executable, "-m", "tests.receiver", str(self.port), str(self.folder)]
             + [answers],
             cwd=REPO_ROOT,
         )
