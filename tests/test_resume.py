@@ -8,13 +8,12 @@ from __future__ import annotations
 import csv
 import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.proxy import counting_proxy
-from bench.rows.resume import kill_and_resume
+from bench.rows.resume import kill_and_resume, score_command
 from tests.conftest import RunningStack, sample_reviews, write_csv
 
 KILLS = 3
@@ -33,23 +32,7 @@ def test_a_killed_cli_resumes_its_upload_and_every_id_comes_back_once_in_order(
     print(f"resume test seed: {seed} (RESUME_SEED={seed} replays it)")
     chance = random.Random(seed)
     with counting_proxy(int(service.url.rsplit(":", 1)[1])) as (port, sent):
-        command = [
-            sys.executable,
-            "-m",
-            "reviewscore.shell.cli",
-            "score",
-            str(source),
-            "-o",
-            str(out),
-            "--id-column",
-            "id",
-            "--part-mb",
-            "0.25",
-            "--parallel",
-            "3",
-            "--url",
-            f"http://127.0.0.1:{port}",
-        ]
+        command = score_command(source, out, port, "--part-mb", "0.25", "--parallel", "3")
         done, said = kill_and_resume(command, env, size, sent, KILLS, chance)
     assert done.returncode == 0, done.stderr
     resumed = [line for text in said for line in text.splitlines() if "resuming job" in line]

@@ -30,6 +30,12 @@ def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def score_command(source: Path, out: Path, port: int, *options: str) -> list[str]:
+    """`reviewscore score SOURCE -o OUT --id-column id` against the API on 127.0.0.1:PORT."""
+    cli = [sys.executable, "-m", "reviewscore.shell.cli", "score", str(source), "-o", str(out)]
+    return [*cli, "--id-column", "id", *options, "--url", f"http://127.0.0.1:{port}"]
+
+
 def kill_and_resume(
     command: list[str],
     env: dict[str, str],
@@ -76,21 +82,7 @@ def measure_resume(cfg: Config, service: Service, texts: Texts, tmp: Path) -> Re
     port = int(service.url.rsplit(":", 1)[1])
     started = time.perf_counter()
     with counting_proxy(port) as (proxy_port, sent):
-        command = [
-            sys.executable,
-            "-m",
-            "reviewscore.shell.cli",
-            "score",
-            str(source),
-            "-o",
-            str(out),
-            "--id-column",
-            "id",
-            "--url",
-            f"http://127.0.0.1:{proxy_port}",
-        ]
-        if cfg.quick:
-            command += ["--part-mb", "1"]
+        command = score_command(source, out, proxy_port, *(["--part-mb", "1"] if cfg.quick else []))
         done, said = kill_and_resume(
             command, env, size, sent, kills, random.Random(seed), most_per_run=0.15
         )
