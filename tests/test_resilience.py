@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -1311,7 +1311,7 @@ def _answers_while(
     with httpx.Client(base_url=stack.url, timeout=30) as http:
         while time.monotonic() < until:
             n = len(seen) + 1
-            calls = {
+            calls: dict[str, Callable[[], httpx.Response]] = {
                 "part": partial(http.put, f"/v1/jobs/{parts_id}/parts/{n}", content=body),
                 "single": partial(http.post, "/v1/score", json={"reviews": [f"a fine film {n}"]}),
                 "upload": lambda: http.post(

@@ -23,7 +23,7 @@ from tests.chaos import nemesis
 from tests.chaos.checker import FINAL_BOUND_S, check
 from tests.chaos.workload import FINAL, History, Workload, read_history
 from tests.multihost.conftest import Hosts
-from tests.multihost.harness import wait_until
+from tests.multihost.harness import iter_logs, wait_until
 
 SINGLES_TIMEOUT_S = 5.0
 KEYS = 3
@@ -151,6 +151,10 @@ def test_chaos_soak(hosts: Hosts) -> None:
         f"history: {folder / 'history.jsonl'} (replay: make chaos SEED={seed} MINUTES={minutes:g})"
     )
     print(report.last_line())
+    found = tracebacks(hosts)
+    if found:
+        (folder / "tracebacks.txt").write_text(found)
+        print(f"tracebacks in the processes' logs: {folder / 'tracebacks.txt'}")
     (folder / "report.txt").write_text(
         report.table
         + "\n"
@@ -159,3 +163,16 @@ def test_chaos_soak(hosts: Hosts) -> None:
         + "\n"
     )
     assert not report.violations, f"{len(report.violations)} violations (see above); seed {seed}"
+
+
+def tracebacks(hosts: Hosts, lines: int = 40) -> str:
+    """Every traceback the processes logged (an HTTP 500 leaves one in the API's log), with the
+    process it came from: kept beside the history, so a failure can be read as well as replayed
+    (the host folders go with the run)."""
+    found = []
+    for name, proc in iter_logs(hosts.cluster.hosts):
+        log = proc.log().splitlines()
+        for i, line in enumerate(log):
+            if line.startswith("Traceback (most recent call last):"):
+                found.append(f"== {name}, line {i + 1}\n" + "\n".join(log[i : i + lines]))
+    return "\n".join(found)
