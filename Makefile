@@ -47,6 +47,15 @@ test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "unit or integration" $(PYTEST_ARGS)
 
+# The docs site (mkdocs.yml, docs/): `make docs` serves it at http://127.0.0.1:8001 and rebuilds
+# on every edit; `make docs-build` builds it into site/ with warnings as errors, as make test does
+# (tests/test_docs.py). The reference and report pages are generated from the code at each build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --strict -a 127.0.0.1:8001
+
+docs-build: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
+
 faults: $(STAMP)
 	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
 

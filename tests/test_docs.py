@@ -1,11 +1,13 @@
 """The docs site (docs/, mkdocs.yml): it builds with warnings as errors and internal links and
 anchors checked, its generated reference names every setting, route and CLI command, and its
-runnable examples work against a real service."""
+runnable examples work against a real service. The README stays a short front page over it:
+at most 200 lines, whose links, make targets and commands all exist."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from tests.conftest import RunningStack
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
 SQLITE = pytest.mark.parametrize("service", ["sqlite"], indirect=True)
+README = ROOT / "README.md"
 
 
 def generator() -> ModuleType:
@@ -180,3 +183,41 @@ def test_the_tutorial_example_scores_a_dump(service: RunningStack) -> None:
     assert lines[0] == "succeeded 300 scored, 0 failed"
     assert lines[1].startswith("r-000 negative ")
     assert lines[2] == "share positive: 0.5"
+
+
+def readme_links() -> list[str]:
+    """Every link target of the README: Markdown links and images, and HTML src/href."""
+    text = README.read_text()
+    return re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r'(?:src|href)="([^"]+)"', text)
+
+
+def test_the_readme_is_a_front_page_of_at_most_200_lines() -> None:
+    assert len(README.read_text().splitlines()) <= 200
+
+
+def test_every_relative_link_in_the_readme_names_a_file_of_the_repository() -> None:
+    # GitHub readers see the README, so docs pages are linked as their docs/...md files; the
+    # generated reference and report pages are not files, and a link to one would be broken.
+    relative = [link for link in readme_links() if not re.match(r"[a-z]+:|#", link)]
+    assert relative, "the README links into the docs"
+    missing = [link for link in relative if not (ROOT / link.split("#")[0]).is_file()]
+    assert missing == []
+
+
+def test_every_make_target_the_readme_names_has_a_rule() -> None:
+    rules = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = set(re.findall(r"`make ([a-z][\w-]*)", README.read_text()))
+    assert {"run", "test", "docs"} <= named
+    assert named - rules == set()
+
+
+def test_every_cli_command_the_readme_runs_exists() -> None:
+    import typer.main
+
+    from reviewscore.shell.cli import app
+
+    commands = set(typer.main.get_command(app).commands)
+    # Commands as run: `.venv/bin/reviewscore X`, or `reviewscore X` in backticks.
+    used = set(re.findall(r"(?:bin/|`)reviewscore ([a-z][\w-]*)", README.read_text()))
+    assert {"score", "status", "wait", "download", "jobs"} <= used
+    assert used - commands == set()

@@ -1,6 +1,6 @@
 """Uploads in parts against the real service (Redis, Celery workers, SQLite and PostgreSQL):
 parts sent out of order, sent again, conflicting, refused, missing at `complete`, and spread
-over two API processes at once, as the README's "Uploads in parts" shows them."""
+over two API processes at once, as docs/how-to/parts.md shows them."""
 
 from __future__ import annotations
 

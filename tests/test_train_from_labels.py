@@ -222,7 +222,7 @@ def test_a_model_trained_from_a_labeled_job_is_published_and_used_by_name(
     job = client.submit(labeled, id_column="id", label_column="label", keep_texts=True)
     assert service.wait_job(job["id"])["status"] == "succeeded"
 
-    # As the README shows it: the CLI starts the run, follows it and prints the report.
+    # As docs/how-to/train.md shows it: the CLI starts the run, follows it and prints the report.
     ran = CliRunner().invoke(
         cli.app,
         ["train", "--from-job", job["id"][:8], "--name", "my-reviews", "--url", service.url],

@@ -27,7 +27,7 @@ ORDERS = ("uncertain", "disagree")
 LABEL_NAMES = {POSITIVE: "positive", NEGATIVE: "negative"}
 FORMATS = ("csv", "jsonl", "labelstudio")
 MAX_ROWS = 10_000
-# The Label Studio labeling config the tasks fit (README: "Rows for human review"):
+# The Label Studio labeling config the tasks fit (docs/how-to/evaluate.md):
 # <Text name="text" value="$text"/> and <Choices name="sentiment" toName="text"> with the
 # choices Positive and Negative.
 LS_FROM_NAME = "sentiment"

