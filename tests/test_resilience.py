@@ -1365,7 +1365,7 @@ def test_postgres_disk_full_is_a_json_503_never_a_500_and_nothing_accepted_is_lo
                 parts_id = http.post("/v1/jobs", params={"parts": "true"}).json()["id"]
             ballast = _fill(disk)
             try:
-                seen = _answers_while(stack, job_id, parts_id, body.read_bytes(), 20)
+                seen = _answers_while(stack, job_id, parts_id, body.read_bytes(), 10)
             finally:
                 ballast.unlink()
             server.ensure_postgres_running()
