@@ -13,7 +13,7 @@ from reviewscore.core import sweeper
 from reviewscore.core.db import session_scope
 from reviewscore.core.schema import Chunk, ChunkStatus, Result
 from tests import factories as f
-from worker import tasks
+from worker import lease, tasks
 from worker.scoring import score_texts_isolating_failures
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -35,14 +35,14 @@ def test_the_lease_is_renewed_on_a_timer_while_no_batch_ends(
     work = f.claim(job_id, 0)
     assert work is not None
     renewals: list[bool] = []
-    real_renew = tasks.chunks.renew_lease
+    real_renew = lease.chunks.renew_lease
 
     def counting(w: object, lease_s: float) -> bool:
         renewals.append(real_renew(w, lease_s))  # type: ignore[arg-type]
         return renewals[-1]
 
-    monkeypatch.setattr(tasks.chunks, "renew_lease", counting)
-    with tasks.LeaseKeeper(work, lease_s=0.3) as keeper:  # every 0.1 s
+    monkeypatch.setattr(lease.chunks, "renew_lease", counting)
+    with lease.LeaseKeeper(work, lease_s=0.3) as keeper:  # every 0.1 s
         time.sleep(0.55)  # the scorer busy in one call: no batch ends, no piece ends
         keeper()
     assert len(renewals) >= 3 and all(renewals), renewals
@@ -58,7 +58,7 @@ def test_a_worker_that_lost_its_chunk_stops_and_writes_nothing(
     monkeypatch.setattr(
         tasks, "get_scorer", lambda _name, _version=None: f.StubScorer(batch_size=4)
     )
-    with pytest.raises(tasks.ChunkLostError), tasks.LeaseKeeper(stale, lease_s=60) as keeper:
+    with pytest.raises(lease.ChunkLostError), lease.LeaseKeeper(stale, lease_s=60) as keeper:
         tasks._score_and_write(stale, 0.0, keeper)
     with session_scope(readonly=True) as s:
         assert s.execute(select(Result)).first() is None

@@ -1,5 +1,5 @@
 """Scoring a claimed chunk: dedup against earlier scores, batch the rest, isolate rows that raise,
-and stop between pieces once the chunk's lease is lost (worker.tasks.LeaseKeeper keeps it on a
+and stop between pieces once the chunk's lease is lost (worker.lease.LeaseKeeper keeps it on a
 timer)."""
 
 from __future__ import annotations
