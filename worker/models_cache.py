@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from reviewscore.core.db import session_scope
 from reviewscore.core.model_registry import ModelInfo, artifact_path, get_model, get_version
 from reviewscore.core.settings import get_settings
+from worker import plugins
 from worker.readiness import note_serving
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ def get_scorer(name: str | None, version: str | None = None) -> Any:
         started = time.perf_counter()
         path = artifact_path(info, settings.var_dir / "model-cache")
         scorer = load_scorer(info.model_copy(update={"path": path}), settings.score_batch_size)
+        if plugins.installed is not None:  # tests only (worker/plugins.py)
+            scorer = plugins.installed.wrap_scorer(scorer)
         _scorers[info.version] = scorer
         _forget_least_used(settings.worker_model_cache)
         log.info(

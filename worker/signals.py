@@ -16,7 +16,7 @@ from reviewscore.core.db import reset_engine_after_fork
 from reviewscore.core.model_registry import artifact_path
 from reviewscore.core.processes import die_with_parent
 from reviewscore.core.settings import get_settings
-from worker import readiness
+from worker import plugins, readiness
 from worker.models_cache import get_scorer, resolve_model
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,18 @@ def _tf_threads() -> int:
     if settings.tf_threads:
         return settings.tf_threads
     return max(1, (os.cpu_count() or 1) // settings.worker_processes)
+
+
+@worker_init.connect
+def _install_plugin(**_: Any) -> None:
+    """In the worker's main process, before its pool forks: the plugin for tests that
+    REVIEWSCORE_WORKER_PLUGIN names, if any (worker/plugins.py). One that cannot be installed
+    stops the node, as a missing model does, rather than let a test run without its faults."""
+    try:
+        plugins.install_from_env()
+    except Exception as exc:  # noqa: BLE001 - any reason is fatal, and said in one line
+        log.critical("cannot install the worker plugin: %s", exc)
+        raise SystemExit(f"reviewscore worker: cannot install its plugin: {exc}") from exc
 
 
 @worker_init.connect

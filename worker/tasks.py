@@ -30,11 +30,11 @@ from reviewscore.core.celery_app import (
 from reviewscore.core.db import session_scope, single_statement
 from reviewscore.core.messages import SinglesAnswer
 from reviewscore.core.settings import get_settings
-from worker import cache
+from worker import cache, plugins
 from worker.lease import ChunkLostError, LeaseKeeper
 from worker.models_cache import get_scorer
 from worker.readiness import check_usable, process_name
-from worker.scoring import hold, hold_point, row_hashes, score_chunk_rows
+from worker.scoring import row_hashes, score_chunk_rows
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +90,7 @@ def score_chunk(self: Task, job_id: str, seq: int) -> None:
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
-def slow_down(seconds: float, keeper: LeaseKeeper) -> None:
-    """The test-only switch REVIEWSCORE_SCORE_DELAY_S (0 unless set): a slower model's extra
-    time, in slices, stopping early once the keeper found the lease lost."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 0.5))
-        keeper()
-
-
 def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper) -> None:
-    settings = get_settings()
     # The version the job is pinned to, whatever this host had installed: the registry has it.
     scorer = get_scorer(work.model_name, work.model_version)
     jobs.mark_started(work.job_id, scorer.device)
@@ -109,15 +99,16 @@ def _score_and_write(work: chunks.ChunkWork, started: float, keeper: LeaseKeeper
     with session_scope(readonly=True) as session:
         cached = cache.cached_scores(session, work.model_version, list(hashes.values()))
     looked_up = time.perf_counter()
-    held = hold_point(work)  # test-only fault switches: both off unless set
-    hold(work, held, "score")
-    slow_down(settings.score_delay_s, keeper)
+    plugin = plugins.installed  # None unless a test installed one (worker/plugins.py)
+    if plugin is not None:
+        plugin.before_scoring(work, keeper)
     outcome = score_chunk_rows(scorer, work, hashes, cached, keeper)
     keeper.confirm()
     scored = time.perf_counter()
     with session_scope() as session:
         written = chunks.complete_chunk(session, work, outcome.results)
-        hold(work, held, "commit")
+        if plugin is not None:
+            plugin.before_commit(work)
     committed = remembered = time.perf_counter()
     if written:
         _remember(work, outcome.new_scores)
