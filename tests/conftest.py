@@ -36,7 +36,7 @@ TEST_CHUNK_SIZE = 100
 # A new module must be listed: collection fails otherwise, saying so.
 TIERS = {
     "unit": """batcher chunk_texts compose exports formats ingest labels log_files redis_keys
-        singles_message splitting text urls worker_models bench blend""",
+        singles_message splitting text urls worker_models bench blend fault_plugin""",
     "integration": """api_process cache chunks deletes evaluation fair_share fetch job_options
         metrics_scrape model_registry outages quotas routes schema sources sweeper webhooks
         worker""",

@@ -355,7 +355,7 @@ def test_metrics_say_degraded_while_a_worker_reports_a_model_error(lone_api: Lon
     assert degraded_on_metrics(lone_api) == "0.0"
     client = redis.Redis.from_url(lone_api.redis_url)
     key = WORKER_KEY_PREFIX + "celery@worker-7:1234"
-    # What a worker process whose model failed to load reports (worker/tasks.py).
+    # What a worker process whose model failed to load reports (worker/readiness.py).
     state = {"device": None, "models": {}, "error": "the model could not be fetched"}
     client.set(key, json.dumps(state), ex=60)
     try:

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from reviewscore.core.schema import Chunk, InputRow, Result, ScoreCache
+from reviewscore.testing.faults import worker_env
 from tests.conftest import (
     RunningStack,
     sample_reviews,
@@ -395,7 +396,7 @@ def test_database_locked_while_workers_write(
 def test_poison_row_fails_alone(
     launch: Callable[..., RunningStack], reviews: list[dict[str, str]], tmp_path: Path
 ) -> None:
-    stack = launch(REVIEWSCORE_POISON_MARKER=POISON)
+    stack = launch(**worker_env(poison_marker=POISON))
     rows = [dict(r) for r in reviews]
     victim = ROWS // 2 + 17
     rows[victim]["text"] = f"{rows[victim]['text']} {POISON}"
@@ -417,7 +418,7 @@ def test_row_that_kills_the_worker_is_given_up_after_the_attempt_cap(
     # A text that kills the process (a segfault in the model, say) cannot be isolated like a
     # raise: its chunk is retried up to REVIEWSCORE_CHUNK_MAX_ATTEMPTS (3), then its rows fail
     # with the reason, and the job finishes instead of crash-looping.
-    stack = launch(REVIEWSCORE_CRASH_MARKER=CRASH)
+    stack = launch(**worker_env(crash_marker=CRASH))
     rows = [dict(r) for r in reviews[:1000]]
     victim = 555  # data row 556: chunk 5 holds rows 501-600
     rows[victim]["text"] = f"{rows[victim]['text']} {CRASH}"

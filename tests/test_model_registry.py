@@ -12,7 +12,7 @@ import pytest
 from reviewscore.core import model_registry as registry
 from reviewscore.core.db import session_scope
 from tests import factories as f
-from worker import tasks
+from worker import models_cache
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -73,9 +73,9 @@ def test_the_worker_loads_the_version_a_job_is_pinned_to_not_the_newest(
     import reviewscore.model.scorer as scorer_module
 
     monkeypatch.setattr(scorer_module, "load_scorer", fake_load)
-    monkeypatch.setattr(tasks, "_scorers", OrderedDict())
-    monkeypatch.setattr(tasks.get_settings(), "var_dir", tmp_path / "var")
-    scorer = tasks.get_scorer("m", pinned.version)
+    monkeypatch.setattr(models_cache, "_scorers", OrderedDict())
+    monkeypatch.setattr(models_cache.get_settings(), "var_dir", tmp_path / "var")
+    scorer = models_cache.get_scorer("m", pinned.version)
     assert scorer.info.version == pinned.version and loaded == [b"save 1"]
 
 
@@ -95,15 +95,15 @@ def test_a_worker_process_keeps_only_the_last_few_versions_it_used(
     import reviewscore.model.scorer as scorer_module
 
     monkeypatch.setattr(scorer_module, "load_scorer", fake_load)
-    monkeypatch.setattr(tasks, "_scorers", OrderedDict())
-    monkeypatch.setattr(tasks.get_settings(), "var_dir", tmp_path / "var")
-    monkeypatch.setattr(tasks.get_settings(), "worker_model_cache", 2)
+    monkeypatch.setattr(models_cache, "_scorers", OrderedDict())
+    monkeypatch.setattr(models_cache.get_settings(), "var_dir", tmp_path / "var")
+    monkeypatch.setattr(models_cache.get_settings(), "worker_model_cache", 2)
     # Jobs pinned to four versions in turn, then the newest two again: those stay loaded.
     for info in [*saves, saves[3], saves[2]]:
-        assert tasks.get_scorer("m", info.version).info.version == info.version
+        assert models_cache.get_scorer("m", info.version).info.version == info.version
     assert loaded == [s.version for s in saves]
-    assert sorted(tasks._scorers) == sorted(s.version for s in saves[2:])
+    assert sorted(models_cache._scorers) == sorted(s.version for s in saves[2:])
     # The oldest was let go: a job pinned to it loads it again (and lets the least used go).
-    tasks.get_scorer("m", saves[0].version)
-    assert loaded[-1] == saves[0].version and len(tasks._scorers) == 2
-    assert saves[2].version in tasks._scorers  # used more recently than saves[3]
+    models_cache.get_scorer("m", saves[0].version)
+    assert loaded[-1] == saves[0].version and len(models_cache._scorers) == 2
+    assert saves[2].version in models_cache._scorers  # used more recently than saves[3]

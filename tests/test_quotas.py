@@ -19,6 +19,7 @@ from reviewscore.core.db import session_scope
 from reviewscore.shell.cli import app as cli
 from tests import factories as f
 from worker import tasks
+from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.usefixtures("database")
 TEN_ROWS = ("id,text\n" + "".join(f"r{i},review number {i}\n" for i in range(10))).encode()
@@ -74,7 +75,7 @@ def work_off(messages: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -
         messages.pop()
         work = f.chunks.claim_next(None, lease_s=60, max_attempts=3, worker="t:1", chunk_rows=5)
         if work is not None:
-            with tasks.LeaseKeeper(work, lease_s=60) as keeper:
+            with LeaseKeeper(work, lease_s=60) as keeper:
                 tasks._score_and_write(work, 0.0, keeper)
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, func, select
 from reviewscore.client import Client
 from reviewscore.core.schema import Chunk, InputRow, Result
 from reviewscore.core.settings import REPO_ROOT
+from reviewscore.testing.faults import worker_env
 from tests.conftest import (
     RunningStack,
     free_port,
@@ -658,14 +659,14 @@ def test_an_export_cut_short_by_a_delete_ends_with_an_error(
 def test_a_chunk_scored_for_over_three_leases_keeps_its_worker_and_fails_no_row(
     tmp_path: Path, models_dir: Path
 ) -> None:
-    """Scoring that outlasts the lease several times (a slower model: the test-only
-    REVIEWSCORE_SCORE_DELAY_S adds 10 s to each chunk, spent in slices with the heartbeat
-    between them, against a 3 s lease and a sweep every second): the worker keeps renewing its
-    lease, so the sweeper never hands the chunk to the other, idle pool process (without the
-    heartbeat it does, three times, and the rows are given up) and no row fails."""
+    """Scoring that outlasts the lease several times (a slower model: the fault switch
+    score_delay_s of reviewscore.testing.faults adds 10 s to each chunk, spent in slices with the
+    heartbeat between them, against a 3 s lease and a sweep every second): the worker keeps
+    renewing its lease, so the sweeper never hands the chunk to the other, idle pool process
+    (without the heartbeat it does, three times, and the rows are given up) and no row fails."""
     env = {
         "REVIEWSCORE_CHUNK_LEASE_S": "3",
-        "REVIEWSCORE_SCORE_DELAY_S": "10",
+        **worker_env(score_delay_s=10),
         "REVIEWSCORE_SWEEP_INTERVAL_S": "1",
         "REVIEWSCORE_CHUNK_SIZE": "100",
         "REVIEWSCORE_WORKER_CONCURRENCY": "2",  # one process scores; the other could steal
@@ -917,9 +918,9 @@ def run_cmd(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
         "REVIEWSCORE_CHUNK_SIZE": "100",
         "REVIEWSCORE_QUEUED_GRACE_S": "10",
         # The lease stays at its default (300 s): recovery must not wait for it.
-        # Each chunk takes 50 ms longer (the test-only switch), so a worker killed mid-job is
+        # Each chunk takes 50 ms longer (a fault switch), so a worker killed mid-job is
         # almost always holding a chunk, as a slower model's worker would.
-        "REVIEWSCORE_SCORE_DELAY_S": "0.05",
+        **worker_env(score_delay_s=0.05),
     }
     run = RunCommand(
         var_dir, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{flower_port}"

@@ -19,6 +19,7 @@ from api import uploads
 from api.main import create_app
 from tests import factories as f
 from worker import tasks
+from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -63,7 +64,7 @@ def work_off(messages: list[tuple[str, int]]) -> None:
         job_id, seq = messages.pop(0)
         work = f.claim(job_id, seq)
         if work is not None:
-            with tasks.LeaseKeeper(work, lease_s=60) as keeper:
+            with LeaseKeeper(work, lease_s=60) as keeper:
                 tasks._score_and_write(work, 0.0, keeper)
 
 

@@ -26,6 +26,7 @@ from reviewscore.core.settings import get_settings
 from tests import factories as f
 from tests.conftest import free_port, wait_for
 from worker import tasks
+from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.usefixtures("database")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +118,7 @@ def work_off(messages: list[tuple[str, int]]) -> None:
         job_id, seq = messages.pop(0)
         work = f.claim(job_id, seq)
         if work is not None:
-            with tasks.LeaseKeeper(work, lease_s=60) as keeper:
+            with LeaseKeeper(work, lease_s=60) as keeper:
                 tasks._score_and_write(work, 0.0, keeper)
 
 

@@ -1,12 +1,9 @@
 """Scoring a claimed chunk: dedup against earlier scores, batch the rest, isolate rows that raise,
-and stop between pieces once the chunk's lease is lost (worker.tasks.LeaseKeeper keeps it on a
+and stop between pieces once the chunk's lease is lost (worker.lease.LeaseKeeper keeps it on a
 timer)."""
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,21 +11,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from reviewscore.core.chunks import ChunkWork, RowResult
-from reviewscore.core.settings import get_settings
 from worker.cache import Score, text_hash
 
 if TYPE_CHECKING:
     from reviewscore.model.scorer import Scorer
 
 
-log = logging.getLogger(__name__)
-
-
 PIECE_BATCHES = 4
-
-
-class PoisonedTextError(RuntimeError):
-    """Raised by the test-only fault switch REVIEWSCORE_POISON_MARKER, as a model failure would."""
 
 
 @dataclass
@@ -37,45 +26,6 @@ class ChunkOutcome:
     new_scores: dict[bytes, Score]
     scored_now: int
     from_cache: int
-
-
-def inject_faults(texts: list[str]) -> None:
-    """The fault switches for the tests (REVIEWSCORE_POISON_MARKER, REVIEWSCORE_CRASH_MARKER),
-    both off unless set: a marked text makes scoring raise, or kills the process outright."""
-    settings = get_settings()
-    if settings.crash_marker and any(settings.crash_marker in text for text in texts):
-        os._exit(70)  # as a segfault in the model would: no exception, no cleanup
-    if settings.poison_marker and any(settings.poison_marker in text for text in texts):
-        raise PoisonedTextError(f"a text holds the poison marker {settings.poison_marker!r}")
-
-
-# How long a chunk marked by REVIEWSCORE_HOLD_MARKER stops: long enough for a test to see it
-# and cut the host, shorter than a test's patience.
-HOLD_S = 30.0
-HOLD_POINTS = ("score", "commit")
-
-
-def hold_point(work: ChunkWork) -> str | None:
-    """Where the test-only switch REVIEWSCORE_HOLD_MARKER stops this attempt ("score" or
-    "commit"), or None: only a chunk's first attempt stops, so its redelivery goes through."""
-    marker = get_settings().hold_marker
-    if not marker or work.attempt != 1:
-        return None
-    for row in work.rows:
-        at = row.text.find(marker)
-        if at >= 0:
-            rest = row.text[at + len(marker) :]
-            return next((point for point in HOLD_POINTS if rest.startswith(point)), None)
-    return None
-
-
-def hold(work: ChunkWork, point: str | None, here: str) -> None:
-    if point != here:
-        return
-    log.warning(
-        "fault injection: chunk %s/%s holds at %s for %.0fs", work.job_id, work.seq, here, HOLD_S
-    )
-    time.sleep(HOLD_S)
 
 
 def score_texts_isolating_failures(
@@ -91,7 +41,6 @@ def score_texts_isolating_failures(
 
     def run(lo: int, hi: int) -> None:
         try:
-            inject_faults(texts[lo:hi])
             scores = scorer.score(texts[lo:hi])
             p[lo:hi] = scores.p_positive
             truncated[lo:hi] = scores.truncated

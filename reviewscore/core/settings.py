@@ -141,17 +141,6 @@ class Settings(BaseSettings):
     # Model versions each worker process keeps loaded (least recently used goes first): jobs
     # pinned to older versions load theirs again when they come.
     worker_model_cache: Annotated[int, Field(ge=1)] = 2
-    # Fault injection for the tests only: a text containing the poison marker makes scoring
-    # raise; one containing the crash marker kills the worker process. Empty (default): off.
-    poison_marker: str = ""
-    crash_marker: str = ""
-    # Fault injection for the multi-host tests only, both off by default. SCORE_DELAY_S: each
-    # chunk's scoring takes this much longer, as a slower model would, so faults land mid-job.
-    # HOLD_MARKER: the first attempt of a chunk holding a text with the marker followed by
-    # "score" (or "commit") stops for HOLD_S while scoring (or inside its completion
-    # transaction, its row locks held), so a test can cut the host at that exact moment.
-    score_delay_s: Annotated[float, Field(ge=0)] = 0.0
-    hold_marker: str = ""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -338,7 +338,7 @@ class Stack:
 
     def _reap_group(self, pid: int) -> None:
         # A crashed Celery main process may leave pool processes behind (they also get a
-        # parent-death SIGKILL, see worker/tasks.py); its session is the group to clear.
+        # parent-death SIGKILL, see worker/signals.py); its session is the group to clear.
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

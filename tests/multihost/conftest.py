@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from reviewscore.testing.faults import worker_env
 from tests.conftest import IMDB_DIR
 from tests.multihost.harness import (
     API_PORT,
@@ -39,11 +40,12 @@ from tests.multihost.harness import (
 CHUNK_SIZE = 200
 LEASE_S = 20.0
 SWEEP_S = 3.0
-# A test-only switch (settings.hold_marker): a text holding HOLD + "score" or HOLD + "commit"
-# stops its chunk's first attempt while scoring, or inside its completion transaction.
+# A fault switch (hold_marker, reviewscore.testing.faults): a text holding HOLD + "score" or
+# HOLD + "commit" stops its chunk's first attempt while scoring, or inside its completion
+# transaction.
 HOLD = "\u23f8HOLD\u23f8"
-# Each chunk takes this much longer to score (settings.score_delay_s), as a slower model would:
-# a 4,000-row job then lasts several seconds on two workers, so faults land mid-job.
+# Each chunk takes this much longer to score (the fault switch score_delay_s), as a slower
+# model would: a 4,000-row job then lasts several seconds on two workers, so faults land mid-job.
 SCORE_DELAY_S = 0.5
 BASE_WORKERS = ("w1", "w2")
 
@@ -53,8 +55,7 @@ SERVICE_ENV = {
     "REVIEWSCORE_SWEEP_INTERVAL_S": str(SWEEP_S),
     "REVIEWSCORE_QUEUED_GRACE_S": "10",
     "REVIEWSCORE_TF_THREADS": "1",
-    "REVIEWSCORE_SCORE_DELAY_S": str(SCORE_DELAY_S),
-    "REVIEWSCORE_HOLD_MARKER": HOLD,
+    **worker_env(score_delay_s=SCORE_DELAY_S, hold_marker=HOLD),
 }
 
 
