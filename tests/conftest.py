@@ -25,6 +25,9 @@ IMDB_DIR = REPO_ROOT.parent / "shared" / "data" / "imdb"
 # Small chunks so a few thousand rows make many tasks: kills and restarts land mid-job.
 TEST_CHUNK_SIZE = 100
 
+# The in-process layer's fixtures (sent, stub_model), for every module that asks for them.
+pytest_plugins = ["tests.inprocess"]
+
 
 # What each test module costs, by what it starts (pytest markers; `make test-fast` runs the
 # first two tiers):

@@ -25,14 +25,14 @@ from reviewscore.shell import cli
 from reviewscore.shell.cli import print_job
 from tests import factories as f
 from tests.conftest import sample_reviews
-from tests.test_routes import sent, stub_model, work_off  # noqa: F401 - the fixtures
+from tests.inprocess import work_off
 from worker import tasks
 
 pytestmark = pytest.mark.usefixtures("database")
 
 
 @pytest.fixture
-def api(sent: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:  # noqa: F811
+def api(sent: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The app in-process (as tests/test_routes.py's), in chunks of 50 rows: a few hundred
     rows are a few chunks, several of them per upload all the same."""
     monkeypatch.setenv("REVIEWSCORE_CHUNK_SIZE", "50")
@@ -67,9 +67,9 @@ def labeled_csv(n: int) -> tuple[str, dict[str, int | None]]:
 
 
 def test_a_labeled_upload_is_evaluated_as_scikit_learn_computes_it(
-    api: TestClient,  # noqa: F811
-    sent: list[tuple[str, int]],  # noqa: F811
-    stub_model: f.StubScorer,  # noqa: F811
+    api: TestClient,
+    sent: list[tuple[str, int]],
+    stub_model: f.StubScorer,
 ) -> None:
     body, truth = labeled_csv(300)
     response = api.post(
@@ -182,9 +182,9 @@ def assert_label_studio_task(task: dict) -> None:  # type: ignore[type-arg]
 
 
 def test_ratings_read_with_positive_from_and_label_studio_needs_the_texts(
-    api: TestClient,  # noqa: F811
-    sent: list[tuple[str, int]],  # noqa: F811
-    stub_model: f.StubScorer,  # noqa: F811
+    api: TestClient,
+    sent: list[tuple[str, int]],
+    stub_model: f.StubScorer,
 ) -> None:
     body = "id,text,stars\n" + "".join(f"r{i},review {'x' * i},{i % 5 + 1}\n" for i in range(20))
     response = api.post(
@@ -209,9 +209,9 @@ def test_ratings_read_with_positive_from_and_label_studio_needs_the_texts(
 
 
 def test_the_client_returns_the_evaluation_and_status_prints_it(
-    api: TestClient,  # noqa: F811
-    sent: list[tuple[str, int]],  # noqa: F811
-    stub_model: f.StubScorer,  # noqa: F811
+    api: TestClient,
+    sent: list[tuple[str, int]],
+    stub_model: f.StubScorer,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -250,9 +250,9 @@ def test_the_client_returns_the_evaluation_and_status_prints_it(
 
 
 def test_disagree_needs_labels_and_bad_options_are_named(
-    api: TestClient,  # noqa: F811
-    sent: list[tuple[str, int]],  # noqa: F811
-    stub_model: f.StubScorer,  # noqa: F811
+    api: TestClient,
+    sent: list[tuple[str, int]],
+    stub_model: f.StubScorer,
 ) -> None:
     response = api.post(
         "/v1/jobs", content=b"text\ngood\nbad\n", headers={"content-type": "text/csv"}
@@ -279,9 +279,9 @@ def test_disagree_needs_labels_and_bad_options_are_named(
 
 
 def test_a_job_in_parts_reads_every_part_with_its_labels(
-    api: TestClient,  # noqa: F811
-    sent: list[tuple[str, int]],  # noqa: F811
-    stub_model: f.StubScorer,  # noqa: F811
+    api: TestClient,
+    sent: list[tuple[str, int]],
+    stub_model: f.StubScorer,
 ) -> None:
     created = api.post("/v1/jobs", params={"parts": "true", "positive_from": "7"})
     assert created.status_code == 201, created.text

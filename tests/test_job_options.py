@@ -21,10 +21,11 @@ from reviewscore.core.db import session_scope
 from reviewscore.core.schema import IdempotencyKey, Job, WebhookEvent
 from reviewscore.core.settings import get_settings
 from tests import factories as f
-from tests.test_routes import REVIEWS, api, sent, stub_model, upload, work_off
+from tests.inprocess import work_off
+from tests.test_routes import REVIEWS, api, upload
 from worker import tasks
 
-__all__ = ["api", "sent", "stub_model"]  # fixtures, imported to be used here
+__all__ = ["api"]  # a fixture, imported to be used here
 
 pytestmark = pytest.mark.usefixtures("database")
 

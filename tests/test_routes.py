@@ -15,23 +15,11 @@ from datetime import datetime
 import pytest
 from fastapi.testclient import TestClient
 
-from api import uploads
 from api.main import create_app
 from tests import factories as f
-from worker import tasks
-from worker.lease import LeaseKeeper
+from tests.inprocess import work_off
 
 pytestmark = pytest.mark.usefixtures("database")
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """The chunk messages the API sends, kept instead of going to Redis. A finished job's
-    results delivery is not queued either: with no Redis here, Celery would retry for 5 s."""
-    messages: list[tuple[str, int]] = []
-    monkeypatch.setattr(uploads, "enqueue_chunk", lambda job, seq: messages.append((job, seq)))
-    monkeypatch.setattr("worker.tasks.enqueue_delivery", lambda _job_id: None)
-    return messages
 
 
 @pytest.fixture
@@ -43,29 +31,6 @@ def api(sent: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch) -> Iterato
     with TestClient(create_app()) as client:
         yield client
     get_settings.cache_clear()
-
-
-@pytest.fixture
-def stub_model(monkeypatch: pytest.MonkeyPatch) -> f.StubScorer:
-    """The worker's model replaced by the stub; jobs are pinned to the published stub version."""
-    from reviewscore.core.db import session_scope
-    from reviewscore.core.model_registry import get_model
-
-    with session_scope(readonly=True) as session:
-        published = get_model(session, "stub")
-    scorer = f.StubScorer(version=published.version)
-    monkeypatch.setattr(tasks, "get_scorer", lambda _name, _version=None: scorer)
-    return scorer
-
-
-def work_off(messages: list[tuple[str, int]]) -> None:
-    """Runs the chunk task for every message sent, as a worker would."""
-    while messages:
-        job_id, seq = messages.pop(0)
-        work = f.claim(job_id, seq)
-        if work is not None:
-            with LeaseKeeper(work, lease_s=60) as keeper:
-                tasks._score_and_write(work, 0.0, keeper)
 
 
 def upload(api: TestClient, body: str, **params: str) -> dict:  # type: ignore[type-arg]

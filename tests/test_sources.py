@@ -15,10 +15,11 @@ from api import uploads
 from api.main import create_app
 from reviewscore.core.settings import get_settings
 from tests import factories as f
-from tests.test_routes import REVIEWS, stub_model, work_off
+from tests.inprocess import work_off
+from tests.test_routes import REVIEWS
 from tests.webserver import WebServer, webserver
 
-__all__ = ["stub_model", "webserver"]  # fixtures, imported to be used here
+__all__ = ["webserver"]  # a fixture, imported to be used here
 
 pytestmark = pytest.mark.usefixtures("database")
 

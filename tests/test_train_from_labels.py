@@ -27,7 +27,7 @@ from reviewscore.core.settings import get_settings
 from reviewscore.shell import cli
 from tests import factories as f
 from tests.conftest import RunningStack, sample_reviews, write_csv
-from tests.test_routes import sent, stub_model, work_off  # noqa: F401 - the fixtures
+from tests.inprocess import work_off
 from worker import tasks
 
 
@@ -51,8 +51,8 @@ def labeled_csv(rows: list[dict[str, str]]) -> bytes:
 @pytest.fixture
 def api(
     database: str,
-    stub_model: f.StubScorer,  # noqa: F811
-    sent: list[tuple[str, int]],  # noqa: F811
+    stub_model: f.StubScorer,
+    sent: list[tuple[str, int]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[TestClient]:
     monkeypatch.setenv("REVIEWSCORE_CHUNK_SIZE", "50")
@@ -66,7 +66,7 @@ def api(
 def upload(
     api: TestClient,
     rows: list[dict[str, str]],
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
     *,
     keep_texts: bool = True,
     score: bool = True,
@@ -89,7 +89,7 @@ def refused(api: TestClient, job_ids: list[str], **body: object) -> tuple[int, s
 
 def test_too_few_labeled_rows_are_refused(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
 ) -> None:
     job_id = upload(api, imdb_sample()[:40], sent)
     status, detail = refused(api, [job_id])
@@ -99,7 +99,7 @@ def test_too_few_labeled_rows_are_refused(
 
 def test_labels_of_one_class_only_are_refused(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
 ) -> None:
     positives = [r for r in imdb_sample() if r["label"] == "1"][:120]
     job_id = upload(api, positives, sent)
@@ -110,7 +110,7 @@ def test_labels_of_one_class_only_are_refused(
 
 def test_a_job_still_running_is_refused(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
 ) -> None:
     job_id = upload(api, imdb_sample()[:120], sent, score=False)
     status, detail = refused(api, [job_id])
@@ -122,7 +122,7 @@ def test_a_job_still_running_is_refused(
 
 def test_a_job_without_its_texts_is_refused_with_what_to_do(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
 ) -> None:
     job_id = upload(api, imdb_sample()[:120], sent, keep_texts=False)
     status, detail = refused(api, [job_id])
@@ -132,7 +132,7 @@ def test_a_job_without_its_texts_is_refused_with_what_to_do(
 
 def test_another_keys_job_is_not_found_and_shipped_names_are_not_taken(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
 ) -> None:
     with session_scope() as session:
         mine, _ = keys.create_key(session, "mine")
@@ -153,7 +153,7 @@ def test_another_keys_job_is_not_found_and_shipped_names_are_not_taken(
 
 def test_a_run_is_queued_for_a_worker_and_only_its_key_sees_it(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     queued: list[str] = []
@@ -187,7 +187,7 @@ def test_a_run_is_queued_for_a_worker_and_only_its_key_sees_it(
 
 def test_a_model_made_default_stays_default_and_its_name_needs_make_default(
     api: TestClient,
-    sent: list[tuple[str, int]],  # noqa: F811
+    sent: list[tuple[str, int]],
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "mine"

@@ -19,14 +19,12 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from api import uploads
 from api.main import create_app
 from reviewscore.core import webhooks
 from reviewscore.core.settings import get_settings
 from tests import factories as f
 from tests.conftest import free_port, wait_for
-from worker import tasks
-from worker.lease import LeaseKeeper
+from tests.inprocess import work_off
 
 pytestmark = pytest.mark.usefixtures("database")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +43,7 @@ class Receiver:
 
     def start(self, answers: str = "") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.receiver", str(self.port), str(self.folder)]
-            + [answers],
+            [sys.executable, "-m", "tests.receiver", str(self.port), str(self.folder)] + [answers],
             cwd=REPO_ROOT,
         )
         wait_for(self._up, 30, "the webhook receiver")
@@ -77,13 +74,6 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    messages: list[tuple[str, int]] = []
-    monkeypatch.setattr(uploads, "enqueue_chunk", lambda job, seq: messages.append((job, seq)))
-    return messages
-
-
-@pytest.fixture
 def api(
     sent: list[tuple[str, int]], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
@@ -98,28 +88,6 @@ def api(
     with TestClient(create_app()) as client:
         yield client
     get_settings.cache_clear()
-
-
-@pytest.fixture
-def stub_model(monkeypatch: pytest.MonkeyPatch) -> f.StubScorer:
-    from reviewscore.core.db import session_scope
-    from reviewscore.core.model_registry import get_model
-
-    with session_scope(readonly=True) as session:
-        published = get_model(session, "stub")
-    scorer = f.StubScorer(version=published.version)
-    monkeypatch.setattr(tasks, "get_scorer", lambda _name, _version=None: scorer)
-    return scorer
-
-
-def work_off(messages: list[tuple[str, int]]) -> None:
-    """Runs the chunk task for every message sent, as a worker would."""
-    while messages:
-        job_id, seq = messages.pop(0)
-        work = f.claim(job_id, seq)
-        if work is not None:
-            with LeaseKeeper(work, lease_s=60) as keeper:
-                tasks._score_and_write(work, 0.0, keeper)
 
 
 def submit(api: TestClient, headers: dict[str, str] | None = None, **params: str) -> Any:
