@@ -333,6 +333,9 @@ class EventCounters(Collector):
     HELP = {
         event_counts.CHUNKS_GIVEN_UP: "Chunks whose attempts ran out (their rows failed)",
         event_counts.WEBHOOK_ATTEMPTS_FAILED: "Webhook POSTs answered non-2xx or not at all",
+        event_counts.SINGLES_BATCHES_LATE: (
+            "POST /v1/score batches a worker took after the API stopped waiting (not scored)"
+        ),
     }
 
     def __init__(self, values: dict[str, int]) -> None:

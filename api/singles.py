@@ -133,11 +133,17 @@ class WorkerChannel:
         return answer
 
     async def _publish(self, texts: list[str], model: str | None, batch: str) -> None:
+        awaited = replies.awaited_key(batch)
         message = singles_message(
-            texts, model, batch=batch, reply_to=self._replies.key, expires_s=self._timeout_s
+            texts, model, batch=batch, reply_to=self._replies.key, awaited_key=awaited
         )
+        # The key first, then the task, in one round trip: a worker that takes the task finds
+        # the key until this wait's deadline, counted by Redis (core/replies.py).
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(awaited, b"1", px=max(int(self._timeout_s * 1000), 1))
+        pipe.lpush(SINGLES_QUEUE, message)
         try:
-            await asyncio.wait_for(self._redis.lpush(SINGLES_QUEUE, message), REDIS_TIMEOUT_S)
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT_S)
         except TimeoutError as exc:
             raise redis_unavailable(f"did not take the task within {REDIS_TIMEOUT_S:.0f}s") from exc
         except (RedisError, OSError) as exc:

@@ -45,7 +45,7 @@ TIERS = {
         worker""",
     "system": """auth bad_input browser cli client delivery deploy docs faults formats_service
         metrics parts registry_stack resilience resume schemathesis service singles training
-        compose_podman train_from_labels hosts checker chaos short_reviews""",
+        compose_podman train_from_labels hosts checker chaos short_reviews singles_clock""",
 }
 TIER_OF = {f"test_{name}": tier for tier, names in TIERS.items() for name in names.split()}
 

@@ -225,10 +225,15 @@ def test_header_is_read_from_quoted_and_gzipped_files(ui: Any, tmp_path: Path) -
 
 
 def start_extra_api(
-    service: RunningStack, var_dir: Path, *, env: Environment, own_redis: bool
+    service: RunningStack,
+    var_dir: Path,
+    *,
+    env: Environment,
+    own_redis: bool,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[Any, str]:
     """One more API process on the service's database: with its Redis (and workers) or a
-    Redis of its own that no worker listens to."""
+    Redis of its own that no worker listens to; `extra_env`: more settings of its own."""
     from reviewscore.shell.runner import Stack
 
     port = free_port()
@@ -242,7 +247,10 @@ def start_extra_api(
         flower_password="browser-test-secret",
     )
     # The child reads its settings from the environment, and production refuses the default.
-    stack = Stack(settings, extra_env={"REVIEWSCORE_FLOWER_PASSWORD": settings.flower_password})
+    stack = Stack(
+        settings,
+        extra_env={"REVIEWSCORE_FLOWER_PASSWORD": settings.flower_password, **(extra_env or {})},
+    )
     if own_redis:
         stack.start_redis()
     stack.spawn("api", stack.api_args())
@@ -311,6 +319,73 @@ def test_a_service_without_workers_says_it_is_not_ready(
         page.goto("/ui")
         expect(page.locator("#banner")).to_have_text("service not ready: no worker", timeout=15_000)
         expect(page.locator("#service-status")).to_have_text("not ready")
+    finally:
+        opened.close()
+        stack.stop()
+    assert opened.foreign == []
+
+
+def test_job_options_from_the_form_are_sent_and_shown_on_the_job(
+    browser: Any, service: RunningStack, tmp_path: Path
+) -> None:
+    # An API that lets webhooks go to this (unanswered) prefix, signed with a secret of its
+    # own; the service's own API lists no prefix.
+    hooks = f"http://127.0.0.1:{free_port()}/hooks/"
+    stack, url = start_extra_api(
+        service,
+        tmp_path,
+        env=Environment.development,
+        own_redis=False,
+        extra_env={
+            "REVIEWSCORE_URL_ALLOW": hooks,
+            "REVIEWSCORE_WEBHOOK_SECRET": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        },
+    )
+    rows = [
+        {"id": "a", "text": "A wonderful film, I loved every minute.", "verdict": "pos"},
+        {"id": "b", "text": "Dull, slow and far too long.", "verdict": "neg"},
+        {"id": "c", "text": "One of the best movies of the year.", "verdict": "pos"},
+    ]
+    # 'verdict' is no label column the server would pick by itself: only the form's choice.
+    path = write_csv(tmp_path / "labeled.csv", rows)
+    opened = OpenPage(browser, url)
+    try:
+        page = opened.page
+        page.goto("/ui")
+        choose_csv(page, path)
+        label_column = page.get_by_label("Label column")
+        expect(label_column).to_have_value("")  # detect
+        assert label_column.locator("option").all_inner_texts()[1:] == ["id", "text", "verdict"]
+        label_column.select_option("verdict")
+        page.get_by_label("Labels").fill("team:search, run:7")
+        page.get_by_label("Deadline").fill("2h")
+        page.get_by_label("Webhook URL").fill(hooks + "done")
+        with page.expect_response(
+            lambda r: "/v1/jobs?" in r.url and r.request.method == "POST"
+        ) as answered:
+            page.get_by_role("button", name="Upload and score").click()
+        response = answered.value
+        assert response.status == 202, response.text()
+        query = response.url.split("?", 1)[1]
+        assert "label=team%3Asearch&label=run%3A7" in query
+        assert "label_column=verdict" in query and "deadline=2h" in query
+
+        job_id = response.json()["id"]
+        with httpx.Client(base_url=url, timeout=30) as http:
+            job = http.get(f"/v1/jobs/{job_id}").json()
+        assert job["metadata"] == {"team": "search", "run": "7"}
+        assert job["callback_url"] == hooks + "done"
+        assert job["label_column"] == "verdict"
+        assert job["deadline_at"] is not None
+        # The page shows them on the job it follows (the webhook's line changes as it is
+        # tried), and the evaluation against 'verdict' once the job is done.
+        expect(page.locator("#job-labels")).to_contain_text("team: search")
+        expect(page.locator("#job-labels")).to_contain_text("run: 7")
+        expect(page.locator("#job-webhook")).to_contain_text("webhook")
+        expect(page.locator("#job-status")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+        expect(page.locator("#job-summary")).to_contain_text("3 labeled rows")
+        finished = service.wait_job(job_id)
+        assert finished["summary"]["evaluation"]["rows"] == 3
     finally:
         opened.close()
         stack.stop()

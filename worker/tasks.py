@@ -15,7 +15,7 @@ from celery import Task
 from sqlalchemy.exc import DBAPIError
 
 import worker.signals  # noqa: F401 - connects the node's and pool processes' handlers
-from reviewscore.core import chunks, delivery, jobs, replies, sweeper, webhooks
+from reviewscore.core import chunks, delivery, event_counts, jobs, replies, sweeper, webhooks
 from reviewscore.core.celery_app import (
     BULK_QUEUE,
     DELIVER_RESULTS,
@@ -163,12 +163,16 @@ def score_texts(
     model: str | None = None,
     reply_to: str | None = None,
     batch: str | None = None,
+    awaited_key: str | None = None,
 ) -> dict[str, Any] | None:
     """Score a micro-batch of /v1/score. With `reply_to` (the API's way) the answer, or the
-    error, goes onto that Redis list; without it, to the result backend (one-off callers)."""
+    error, goes onto that Redis list; without it, to the result backend (one-off callers).
+    A batch whose API stopped waiting (`awaited_key` gone) is not scored."""
     check_usable()
     if reply_to is None:
         return _score_texts(texts, model).model_dump()
+    if awaited_key is not None and _too_late(batch, awaited_key):
+        return None
     try:
         answer = _score_texts(texts, model)
     except Exception as exc:
@@ -176,6 +180,16 @@ def score_texts(
         answer = SinglesAnswer(error=f"{type(exc).__name__}: {exc}")
     replies.push(get_settings().broker_url, reply_to, batch or "", answer)
     return None
+
+
+def _too_late(batch: str | None, awaited_key: str) -> bool:
+    """Whether the API has stopped waiting for this batch, by Redis's clock (core/replies.py):
+    neither this host's clock nor the API's decides, so a clock that jumped changes nothing."""
+    if replies.still_awaited(get_settings().broker_url, awaited_key):
+        return False
+    log.warning("singles batch %s came after its caller stopped waiting: not scored", batch)
+    event_counts.count(event_counts.SINGLES_BATCHES_LATE)
+    return True
 
 
 def _score_texts(texts: list[str], model: str | None) -> SinglesAnswer:

@@ -465,15 +465,17 @@ async function onFileChosen() {
   const file = $("csv-file").files[0];
   const textSelect = $("text-column");
   const idSelect = $("id-column");
+  const labelSelect = $("label-column");
   hide($("upload-error"));
   hide($("upload-progress"));
-  textSelect.disabled = idSelect.disabled = true;
+  textSelect.disabled = idSelect.disabled = labelSelect.disabled = true;
   chosen = { kind: null, columns: null, needsTextColumn: false };
   updateUploadButton();
   if (!file) {
     hide($("file-info"));
     textSelect.replaceChildren();
     idSelect.replaceChildren();
+    labelSelect.replaceChildren();
     return;
   }
   let kind = "csv";
@@ -493,6 +495,7 @@ async function onFileChosen() {
   if (kind === "zip") {
     fillSelect(textSelect, [], "");
     fillSelect(idSelect, [], "");
+    fillSelect(labelSelect, [], "");
     show($("file-info"), `${about} · this looks like an Excel workbook or another ZIP archive: save it as CSV first`);
     updateUploadButton();
     return;
@@ -503,6 +506,7 @@ async function onFileChosen() {
     show($("file-info"), `${about} · ${why}; the server picks 'text', else 'review'`);
     fillSelect(textSelect, [["", "(server default)"]], "");
     fillSelect(idSelect, [["", "(automatic)"]], "");
+    fillSelect(labelSelect, [["", "(server default)"]], "");
     updateUploadButton();
     return;
   }
@@ -523,7 +527,9 @@ async function onFileChosen() {
     [["", "(row number)"], ...columns.map((c) => [c, c])],
     idGuess >= 0 ? columns[idGuess] : "",
   );
-  textSelect.disabled = idSelect.disabled = false;
+  // No choice: the server takes a 'label', 'sentiment', ... column if the file has one.
+  fillSelect(labelSelect, [["", "(detect)"], ...columns.map((c) => [c, c])], "");
+  textSelect.disabled = idSelect.disabled = labelSelect.disabled = false;
   show($("file-info"), info);
   updateUploadButton();
 }
@@ -541,9 +547,16 @@ function upload(event) {
     model: $("bulk-model").value,
     encoding: $("encoding").disabled ? "" : $("encoding").value,
     delimiter: $("delimiter").disabled ? "" : $("delimiter").value,
+    label_column: $("label-column").value,
+    deadline: $("job-deadline").value.trim(),
+    callback_url: $("callback-url").value.trim(),
   };
   // Options go in the query: the server reads them before the file arrives.
   for (const [name, value] of Object.entries(options)) if (value) params.set(name, value);
+  // One `label=key:value` per label; the server checks each and says which is wrong.
+  for (const pair of $("job-labels-input").value.split(",")) {
+    if (pair.trim()) params.append("label", pair.trim());
+  }
   const form = new FormData();
   form.append("file", file, file.name);
 

@@ -120,7 +120,7 @@ def enqueue_training(run_id: str) -> None:
 
 
 def singles_message(
-    texts: list[str], model: str | None, *, batch: str, reply_to: str, expires_s: float
+    texts: list[str], model: str | None, *, batch: str, reply_to: str, awaited_key: str
 ) -> bytes:
     """One micro-batch of POST /v1/score as a Celery task message (built by Celery), wrapped as
     kombu's Redis transport stores it, ready to LPUSH onto SINGLES_QUEUE: the API pushes it
@@ -129,13 +129,14 @@ def singles_message(
 
     The answer goes to the `reply_to` list (reviewscore.core.replies), not the result backend;
     no task-sent event (the task sends no events either, so Flower would show it stuck in SENT);
-    no texts in argsrepr."""
+    no texts in argsrepr. No `expires` either: Celery would compare the API host's clock with
+    the worker host's; the worker asks Redis whether `awaited_key` still exists instead
+    (core/replies.py), so lateness is judged on one clock."""
     message = celery_app.amqp.create_task_message(
         batch,
         SCORE_TEXTS,
         [texts, model],
-        {"reply_to": reply_to, "batch": batch},
-        expires=expires_s,
+        {"reply_to": reply_to, "batch": batch, "awaited_key": awaited_key},
         ignore_result=True,
         argsrepr=f"[{len(texts)} texts, {model!r}]",
         kwargsrepr="{}",

@@ -1,5 +1,5 @@
 """Counts of rare events the operator's alerts watch (deploy/prometheus/alerts.yml): chunks
-given up, webhook attempts that failed. Each is one field of a Redis hash, added to where the
+given up, webhook attempts that failed, single-review batches a worker took too late. Each is one field of a Redis hash, added to where the
 event happens and read by /metrics as a counter: the database keeps no such history (a given-up
 chunk is only its rows' errors; a failed attempt only its ledger row, gone with its job), and a
 counter must never fall when jobs are deleted. Best effort: Redis away, the event still happens
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 KEY = redis_keys.METRICS_EVENTS
 CHUNKS_GIVEN_UP = "chunks_given_up"
 WEBHOOK_ATTEMPTS_FAILED = "webhook_deliveries_failed"
-NAMES = (CHUNKS_GIVEN_UP, WEBHOOK_ATTEMPTS_FAILED)
+SINGLES_BATCHES_LATE = "singles_batches_late"
+NAMES = (CHUNKS_GIVEN_UP, WEBHOOK_ATTEMPTS_FAILED, SINGLES_BATCHES_LATE)
 
 _client: tuple[int, str, redis.Redis] | None = None
 

@@ -7,6 +7,9 @@ SINGLES_QUEUE and their priority lists), its result backend, and its control mai
 WORKER_PREFIX = "reviewscore:worker:"
 # + "<API process id>": the answers of POST /v1/score's batches (core/replies.py).
 REPLY_PREFIX = "reviewscore:replies:"
+# + "<batch>": set with each POST /v1/score batch, its TTL the API's wait; a worker scores the
+# batch only while it exists (core/replies.py: Redis's clock judges lateness, not the hosts').
+AWAITED_PREFIX = "reviewscore:awaited:"
 
 # /metrics' row counters (api/metrics.py): the running totals, each job's counted mark, the
 # time before which every finished job is counted, jobs a DELETE counted (and the hash older
