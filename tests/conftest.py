@@ -89,6 +89,22 @@ def read_imdb(split: str = "test") -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+IMDB_SLICE_ROWS = 400
+
+
+def imdb_slice(folder: Path, rows: int) -> Path:
+    """`rows` of IMDB's train split (and as many of its test split) as train.csv.gz and
+    test.csv.gz in `folder`, the layout training.data.load_dataset reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        picked = sample_reviews(rows, seed=11, split=split)
+        with gzip.open(folder / f"{split}.csv.gz", "wt", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(picked[0]))
+            writer.writeheader()
+            writer.writerows(picked)
+    return folder
+
+
 def sample_reviews(n: int, seed: int = 2026, split: str = "test") -> list[dict[str, str]]:
     """n reviews drawn at random (the files are sorted by label: never take the head)."""
     rows = read_imdb(split)
@@ -352,9 +368,13 @@ def service(
     # file:// sources under var/sources are allowed, as an operator lists a dump folder.
     sources = var_dir / "sources"
     sources.mkdir()
-    running = start_stack(
-        var_dir, database_url, models_dir, {"REVIEWSCORE_URL_FILE_DIRS": str(sources)}
-    )
+    env = {
+        "REVIEWSCORE_URL_FILE_DIRS": str(sources),
+        # A training run with_imdb reads IMDB's train split from here: a slice, so it takes
+        # seconds.
+        "REVIEWSCORE_IMDB_DIR": str(imdb_slice(var_dir / "imdb", IMDB_SLICE_ROWS)),
+    }
+    running = start_stack(var_dir, database_url, models_dir, env)
     yield running
     running.stack.stop()
 

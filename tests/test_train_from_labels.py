@@ -26,7 +26,7 @@ from reviewscore.core.model_registry import LocalModel, make_default, publish
 from reviewscore.core.settings import get_settings
 from reviewscore.shell import cli
 from tests import factories as f
-from tests.conftest import RunningStack, sample_reviews, write_csv
+from tests.conftest import IMDB_SLICE_ROWS, RunningStack, sample_reviews, write_csv
 from tests.inprocess import work_off
 from worker import tasks
 
@@ -271,3 +271,16 @@ def test_a_model_trained_from_a_labeled_job_is_published_and_used_by_name(
     assert len(results) == 20 and all(r["model_version"] == run["model_version"] for r in results)
     answer = client.score(["A wonderful, moving film."], model="my-reviews")
     assert (answer["model"], answer["model_version"]) == ("my-reviews", run["model_version"])
+
+    # With IMDB's train split too (here the worker's REVIEWSCORE_IMDB_DIR holds a slice of it):
+    # the same held-out rows, more to train on.
+    with_imdb = client.wait_training(
+        client.train([job["id"]], name="my-reviews-imdb", with_imdb=True)["id"], timeout=300
+    )
+    assert with_imdb["status"] == "succeeded", with_imdb
+    trained_on = with_imdb["report"]["trained_on"]
+    assert (trained_on["user_rows"], trained_on["imdb_rows"]) == (240, IMDB_SLICE_ROWS)
+    assert trained_on["fit"] + trained_on["validation"] == 240 + IMDB_SLICE_ROWS
+    assert with_imdb["report"]["held_out"]["rows"] == 60
+    models = {m["name"]: m for m in client.models()["models"]}
+    assert models["my-reviews-imdb"]["version"] == with_imdb["model_version"]
