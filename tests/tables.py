@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -72,6 +73,7 @@ def table_record(
     rows: Sequence[Sequence[Any]],
     command: str,
     notes: Sequence[str] = (),
+    ran: str | None = None,
 ) -> dict[str, Any]:
     """The table as data: cells as the terminal shows them (so the page reads like the run),
     a row's extra value as its note, and where and when it was measured."""
@@ -86,6 +88,8 @@ def table_record(
         },
         "notes": list(notes),
         "command": command,
+        # What was run, where it narrowed the command (a -k, a -m "not long").
+        "ran": ran,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": _commit(),
         "cores": os.cpu_count(),
@@ -100,6 +104,7 @@ def write_table(
     rows: Sequence[Sequence[Any]],
     command: str,
     notes: Sequence[str] = (),
+    ran: str | None = None,
 ) -> Path | None:
     """Writes `<name>.json` into REVIEWSCORE_REPORTS_DIR when it is set; nothing otherwise."""
     folder = os.environ.get(REPORTS_DIR_ENV)
@@ -107,7 +112,7 @@ def write_table(
         return None
     path = Path(folder) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = table_record(name, title, columns, rows, command, notes)
+    record = table_record(name, title, columns, rows, command, notes, ran)
     path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     return path
 
@@ -124,11 +129,14 @@ def table_fixture(
     (with -s), when any test added a row, and writes it as `name`.json (see write_table)."""
 
     @pytest.fixture(scope="module", autouse=True)
-    def print_table() -> Iterator[None]:
+    def print_table(pytestconfig: pytest.Config) -> Iterator[None]:
         yield
         found = rows()
         if found:
             print(render(title, columns, found))
-            write_table(name, title, columns, found, command)
+            ran = " ".join(
+                ["pytest", *(shlex.quote(a) for a in pytestconfig.invocation_params.args)]
+            )
+            write_table(name, title, columns, found, command, ran=ran)
 
     return print_table
