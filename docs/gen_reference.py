@@ -648,6 +648,8 @@ def faults_page(results: Path = SUITE_RESULTS) -> str:
             shown.add(suite)
         commit = f", commit `{table['commit']}`" if table.get("commit") else ""
         cores = f", {table['cores']} cores" if table.get("cores") else ""
+        if table.get("load_average"):
+            cores += f" (load average {table['load_average'][0]:g} at the end)"
         source = table.get("source", "measured")
         where = (
             f"Measured {table.get('date', '')}{cores}{commit}"

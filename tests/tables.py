@@ -6,6 +6,7 @@ file per table there, from which docs/gen_reference.py renders the faults report
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -27,7 +28,8 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, float):
-        return f"{value:,.1f}"
+        # A case that measured nothing there (NaN) shows as a blank, not as "nan".
+        return "-" if math.isnan(value) else f"{value:,.1f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -93,6 +95,8 @@ def table_record(
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": _commit(),
         "cores": os.cpu_count(),
+        # Times in these tables stretch on a busy machine: say how busy it was.
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "source": "measured",
     }
 

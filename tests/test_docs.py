@@ -222,7 +222,7 @@ def test_a_table_a_suite_writes_appears_on_the_faults_report(
     assert "| poison row | 1,000 | 999 | 1 | 3.0 |" in page
     assert "- poison row: bisected" in page
     assert "- all final" in page
-    assert f"{os.cpu_count()} cores" in page
+    assert f"{os.cpu_count()} cores (load average" in page
 
 
 def run_example(name: str, service: RunningStack) -> list[str]:

@@ -55,7 +55,7 @@ class Report:
     table: str = ""
     # The per-fault table as data (TABLE_COLUMNS), and the lines printed under it, for the JSON
     # file `make chaos` writes (tests/tables.py write_table).
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    fault_rows: list[tuple[Any, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def last_line(self) -> str:
@@ -227,14 +227,14 @@ def check(
 
     if final_after_s is None:
         report.violations.append(f"jobs not all final {FINAL_BOUND_S:.0f}s after the last fault")
-    report.rows = _rows(faults, history)
+    report.fault_rows = _rows(faults, history)
     if final_after_s is not None:
         report.notes.append(
             f"every job final {final_after_s:.1f}s after the last fault (bound "
             f"{FINAL_BOUND_S:.0f}s)"
         )
     report.notes.append("peak memory per host (first third -> last third): " + ", ".join(memory))
-    report.table = "\n".join([render(TABLE_TITLE, TABLE_COLUMNS, report.rows), *report.notes])
+    report.table = "\n".join([render(TABLE_TITLE, TABLE_COLUMNS, report.fault_rows), *report.notes])
     return report
 
 

@@ -163,7 +163,7 @@ def test_chaos_soak(hosts: Hosts) -> None:
         f"chaos-{seed}",
         TABLE_TITLE,
         TABLE_COLUMNS,
-        report.rows,
+        report.fault_rows,
         f"make chaos SEED={seed} MINUTES={minutes:g}",
         [*report.notes, *(f"VIOLATION: {v}" for v in report.violations), report.last_line()],
     )
