@@ -225,6 +225,26 @@ def test_a_table_a_suite_writes_appears_on_the_faults_report(
     assert f"{os.cpu_count()} cores (load average" in page
 
 
+def test_a_chaos_runs_table_appears_under_the_chaos_soak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.chaos.checker import TABLE_COLUMNS, TABLE_TITLE, Report
+    from tests.tables import write_table
+
+    report = Report(seed=5, faults=2, jobs=3, rows=30)
+    report.fault_rows = [("redis_restart", 2, 8.5, 40, 30, 10, 0, 0, 1.25)]
+    monkeypatch.setenv("REVIEWSCORE_REPORTS_DIR", str(tmp_path))
+    command = "make chaos SEED=5 MINUTES=1.5"
+    write_table(
+        "chaos-5", TABLE_TITLE, TABLE_COLUMNS, report.fault_rows, command, [report.last_line()]
+    )
+    page = generator().faults_page(tmp_path)
+    assert "## The chaos soak" in page
+    assert "rerun: `make chaos SEED=5 MINUTES=1.5` (`bench/results/suites/chaos-5.json`)" in page
+    assert "| redis_restart | 2 | 8.5 | 40 | 30 | 10 | 0 | 0 | 1.2 |" in page
+    assert "- chaos: seed 5, 2 faults, 3 jobs, 30 rows, 0 lost, 0 duplicated" in page
+
+
 def run_example(name: str, service: RunningStack) -> list[str]:
     run = subprocess.run(
         [sys.executable, str(EXAMPLES / name), service.url],
