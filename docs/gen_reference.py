@@ -606,20 +606,23 @@ def _suite(path: Path) -> str:
 
 
 def suite_tables(results: Path = SUITE_RESULTS) -> list[dict[str, Any]]:
-    """Every table the suites wrote, in SUITES' order (then by file name)."""
+    """Every table the suites wrote, in SUITES' order, within a suite the measured ones before
+    those carried over from elsewhere (the README), then by file name."""
     order = list(SUITES)
-    files = sorted(
-        results.glob("*.json"),
-        key=lambda p: (order.index(_suite(p)) if _suite(p) in order else 99, p.name),
-    )
     tables = []
-    for path in files:
+    for path in results.glob("*.json"):
         data = json.loads(path.read_text())
         missing = {"title", "columns", "rows", "command"} - set(data)
         if missing:
             raise DocsError(f"{path}: not a suite's table (no {', '.join(sorted(missing))})")
         tables.append({**data, "file": path.name})
-    return tables
+
+    def rank(table: dict[str, Any]) -> tuple[int, bool, str]:
+        suite = _suite(Path(table["file"]))
+        carried = table.get("source", "measured") != "measured"
+        return (order.index(suite) if suite in order else 99, carried, table["file"])
+
+    return sorted(tables, key=rank)
 
 
 def _markdown_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
