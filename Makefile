@@ -3,6 +3,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Where `make faults`, `make multihost` and `make chaos` write their tables as JSON (committed; the
+# docs' faults report is rendered from them). Other targets write none, so `make test` leaves the
+# checkout as it found it.
+REPORTS ?= $(CURDIR)/bench/results/suites
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test test-fast docs docs-build bench-storage lint typecheck faults multihost chaos deploy-check compose-test bench bench-coordination venv browser test-tools clean
@@ -57,7 +61,7 @@ docs-build: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
 
 faults: $(STAMP)
-	$(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
+	REVIEWSCORE_REPORTS_DIR=$(REPORTS) $(BIN)/python -m pytest tests/test_faults.py tests/test_resilience.py -s $(PYTEST_ARGS)
 
 # deploy/: the Kubernetes manifests rendered by `kubectl kustomize` and validated offline against
 # Kubernetes' and KEDA's schemas, the alerting rules through promtool and a real Prometheus.
@@ -66,7 +70,7 @@ deploy-check: $(STAMP) test-tools
 
 # Several hosts as network namespaces on this machine (needs root, as CI runs): prints the table.
 multihost: $(STAMP) test-tools
-	$(BIN)/python -m pytest tests/multihost -s $(PYTEST_ARGS)
+	REVIEWSCORE_REPORTS_DIR=$(REPORTS) $(BIN)/python -m pytest tests/multihost -s $(PYTEST_ARGS)
 
 # docker-compose.yml run for real with podman (needs root): the image built from the Dockerfile on
 # a locally made Debian base, the stack up, a file scored while a worker restarts, the stack down.
@@ -75,7 +79,7 @@ compose-test: $(STAMP) test-tools
 # A chaos soak on the multi-host suite's hosts: a workload under faults drawn from SEED (random
 # when left out, printed), then the history checker; the history stays in var/chaos/.
 chaos: $(STAMP) test-tools
-	$(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) --minutes $(or $(MINUTES),3) $(PYTEST_ARGS)
+	REVIEWSCORE_REPORTS_DIR=$(REPORTS) $(BIN)/python -m tests.chaos $(if $(SEED),--seed $(SEED)) --minutes $(or $(MINUTES),3) $(PYTEST_ARGS)
 
 # Installs wrk (Debian) first: the singles rows are measured with it. BENCH_ARGS=--quick: minutes.
 bench: $(STAMP)

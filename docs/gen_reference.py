@@ -1,7 +1,8 @@
 """The docs' generated pages, written from the code at every build (an MkDocs hook, see
 mkdocs.yml): the configuration from `Settings`, the CLI from its Typer app, the HTTP API from the
-app's OpenAPI schema and routes, the Python client from its docstrings, and the performance
-report from bench/results/*.json. Nothing here is copied by hand, so none of it can drift; a note
+app's OpenAPI schema and routes, the Python client from its docstrings, the performance
+report from bench/results/*.json and the faults report from the suites' tables in
+bench/results/suites/*.json. Nothing here is copied by hand, so none of it can drift; a note
 in docs/reference/notes.yml that names no setting or route fails the build."""
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = Path(__file__).resolve().parent / "reference" / "notes.yml"
 RESULTS = ROOT / "bench" / "results"
+# What `make faults`, `make multihost` and `make chaos` write (tests/tables.py write_table).
+SUITE_RESULTS = RESULTS / "suites"
 EXAMPLES = ROOT / "docs" / "examples"
 
 
@@ -449,47 +452,228 @@ def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
 TITLES = {
     "vm": "The main run (`make bench`)",
     "vm-resume": "Resumed uploads (`python -m bench` with the resume row only)",
+    "vm-key-share": "Fair share between API keys (`python -m bench.key_share`)",
     "vm-coordination": "Coordination on PostgreSQL (`make bench-coordination`)",
     "storage": "Storage per row (`make bench-storage`)",
+    "growth": "Growth: deletes of big jobs, and scrapes with many jobs kept",
 }
+REPORT_NOTES = Path(__file__).resolve().parent / "reports" / "notes.yml"
 
 
-def performance_page(results: Path = RESULTS) -> str:
+def _report_notes() -> dict[str, str]:
+    """The context written for each result file (docs/reports/notes.yml), by file name."""
+    return (yaml.safe_load(REPORT_NOTES.read_text()) or {}).get("performance") or {}
+
+
+def _variant(path: Path, data: dict[str, Any]) -> tuple[str, str]:
+    """A kind, and for a benchmark run with another configuration (the coordination sweep over
+    1-8 workers, or one worker with the ingest rows) that configuration: the newest run of each
+    is shown, so a narrower rerun does not hide the wider one."""
+    config = data.get("config")
+    return _kind(path), json.dumps(config, sort_keys=True) if config else ""
+
+
+def _variant_title(kind: str, config: dict[str, Any] | None) -> str:
+    title = TITLES.get(kind, kind)
+    if config and "rows" in config and "workers" in config:
+        workers = "/".join(str(w) for w in config["workers"])
+        title += f": {config['rows']:,} rows per run, worker processes {workers}"
+    return title
+
+
+def _run_section(path: Path, data: dict[str, Any], notes: dict[str, str]) -> list[str]:
+    out = [f"From `bench/results/{path.name}`.", ""]
+    if data.get("source"):
+        out += [f"Source: the {data['source']}.", ""]
+    machine = data.get("meta", {}).get("machine")
+    if machine and machine.get("cpu_model"):
+        out += [
+            f"Run {data['meta'].get('date', '')} on {machine.get('cores')} cores "
+            f"({machine.get('cpu_model')}), {machine.get('memory_gb')} GB, Python "
+            f"{machine.get('python')}, TensorFlow {machine.get('tensorflow')}. "
+            f"{machine.get('note', '')}",
+            "",
+        ]
+    elif machine:
+        out += [f"Run {data['meta'].get('date', '')}: {machine.get('note', '')}", ""]
+    rows = _target_rows(data.get("targets") or [])
+    if rows:
+        out += rows + [""]
+    table = data.get("table")
+    if isinstance(table, str) and table.strip():
+        out += ["```text", table.rstrip(), "```", ""]
+    for part in data.get("tables") or []:
+        out += [f"{part['title']} Rerun: `{part['command']}`.", ""]
+        out += _markdown_table(part["columns"], part["rows"]) + [""]
+    if data.get("notes"):
+        out += ["\n\n".join(data["notes"]), ""]
+    if path.stem in notes:
+        out += [notes[path.stem].strip(), ""]
+    return out
+
+
+def performance_page(results: Path = RESULTS, notes: dict[str, str] | None = None) -> str:
+    notes = _report_notes() if notes is None else notes
     files = sorted(results.glob("*.json"))
-    newest: dict[str, Path] = {}
+    unknown = sorted(set(notes) - {p.stem for p in files})
+    if unknown:
+        raise DocsError(f"docs/reports/notes.yml: {unknown} name no file in bench/results/")
+    loaded = {path: json.loads(path.read_text()) for path in files}
+    newest: dict[tuple[str, str], Path] = {}
     for path in files:
-        newest[_kind(path)] = path  # sorted by date: the last one wins
+        newest[_variant(path, loaded[path])] = path  # sorted by date: the last one wins
     out = [
         "# Performance",
         "",
         "Generated from the newest `bench/results/*.json` of each kind at every build; each "
-        "table is the one the benchmark printed when it wrote the file. A run's figures "
-        "hold on its own machine (below); ratios within a run are what to compare.",
+        "table is the one the benchmark printed when it wrote the file, and the text under it "
+        "(`docs/reports/notes.yml`) says how that run was made. A run's figures hold on its own "
+        "machine (below); ratios within a run are what to compare.",
         "",
     ]
-    order = sorted(newest, key=lambda k: (list(TITLES).index(k) if k in TITLES else 99, k))
-    for kind in order:
-        path = newest[kind]
-        data = json.loads(path.read_text())
-        out += [f"## {TITLES.get(kind, kind)}", "", f"From `bench/results/{path.name}`.", ""]
-        machine = data.get("meta", {}).get("machine")
-        if machine:
-            out += [
-                f"Run {data['meta'].get('date', '')} on {machine.get('cores')} cores "
-                f"({machine.get('cpu_model')}), {machine.get('memory_gb')} GB, Python "
-                f"{machine.get('python')}, TensorFlow {machine.get('tensorflow')}. "
-                f"{machine.get('note', '')}",
-                "",
-            ]
-        rows = _target_rows(data.get("targets") or [])
-        if rows:
-            out += rows + [""]
-        table = data.get("table")
-        if isinstance(table, str) and table.strip():
-            out += ["```text", table.rstrip(), "```", ""]
-    older = [p.name for p in files if p not in newest.values()]
+
+    def rank(variant: tuple[str, str]) -> tuple[int, str, str]:
+        kind = variant[0]
+        return (list(TITLES).index(kind) if kind in TITLES else 99, kind, variant[1])
+
+    for variant in sorted(newest, key=rank):
+        path = newest[variant]
+        data = loaded[path]
+        out += [f"## {_variant_title(variant[0], data.get('config'))}", ""]
+        out += _run_section(path, data, notes)
+    older = [p for p in files if p not in newest.values()]
     if older:
-        out += ["## Older runs", "", ", ".join(f"`{name}`" for name in older), ""]
+        out += ["## Older runs", "", ", ".join(f"`{p.name}`" for p in older), ""]
+        for path in older:
+            if path.stem in notes:
+                out += [f"### `{path.name}`", "", notes[path.stem].strip(), ""]
+    return "\n".join(out) + "\n"
+
+
+# The suites' tables, in this order; a file of another name comes after them. Each intro says
+# what the suite does to the service; the table says what it measured.
+SUITES: dict[str, tuple[str, str]] = {
+    "faults": (
+        "Faults mid-job (`tests/test_faults.py`)",
+        "Each case starts the real stack, uploads thousands of real reviews (chunks of 100) and "
+        "breaks something mid-job; every job reaches a final state without a person stepping "
+        "in. Lost = accepted rows without a result; duplicated = extra result rows (both read "
+        "from the database). A row that crashes the process (rather than raising) takes its "
+        "whole chunk with it once the attempts are used up; a row that raises costs only itself.",
+    ),
+    "resilience": (
+        "The service stays up (`tests/test_resilience.py`)",
+        "Each case runs on the real stack (`reviewscore run` itself for supervision), breaks or "
+        "floods a part, and measures what a user sees. Rows, where a job is involved, are "
+        "checked in SQL against the job's counters (lost and duplicated must be 0). Three "
+        "more cases of this kind are tested where their code is: a job cancelled during an "
+        "upload that never ended is closed and purged, and one job that cannot be purged does "
+        "not stop the sweep (`tests/test_sweeper.py`); a 50 MB row of commas is refused while "
+        "it is read (`tests/test_bad_input.py`; API memory under a 200 MB row: +11.5 MB, "
+        "`python bench/comma_bomb.py`); bytes invalid at data row 10,001 name that row and keep "
+        "the 10,000 before it, and a text column named twice is a 422 naming both "
+        "(`tests/test_bad_input.py`, `tests/test_ingest.py`).",
+    ),
+    "multihost": (
+        "Several hosts: what each fault costs (`tests/multihost`)",
+        "Hosts are network namespaces on one machine (needs root): a data host with PostgreSQL "
+        "and Redis behind passwords (Redis with AOF every second), an API host with the API "
+        "and beat, two worker hosts of one pool process each with empty models folders. 4,000 "
+        "real reviews per job in chunks of 200, lease 20 s, a sweep every 3 s, each chunk "
+        "slowed by 0.5 s so the faults land mid-job. Small job: an unrelated 400-row job "
+        "uploaded during the fault, upload to finished. Score: the longest wait for an answer "
+        "of `POST /v1/score` during the fault. Every case must show 0 lost, 0 duplicated, the "
+        "job's counters equal to its result rows, no row failed and no HTTP 500 (why those "
+        "hold: the [chunk protocol](../explanation/chunk-protocol.md)). `make test` runs the "
+        'short form (`-m "not long"`).',
+    ),
+    "chaos": (
+        "The chaos soak (`tests/chaos`)",
+        "On the multi-host suite's hosts, four threads with three API keys send every kind of "
+        "request while a nemesis applies one fault at a time on a schedule drawn from the seed "
+        "(the same seed replays the same faults); once every job is final the checker reads the "
+        "history and PostgreSQL: no row lost or duplicated, nothing changed after a job was "
+        "final, no HTTP 500, no key reached another key's job, every `POST /v1/score` answered "
+        "in time. Each run's table: per fault kind, what the requests sent meanwhile got; its "
+        "last line is the checker's verdict.",
+    ),
+}
+
+
+def _suite(path: Path) -> str:
+    """`chaos-44677.json` -> `chaos`: one suite may write a file per run."""
+    return path.stem.split("-")[0]
+
+
+def suite_tables(results: Path = SUITE_RESULTS) -> list[dict[str, Any]]:
+    """Every table the suites wrote, in SUITES' order, within a suite the measured ones before
+    those carried over from elsewhere (the README), then by file name."""
+    order = list(SUITES)
+    tables = []
+    for path in results.glob("*.json"):
+        data = json.loads(path.read_text())
+        missing = {"title", "columns", "rows", "command"} - set(data)
+        if missing:
+            raise DocsError(f"{path}: not a suite's table (no {', '.join(sorted(missing))})")
+        tables.append({**data, "file": path.name})
+
+    def rank(table: dict[str, Any]) -> tuple[int, bool, str]:
+        suite = _suite(Path(table["file"]))
+        carried = table.get("source", "measured") != "measured"
+        return (order.index(suite) if suite in order else 99, carried, table["file"])
+
+    return sorted(tables, key=rank)
+
+
+def _markdown_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return out
+
+
+def faults_page(results: Path = SUITE_RESULTS) -> str:
+    out = [
+        "# Faults, several hosts and chaos",
+        "",
+        "Generated at every build from the tables the fault, resilience, multi-host and chaos "
+        "suites wrote (`bench/results/suites/*.json`; `tests/tables.py`). The suites print the "
+        "same tables at the end of each module; `make faults`, `make multihost` and "
+        "`make chaos` also write them there (a plain `make test` writes nothing). Each table "
+        "names the command that reruns it, when and where it ran.",
+        "",
+    ]
+    shown: set[str] = set()
+    for table in suite_tables(results):
+        suite = _suite(Path(table["file"]))
+        if suite not in shown:
+            heading, intro = SUITES.get(suite, (suite, ""))
+            out += [f"## {heading}", ""] + ([intro, ""] if intro else [])
+            shown.add(suite)
+        commit = f", commit `{table['commit']}`" if table.get("commit") else ""
+        cores = f", {table['cores']} cores" if table.get("cores") else ""
+        if table.get("load_average"):
+            cores += f" (load average {table['load_average'][0]:g} at the end)"
+        source = table.get("source", "measured")
+        where = (
+            f"Measured {table.get('date', '')}{cores}{commit}"
+            if source == "measured"
+            else f"From the {source}"
+        )
+        out += [
+            f"**{_cell(table['title'])}**",
+            "",
+            f"{where}; rerun: `{table['command']}` (`bench/results/suites/{table['file']}`)"
+            + (f"; this run: `{table['ran']}`." if table.get("ran") else "."),
+            "",
+            *_markdown_table(table["columns"], table["rows"]),
+            "",
+        ]
+        notes = [f"{_cell(k)}: {_cell(v)}" for k, v in (table.get("row_notes") or {}).items()]
+        notes += [_cell(n) for n in table.get("notes") or []]
+        if notes:
+            out += [f"- {n}" for n in notes] + [""]
+    if not shown:
+        out += ["No suite has written its table yet: run `make faults`.", ""]
     return "\n".join(out) + "\n"
 
 
@@ -501,6 +685,7 @@ PAGES = {
     "reference/http-api.md": http_page,
     "reference/python-client.md": client_page,
     "reports/performance.md": performance_page,
+    "reports/faults.md": faults_page,
 }
 
 

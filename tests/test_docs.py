@@ -50,6 +50,7 @@ def test_the_site_builds_strictly_with_links_checked(tmp_path: Path) -> None:
         "reference/cli",
         "reference/http-api",
         "reports/performance",
+        "reports/faults",
     ):
         assert (tmp_path / "site" / page / "index.html").is_file()
     # The tutorial shows the example file itself, not the line that includes it.
@@ -145,10 +146,106 @@ def test_the_performance_report_shows_the_newest_run_of_each_kind(tmp_path: Path
     for name, value in (("2026-01-01-vm", 1.0), ("2026-02-01-vm", 2.0)):
         targets = [{"name": "bulk / seed", "value": value, "op": ">=", "wanted": 100, "met": False}]
         (tmp_path / f"{name}.json").write_text(json.dumps({"targets": targets, "table": "T"}))
-    page = generator().performance_page(tmp_path)
+    page = generator().performance_page(tmp_path, notes={})
     assert "From `bench/results/2026-02-01-vm.json`" in page
     assert "| bulk / seed | 2.00 | >= 100 | **no** |" in page
     assert "`2026-01-01-vm.json`" in page  # listed among the older runs
+
+
+def test_the_performance_report_keeps_the_newest_run_of_each_configuration(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    runs = {
+        "2026-01-01-vm-coordination": {"rows": 100000, "workers": [1, 2, 4, 8]},
+        "2026-02-01-vm-coordination": {"rows": 40000, "workers": [1]},
+    }
+    for name, config in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"config": config, "table": name}))
+    growth = {
+        "source": "README (measured 2026-12-03), not rerun",
+        "tables": [
+            {"title": "Deletes.", "command": "python -m bench.deletes", "columns": ["delete", "took"],
+             "rows": [["one transaction", "20.9 s"]]}
+        ],
+    }  # fmt: skip
+    (tmp_path / "2026-03-01-growth.json").write_text(json.dumps(growth))
+    notes = {"2026-01-01-vm-coordination": "How the sweep was run."}
+    page = generator().performance_page(tmp_path, notes=notes)
+    # A narrower rerun does not hide the sweep over 1-8 workers, nor its notes.
+    assert "100,000 rows per run, worker processes 1/2/4/8" in page
+    assert "40,000 rows per run, worker processes 1" in page
+    assert "How the sweep was run." in page
+    assert "Source: the README (measured 2026-12-03), not rerun." in page
+    assert "| one transaction | 20.9 s |" in page
+    assert "Rerun: `python -m bench.deletes`." in page
+
+
+def test_a_performance_note_for_a_missing_result_file_fails_the_build(tmp_path: Path) -> None:
+    module = generator()
+    with pytest.raises(module.DocsError, match="2026-09-09-vm"):
+        module.performance_page(tmp_path, notes={"2026-09-09-vm": "gone"})
+
+
+def test_the_faults_report_shows_every_table_the_suites_wrote() -> None:
+    import json
+
+    page = generator().faults_page()
+    files = sorted((ROOT / "bench" / "results" / "suites").glob("*.json"))
+    assert {p.stem.split("-")[0] for p in files} >= {"faults", "resilience", "multihost", "chaos"}
+    for path in files:
+        table = json.loads(path.read_text())
+        assert f"**{table['title']}**" in page, path.name
+        assert f"rerun: `{table['command']}` (`bench/results/suites/{path.name}`)" in page
+        for row in table["rows"]:
+            assert f"| {row[0]} |" in page, (path.name, row[0])
+
+
+def test_a_table_a_suite_writes_appears_on_the_faults_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.tables import write_table
+
+    rows = [("worker killed", 4000, 4000, 0, 12.5), ("poison row", 1000, 999, 1, 3.0, "bisected")]
+    columns = ("case", "accepted", "scored", "failed", "seconds")
+    monkeypatch.delenv("REVIEWSCORE_REPORTS_DIR", raising=False)
+    # A plain test run (no folder named) writes nothing: the committed files stay as they are.
+    assert write_table("faults", "fault suite", columns, rows, "make faults") is None
+    monkeypatch.setenv("REVIEWSCORE_REPORTS_DIR", str(tmp_path))
+    written = write_table("faults", "fault suite", columns, rows, "make faults", ["all final"])
+    assert written == tmp_path / "faults.json"
+
+    page = generator().faults_page(tmp_path)
+    assert "## Faults mid-job" in page
+    assert "**fault suite**" in page
+    assert "rerun: `make faults` (`bench/results/suites/faults.json`)" in page
+    assert "| case | accepted | scored | failed | seconds |" in page
+    assert "| worker killed | 4,000 | 4,000 | 0 | 12.5 |" in page
+    assert "| poison row | 1,000 | 999 | 1 | 3.0 |" in page
+    assert "- poison row: bisected" in page
+    assert "- all final" in page
+    assert f"{os.cpu_count()} cores (load average" in page
+
+
+def test_a_chaos_runs_table_appears_under_the_chaos_soak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.chaos.checker import TABLE_COLUMNS, TABLE_TITLE, Report
+    from tests.tables import write_table
+
+    report = Report(seed=5, faults=2, jobs=3, rows=30)
+    report.fault_rows = [("redis_restart", 2, 8.5, 40, 30, 10, 0, 0, 1.25)]
+    monkeypatch.setenv("REVIEWSCORE_REPORTS_DIR", str(tmp_path))
+    command = "make chaos SEED=5 MINUTES=1.5"
+    write_table(
+        "chaos-5", TABLE_TITLE, TABLE_COLUMNS, report.fault_rows, command, [report.last_line()]
+    )
+    page = generator().faults_page(tmp_path)
+    assert "## The chaos soak" in page
+    assert "rerun: `make chaos SEED=5 MINUTES=1.5` (`bench/results/suites/chaos-5.json`)" in page
+    assert "| redis_restart | 2 | 8.5 | 40 | 30 | 10 | 0 | 0 | 1.2 |" in page
+    assert "- chaos: seed 5, 2 faults, 3 jobs, 30 rows, 0 lost, 0 duplicated" in page
 
 
 def run_example(name: str, service: RunningStack) -> list[str]:

@@ -63,6 +63,8 @@ fault_table = table_fixture(
     lambda: [
         (t.case, t.accepted, t.scored, t.failed, t.lost, t.duplicated, t.seconds) for t in TABLE
     ],
+    name="faults",
+    command="make faults",
 )
 
 

@@ -61,6 +61,8 @@ resilience_table = table_fixture(
     "resilience suite: the service stays up and says what failed",
     ("case", "accepted", "lost", "dup", "measured"),
     lambda: [(m.case, m.accepted, m.lost, m.duplicated, m.figure) for m in TABLE],
+    name="resilience",
+    command="make faults",
 )
 
 

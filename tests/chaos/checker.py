@@ -53,6 +53,10 @@ class Report:
     http_500: int = 0
     violations: list[str] = field(default_factory=list)
     table: str = ""
+    # The per-fault table as data (TABLE_COLUMNS), and the lines printed under it, for the JSON
+    # file `make chaos` writes (tests/tables.py write_table).
+    fault_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def last_line(self) -> str:
         return (
@@ -223,17 +227,14 @@ def check(
 
     if final_after_s is None:
         report.violations.append(f"jobs not all final {FINAL_BOUND_S:.0f}s after the last fault")
-    report.table = (
-        _table(faults, history)
-        + (
-            f"\nevery job final {final_after_s:.1f}s after the last fault (bound "
+    report.fault_rows = _rows(faults, history)
+    if final_after_s is not None:
+        report.notes.append(
+            f"every job final {final_after_s:.1f}s after the last fault (bound "
             f"{FINAL_BOUND_S:.0f}s)"
-            if final_after_s is not None
-            else ""
         )
-        + "\npeak memory per host (first third -> last third): "
-        + ", ".join(memory)
-    )
+    report.notes.append("peak memory per host (first third -> last third): " + ", ".join(memory))
+    report.table = "\n".join([render(TABLE_TITLE, TABLE_COLUMNS, report.fault_rows), *report.notes])
     return report
 
 
@@ -245,7 +246,15 @@ def _overlaps(entry: dict[str, Any], windows: list[tuple[float, float]]) -> bool
     return any(entry["t0"] < end and entry["t1"] > start for start, end in windows)
 
 
-def _table(faults: list[dict[str, Any]], history: list[dict[str, Any]]) -> str:
+TABLE_TITLE = (
+    "chaos: per fault kind (requests = those sent or answered while a fault of the kind lasted)"
+)
+TABLE_COLUMNS = (
+    "fault", "n", "seconds", "requests", "2xx", "503/504", "no answer", "500", "score s"
+)  # fmt: skip
+
+
+def _rows(faults: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Per fault kind: how often, how long, and what the requests sent meanwhile got."""
     requests = [e for e in history if "method" in e or e["op"] == "upload"]
     rows = []
@@ -267,9 +276,4 @@ def _table(faults: list[dict[str, Any]], history: list[dict[str, Any]]) -> str:
                 max(scores, default=0.0),
             )
         )
-    return render(
-        "chaos: per fault kind (requests = those sent or answered while a fault of the kind "
-        "lasted)",
-        ("fault", "n", "seconds", "requests", "2xx", "503/504", "no answer", "500", "score s"),
-        rows,
-    )
+    return rows

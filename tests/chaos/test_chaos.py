@@ -20,10 +20,11 @@ import pytest
 
 from reviewscore.core.settings import REPO_ROOT
 from tests.chaos import nemesis
-from tests.chaos.checker import FINAL_BOUND_S, check
+from tests.chaos.checker import FINAL_BOUND_S, TABLE_COLUMNS, TABLE_TITLE, check
 from tests.chaos.workload import FINAL, History, Workload, read_history
 from tests.multihost.conftest import Hosts
 from tests.multihost.harness import iter_logs, wait_until
+from tests.tables import write_table
 
 SINGLES_TIMEOUT_S = 5.0
 KEYS = 3
@@ -161,6 +162,14 @@ def test_chaos_soak(hosts: Hosts) -> None:
         + "".join(f"VIOLATION: {v}\n" for v in report.violations)
         + report.last_line()
         + "\n"
+    )
+    write_table(
+        f"chaos-{seed}",
+        TABLE_TITLE,
+        TABLE_COLUMNS,
+        report.fault_rows,
+        f"make chaos SEED={seed} MINUTES={minutes:g}",
+        [*report.notes, *(f"VIOLATION: {v}" for v in report.violations), report.last_line()],
     )
     assert not report.violations, f"{len(report.violations)} violations (see above); seed {seed}"
 

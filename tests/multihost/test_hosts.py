@@ -80,6 +80,8 @@ table = table_fixture(
         )
         for r in TABLE
     ],
+    name="multihost",
+    command="make multihost",
 )  # fmt: skip
 
 
