@@ -353,6 +353,8 @@ class ChunkText(Base):
 
 
 class InputRow(Base):
+    # On PostgreSQL its primary key's pages are filled whole (fillfactor 100, migration 0014), as
+    # are results': a job's rows come in key order.
     __tablename__ = "input_rows"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
@@ -382,11 +384,14 @@ class Result(Base):
         ),
     )
 
+    # In the tables' column order (migration 0014): on PostgreSQL the bool fills the padding
+    # between job_id and row_num.
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     row_num: Mapped[int] = mapped_column(Integer, primary_key=True)
     p_positive: Mapped[float | None] = mapped_column(Float)
-    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
-    model_version: Mapped[str] = mapped_column(String(100))
+    # No model version per row: a job's rows are all scored by the version it is pinned to
+    # (Job.model_version), which readers take from the job; 16 bytes a row on PostgreSQL.
     error: Mapped[str | None] = mapped_column(Text)
 
 
@@ -397,13 +402,16 @@ class ScoreCache(Base):
 
     __tablename__ = "score_cache"
 
-    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
-    text_hash: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
-    p_positive: Mapped[float] = mapped_column(Float)
+    # sha1 of the model version and the text's sha1 (worker/cache.py): one 20-byte key instead
+    # of the version's string and the hash side by side in every row and index entry (about
+    # 60 of a row's 539 bytes on PostgreSQL).
+    key: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
     truncated: Mapped[bool] = mapped_column(Boolean)
     # No foreign key: a key check would lock the job's row on every insert, and deletes go in
     # batches of their own (jobs.delete_job), never by cascade.
     job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Last: a float is aligned to 8 bytes on PostgreSQL, here with no padding before it.
+    p_positive: Mapped[float] = mapped_column(Float)
 
 
 class ModelVersion(Base):
