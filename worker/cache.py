@@ -4,6 +4,7 @@ before (in this job or any other) is not scored again."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, select, text
@@ -20,15 +21,16 @@ def text_hash(text: str) -> bytes:
 
 
 def entry_key(model_version: str, digest: bytes) -> bytes:
-    """An entry's key (ScoreCache.key): the version and the text's hash in one sha1, so the
-    table and its index hold 20 bytes a row where they held both. Migration 0014 computes the
-    same key; the NUL ends the version, so no two (version, hash) pairs share an input."""
-    return hashlib.sha1(model_version.encode() + b"\0" + digest).digest()
+    """An entry's key (ScoreCache.key): the version and the text's hash in one sha1, cut to
+    16 bytes, so the table and its index hold 16 bytes a row where they held both. Migration
+    0014 computes the same key; the NUL ends the version, so no two (version, hash) pairs share
+    an input."""
+    return hashlib.sha1(model_version.encode() + b"\0" + digest).digest()[:16]
 
 
 # One array parameter on PostgreSQL instead of hundreds of IN placeholders the server parses.
 PG_LOOKUP = text(
-    "SELECT key, p_positive, truncated FROM score_cache WHERE key = ANY(CAST(:keys AS bytea[]))"
+    "SELECT key, p_positive, truncated FROM score_cache WHERE key = ANY(CAST(:keys AS uuid[]))"
 )
 
 
@@ -39,8 +41,9 @@ def cached_scores(
     by_key = {entry_key(model_version, h): h for h in set(hashes)}
     keys = list(by_key)
     if dialect_name(session) == "postgresql":
-        rows = session.execute(PG_LOOKUP, {"keys": keys})
-        return {by_key[bytes(key)]: (p, truncated) for key, p, truncated in rows}
+        # Raw SQL: the keys as the uuids they are stored as (ScoreCache.key's type).
+        rows = session.execute(PG_LOOKUP, {"keys": [uuid.UUID(bytes=k) for k in keys]})
+        return {by_key[key.bytes]: (p, truncated) for key, p, truncated in rows}
     found: dict[bytes, Score] = {}
     for start in range(0, len(keys), 500):
         part = keys[start : start + 500]
@@ -60,7 +63,7 @@ def cached_scores(
 PG_REMEMBER = text(
     "WITH job AS (SELECT id FROM jobs WHERE id = :job AND deleted_at IS NULL FOR SHARE) "
     "INSERT INTO score_cache (key, p_positive, truncated, job_id) "
-    "SELECT k, p, t, job.id FROM job, unnest(CAST(:keys AS bytea[]), "
+    "SELECT k, p, t, job.id FROM job, unnest(CAST(:keys AS uuid[]), "
     "CAST(:ps AS float8[]), CAST(:truncated AS bool[])) AS u(k, p, t) ON CONFLICT DO NOTHING"
 )
 
@@ -80,7 +83,7 @@ def remember_scores(
             PG_REMEMBER,
             {
                 "job": job_id,
-                "keys": [k for k, _ in ordered],
+                "keys": [uuid.UUID(bytes=k) for k, _ in ordered],
                 "ps": [p for _, (p, _) in ordered],
                 "truncated": [t for _, (_, t) in ordered],
             },

@@ -1,8 +1,8 @@
-"""slim rows: a score_cache entry is keyed by one sha1 of (model version, text hash) instead of
-both side by side, and results keep no model version (a job's results are all by the version
-it is pinned to, jobs.model_version); both tables' columns ordered for no alignment padding on
-PostgreSQL, where the primary keys of input rows and results now fill their pages: about 100
-bytes less a finished row there
+"""slim rows: a score_cache entry is keyed by 16 bytes of one sha1 of (model version, text
+hash) instead of both side by side, and results keep no model version (a job's results are all
+by the version it is pinned to, jobs.model_version); both tables' columns ordered for no
+alignment padding on PostgreSQL, where the primary keys of input rows and results now fill
+their pages
 
 Revision ID: 0014
 Revises: 0013
@@ -10,10 +10,13 @@ Create Date: 2026-12-03 19:00:00
 """
 
 import hashlib
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0014"
 down_revision: str | None = "0013"
@@ -22,12 +25,17 @@ depends_on: str | Sequence[str] | None = None
 
 COPY_BATCH = 10_000
 FULL_INDEXES = ("pk_input_rows", "pk_results")
+KEY_PG = postgresql.UUID(as_uuid=True)
 
 
 def _entry_key(model_version: str, digest: bytes) -> bytes:
     # The same key as worker/cache.py's entry_key (copied: a migration never imports the code
     # it migrates for, which changes after it).
-    return hashlib.sha1(model_version.encode() + b"\0" + digest).digest()
+    return hashlib.sha1(model_version.encode() + b"\0" + digest).digest()[:16]
+
+
+def _key_value(bind: sa.Connection, key: bytes) -> Any:
+    return uuid.UUID(bytes=key) if bind.dialect.name == "postgresql" else key
 
 
 def _copy_cache(bind: sa.Connection) -> None:
@@ -41,9 +49,10 @@ def _copy_cache(bind: sa.Connection) -> None:
         sa.column("truncated", sa.Boolean()),
         sa.column("job_id", sa.String()),
     )
+    key_type = KEY_PG if bind.dialect.name == "postgresql" else sa.LargeBinary(16)
     new = sa.table(
         "score_cache",
-        sa.column("key", sa.LargeBinary()),
+        sa.column("key", key_type),
         sa.column("p_positive", sa.Float()),
         sa.column("truncated", sa.Boolean()),
         sa.column("job_id", sa.String()),
@@ -60,7 +69,7 @@ def _copy_cache(bind: sa.Connection) -> None:
             new.insert(),
             [
                 {
-                    "key": _entry_key(version, bytes(digest)),
+                    "key": _key_value(bind, _entry_key(version, bytes(digest))),
                     "p_positive": p,
                     "truncated": truncated,
                     "job_id": job_id,
@@ -81,11 +90,12 @@ def upgrade() -> None:
         op.execute(
             "ALTER TABLE score_cache_0013 RENAME CONSTRAINT pk_score_cache TO pk_score_cache_0013"
         )
+    # The key 16 bytes: PostgreSQL's uuid (fixed width), a blob on SQLite (schema.Key16).
     # Columns in this order: on PostgreSQL the 8-byte float, aligned to 8, comes last, so no
     # padding precedes it (8 bytes a row less than key, p_positive, truncated, job_id).
     op.create_table(
         "score_cache",
-        sa.Column("key", sa.LargeBinary(length=20), nullable=False),
+        sa.Column("key", sa.LargeBinary(length=16).with_variant(KEY_PG, "postgresql"), nullable=False),
         sa.Column("truncated", sa.Boolean(), nullable=False),
         sa.Column("job_id", sa.String(length=32), nullable=True),
         sa.Column("p_positive", sa.Float(), nullable=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -22,13 +23,17 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     false,
     func,
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
 
 from reviewscore.core.clock import db_now
 
@@ -395,6 +400,29 @@ class Result(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class Key16(TypeDecorator[bytes]):
+    """16 bytes, as PostgreSQL's uuid (fixed width: no length byte, and 8 bytes less an index
+    entry than a bytea of 20) and as a 16-byte blob on SQLite; bytes in Python on both."""
+
+    impl = LargeBinary(16)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.UUID(as_uuid=True))
+        return dialect.type_descriptor(LargeBinary(16))
+
+    def process_bind_param(self, value: bytes | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "postgresql":
+            return value
+        return uuid.UUID(bytes=bytes(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        if isinstance(value, uuid.UUID):
+            return value.bytes
+        return value if value is None else bytes(value)
+
+
 class ScoreCache(Base):
     """Scores already computed, by model version and text hash, so repeats are not rescored.
     Each entry belongs to the job whose chunk first scored the text, and goes with that job
@@ -402,10 +430,11 @@ class ScoreCache(Base):
 
     __tablename__ = "score_cache"
 
-    # sha1 of the model version and the text's sha1 (worker/cache.py): one 20-byte key instead
-    # of the version's string and the hash side by side in every row and index entry (about
-    # 60 of a row's 539 bytes on PostgreSQL).
-    key: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
+    # The first 16 bytes of the sha1 of the model version and the text's sha1 (worker/cache.py):
+    # one fixed-width key instead of the version's string and the hash side by side in every
+    # row and index entry (about 70 bytes a row on PostgreSQL); 128 bits, so no two texts a
+    # cache will ever hold share one.
+    key: Mapped[bytes] = mapped_column(Key16, primary_key=True)
     truncated: Mapped[bool] = mapped_column(Boolean)
     # No foreign key: a key check would lock the job's row on every insert, and deletes go in
     # batches of their own (jobs.delete_job), never by cascade.
