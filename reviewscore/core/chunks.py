@@ -99,7 +99,7 @@ class RowResult:
 
 
 INPUT_COLUMNS = ("job_id", "row_num", "ext_id", "text", "error", "extra", "label", "words")
-RESULT_COLUMNS = ("job_id", "row_num", "p_positive", "truncated", "model_version", "error")
+RESULT_COLUMNS = ("job_id", "row_num", "p_positive", "truncated", "error")
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -407,10 +407,7 @@ def complete_chunk(session: Session, work: ChunkWork, results: Sequence[RowResul
     if _mark_done(session, work.job_id, work.seq, len(results) - failed, failed) is None:
         return False
     _drop_texts(session, work.job_id, work.seq)
-    rows = [
-        (work.job_id, r.row_num, r.p_positive, r.truncated, work.model_version, r.error)
-        for r in results
-    ]
+    rows = [(work.job_id, r.row_num, r.p_positive, r.truncated, r.error) for r in results]
     if dialect_name(session) == "postgresql":
         # COPY, with no conflict clause: the fence above lets one transaction per chunk past,
         # so no result of this chunk can exist yet (one that did would fail the transaction,
@@ -427,13 +424,11 @@ def give_up(job_id: str, seq: int, reason: str) -> None:
     """Ends a chunk whose attempts ran out: each of its rows fails with `reason` (or the error
     ingest already gave it), so the job can still finish."""
     with session_scope() as session:
-        model_version = session.execute(
-            select(Job.model_version).where(Job.id == job_id)
-        ).scalar_one_or_none()
+        job = session.execute(select(Job.id).where(Job.id == job_id)).scalar_one_or_none()
         span = session.execute(
             select(Chunk.first_row, Chunk.row_count).where(Chunk.job_id == job_id, Chunk.seq == seq)
         ).one_or_none()
-        if model_version is None or span is None:
+        if job is None or span is None:
             return
         rows = _rows(session, job_id, *span, seq)
         if _mark_done(session, job_id, seq, 0, len(rows)) is None:
@@ -448,7 +443,6 @@ def give_up(job_id: str, seq: int, reason: str) -> None:
                     "row_num": r.row_num,
                     "p_positive": None,
                     "truncated": False,
-                    "model_version": model_version,
                     "error": r.error or reason[:2000],
                 }
                 for r in rows

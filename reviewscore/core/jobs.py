@@ -27,7 +27,6 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import Session
@@ -489,11 +488,7 @@ def _erase_rows(job_id: str) -> bool:
 def _erase_cache(job_id: str) -> bool:
     """Deletes up to DELETE_BATCH_ROWS of the dedup-cache entries the job added; False once
     none is left."""
-    key = tuple_(ScoreCache.model_version, ScoreCache.text_hash)
-    batch = (
-        select(ScoreCache.model_version, ScoreCache.text_hash)
-        .where(ScoreCache.job_id == job_id)
-        .limit(DELETE_BATCH_ROWS)
-    )
+    batch = select(ScoreCache.key).where(ScoreCache.job_id == job_id).limit(DELETE_BATCH_ROWS)
     with session_scope() as session:
-        return bool(session.execute(delete(ScoreCache).where(key.in_(batch))).rowcount)  # type: ignore[attr-defined]
+        gone = session.execute(delete(ScoreCache).where(ScoreCache.key.in_(batch)))
+        return bool(gone.rowcount)  # type: ignore[attr-defined]

@@ -65,6 +65,10 @@ def iter_results(
     with session_scope(readonly=True) as session:
         # A job in parts numbers its rows by part (core/parts.py): ids are their ordinals.
         offsets = parts.ordinal_offsets(session, job_id)
+        # Every result of the job is by the version it is pinned to (results keep none).
+        job_version = session.execute(
+            select(Job.model_version).where(Job.id == job_id)
+        ).scalar_one_or_none()
     while True:
         with session_scope(readonly=True) as session:
             page = session.execute(
@@ -74,7 +78,8 @@ def iter_results(
                     InputRow.error,
                     Result.p_positive,
                     Result.truncated,
-                    Result.model_version,
+                    # Not null for every result (a primary key column): "has a result".
+                    Result.row_num.label("result_row"),
                     Result.error,
                     extra_column,
                 )
@@ -91,13 +96,13 @@ def iter_results(
                     f"job {job_id} was deleted while its results were being sent; "
                     "the download is incomplete"
                 )
-        for row_num, ext_id, in_error, p, truncated, version, error, extra in page:
-            has_result = version is not None
+        for row_num, ext_id, in_error, p, truncated, result_row, error, extra in page:
+            has_result = result_row is not None
             yield ResultLine(
                 id=ext_id if ext_id is not None else parts.default_id(row_num, offsets),
                 p_positive=p,
                 label=label_of(p),
-                model_version=version,
+                model_version=job_version if has_result else None,
                 truncated=truncated if has_result else None,
                 error=error if has_result else (in_error or "not scored yet"),
                 extra=extra,

@@ -94,7 +94,6 @@ def review_rows(session: Session, job_id: str, n: int, order: str) -> list[Revie
             InputRow.ext_id,
             InputRow.label,
             Result.p_positive,
-            Result.model_version,
         )
         .join(InputRow, (Result.job_id == InputRow.job_id) & (Result.row_num == InputRow.row_num))
         .where(Result.job_id == job_id, Result.p_positive.is_not(None), Result.error.is_(None))
@@ -113,6 +112,8 @@ def review_rows(session: Session, job_id: str, n: int, order: str) -> list[Revie
         query = query.order_by(margin, InputRow.row_num)
     found = session.execute(query.limit(n)).all()
     offsets = parts.ordinal_offsets(session, job_id)
+    # Results keep no version: every one is by the version the job is pinned to.
+    version = session.execute(select(Job.model_version).where(Job.id == job_id)).scalar_one()
     texts = _texts(session, job_id, [row[0] for row in found])
     return [
         ReviewRow(
@@ -124,7 +125,7 @@ def review_rows(session: Session, job_id: str, n: int, order: str) -> list[Revie
             text=texts.get(row_num),
             row_num=row_num,
         )
-        for row_num, ext_id, label, p, version in found
+        for row_num, ext_id, label, p in found
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -22,13 +23,17 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     false,
     func,
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
 
 from reviewscore.core.clock import db_now
 
@@ -353,6 +358,8 @@ class ChunkText(Base):
 
 
 class InputRow(Base):
+    # On PostgreSQL its primary key's pages are filled whole (fillfactor 100, migration 0014), as
+    # are results': a job's rows come in key order.
     __tablename__ = "input_rows"
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
@@ -382,12 +389,38 @@ class Result(Base):
         ),
     )
 
+    # In the tables' column order (migration 0014): on PostgreSQL the bool fills the padding
+    # between job_id and row_num.
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     row_num: Mapped[int] = mapped_column(Integer, primary_key=True)
     p_positive: Mapped[float | None] = mapped_column(Float)
-    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
-    model_version: Mapped[str] = mapped_column(String(100))
+    # No model version per row: a job's rows are all scored by the version it is pinned to
+    # (Job.model_version), which readers take from the job; 16 bytes a row on PostgreSQL.
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Key16(TypeDecorator[bytes]):
+    """16 bytes, as PostgreSQL's uuid (fixed width: no length byte, and 8 bytes less an index
+    entry than a bytea of 20) and as a 16-byte blob on SQLite; bytes in Python on both."""
+
+    impl = LargeBinary(16)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.UUID(as_uuid=True))
+        return dialect.type_descriptor(LargeBinary(16))
+
+    def process_bind_param(self, value: bytes | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "postgresql":
+            return value
+        return uuid.UUID(bytes=bytes(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        if isinstance(value, uuid.UUID):
+            return value.bytes
+        return value if value is None else bytes(value)
 
 
 class ScoreCache(Base):
@@ -397,13 +430,17 @@ class ScoreCache(Base):
 
     __tablename__ = "score_cache"
 
-    model_version: Mapped[str] = mapped_column(String(100), primary_key=True)
-    text_hash: Mapped[bytes] = mapped_column(LargeBinary(20), primary_key=True)
-    p_positive: Mapped[float] = mapped_column(Float)
+    # The first 16 bytes of the sha1 of the model version and the text's sha1 (worker/cache.py):
+    # one fixed-width key instead of the version's string and the hash side by side in every
+    # row and index entry (about 70 bytes a row on PostgreSQL); 128 bits, so no two texts a
+    # cache will ever hold share one.
+    key: Mapped[bytes] = mapped_column(Key16, primary_key=True)
     truncated: Mapped[bool] = mapped_column(Boolean)
     # No foreign key: a key check would lock the job's row on every insert, and deletes go in
     # batches of their own (jobs.delete_job), never by cascade.
     job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # Last: a float is aligned to 8 bytes on PostgreSQL, here with no padding before it.
+    p_positive: Mapped[float] = mapped_column(Float)
 
 
 class ModelVersion(Base):
