@@ -1,6 +1,7 @@
 """Fair share between API keys, measured on a whole stack with auth on: key B's small job
-alone, then sent while key A's dump is being scored; and A's dump's throughput alone (before
-and after, to bracket the machine's noise) and with B's jobs beside it. Every job has texts of
+alone, then sent while key A's dump is being scored; and A's dump's throughput alone and with
+B's jobs beside it, in turns (alone, with B, alone, with B, alone: the machine's drift falls on
+both sides), compared by their medians. Every job has texts of
 its own, so no run is helped by scores another left in the dedup cache.
 
 Targets (issue 18): B's job during the dump finishes within 3x its time alone; the dump keeps
@@ -52,15 +53,16 @@ class KeyShare:
     small_under_dump: list[Run] = field(default_factory=list)
     small_during_upload: list[Run] = field(default_factory=list)
     dump_alone: list[Run] = field(default_factory=list)
-    dump_with_small: Run | None = None
+    dump_with_small: list[Run] = field(default_factory=list)
 
     def small_ratio(self) -> float:
         return median(self.small_under_dump) / median(self.small_alone)
 
     def dump_kept(self) -> float:
-        assert self.dump_with_small is not None
-        alone = statistics.mean(r.rows_per_s for r in self.dump_alone)
-        return self.dump_with_small.rows_per_s / alone
+        """A's median throughput with B's jobs beside it over its median alone: the runs
+        alternate (alone, with B, alone, ...), so the machine's drift falls on both sides."""
+        alone = statistics.median(r.rows_per_s for r in self.dump_alone)
+        return statistics.median(r.rows_per_s for r in self.dump_with_small) / alone
 
 
 def median(runs: list[Run]) -> float:
@@ -103,7 +105,7 @@ def new_key(service: Service, name: str) -> str:
         engine.dispose()
 
 
-def measure(cfg: Config, dump_rows: int, small_rows: int, tmp: Path) -> KeyShare:
+def measure(cfg: Config, dump_rows: int, small_rows: int, tmp: Path, rounds: int = 2) -> KeyShare:
     out = KeyShare(dump_rows, small_rows)
     texts = Texts(load_reviews())
 
@@ -116,35 +118,47 @@ def measure(cfg: Config, dump_rows: int, small_rows: int, tmp: Path) -> KeyShare
         timed(b, csv("warm", small_rows), small_rows)  # the first job pays for warm caches
         out.small_alone = [timed(b, csv("small", small_rows), small_rows) for _ in range(3)]
         log(f"key-share: B's {small_rows:,}-row job alone {median(out.small_alone):.2f}s")
-        out.dump_alone.append(timed(a, csv("dump", dump_rows), dump_rows))
-        log(f"key-share: A's dump alone {out.dump_alone[-1].rows_per_s:,.0f} rows/s")
-
-        # A's dump again, and B's jobs one after another while its chunks are queued.
-        dump_path = csv("dump", dump_rows)
-        smalls = [csv("small", small_rows) for _ in range(3)]
-        with_small: list[Run] = []
-        dump = threading.Thread(
-            target=lambda: with_small.append(timed(a, dump_path, dump_rows)), daemon=True
-        )
-        dump.start()
-        wait_newest(a, lambda j: j["done"] >= 2 * cfg.chunk_size)
-        # While A's dump is still being uploaded, B's upload also waits for the database's
-        # writes (SQLite: one writer); once A's chunks are all queued, only the queue counts.
-        out.small_during_upload = [timed(b, csv("small", small_rows), small_rows)]
-        wait_newest(a, lambda j: j["status"] != "uploading")
-        for path in smalls:
-            out.small_under_dump.append(timed(b, path, small_rows))
-        still_running = any(not j["finished"] for j in a.jobs(limit=1)["jobs"])
-        dump.join()
-        out.dump_with_small = with_small[0]
-        if not still_running:
-            log("key-share: warning: the dump ended before B's last job did")
-        log(
-            f"key-share: B during the dump {median(out.small_under_dump):.2f}s, "
-            f"A with B {out.dump_with_small.rows_per_s:,.0f} rows/s"
-        )
+        for _ in range(rounds):
+            out.dump_alone.append(timed(a, csv("dump", dump_rows), dump_rows))
+            log(f"key-share: A's dump alone {out.dump_alone[-1].rows_per_s:,.0f} rows/s")
+            with_b(cfg, a, b, csv, dump_rows, small_rows, out)
         out.dump_alone.append(timed(a, csv("dump", dump_rows), dump_rows))
     return out
+
+
+def with_b(
+    cfg: Config,
+    a: Client,
+    b: Client,
+    csv: Callable[[str, int], Path],
+    dump_rows: int,
+    small_rows: int,
+    out: KeyShare,
+) -> None:
+    """A's dump, and B's jobs one after another while its chunks are queued."""
+    dump_path = csv("dump", dump_rows)
+    smalls = [csv("small", small_rows) for _ in range(3)]
+    with_small: list[Run] = []
+    dump = threading.Thread(
+        target=lambda: with_small.append(timed(a, dump_path, dump_rows)), daemon=True
+    )
+    dump.start()
+    wait_newest(a, lambda j: j["done"] >= 2 * cfg.chunk_size)
+    # While A's dump is still being uploaded, B's upload also waits for the database's
+    # writes (SQLite: one writer); once A's chunks are all queued, only the queue counts.
+    out.small_during_upload.append(timed(b, csv("small", small_rows), small_rows))
+    wait_newest(a, lambda j: j["status"] != "uploading")
+    for path in smalls:
+        out.small_under_dump.append(timed(b, path, small_rows))
+    still_running = any(not j["finished"] for j in a.jobs(limit=1)["jobs"])
+    dump.join()
+    out.dump_with_small.append(with_small[0])
+    if not still_running:
+        log("key-share: warning: the dump ended before B's last job did")
+    log(
+        f"key-share: B during the dump {median(out.small_under_dump[-3:]):.2f}s, "
+        f"A with B {with_small[0].rows_per_s:,.0f} rows/s"
+    )
 
 
 def wait_newest(client: Client, condition: Callable[[dict[str, Any]], bool]) -> None:
@@ -160,7 +174,7 @@ def wait_newest(client: Client, condition: Callable[[dict[str, Any]], bool]) -> 
 
 def report(r: KeyShare, model: str) -> str:
     alone = ", ".join(f"{x.rows_per_s:,.0f}" for x in r.dump_alone)
-    assert r.dump_with_small is not None
+    with_b = ", ".join(f"{x.rows_per_s:,.0f}" for x in r.dump_with_small)
     lines = [
         f"fair share between keys ({model}, SQLite, one worker node; the issue's dump is "
         f"1,000,000 rows, this one {r.dump_rows:,}):",
@@ -170,10 +184,10 @@ def report(r: KeyShare, model: str) -> str:
         f"queued) = {r.small_ratio():.2f}x (target <= 3x); upload "
         f"{statistics.median(x.upload_seconds for x in r.small_under_dump):.2f} s of it",
         f"  B's job sent while A's dump was still uploading: "
-        f"{median(r.small_during_upload):.2f} s, its upload "
-        f"{r.small_during_upload[0].upload_seconds:.2f} s of it",
-        f"  A's dump alone: {alone} rows/s (before, after); with B's jobs: "
-        f"{r.dump_with_small.rows_per_s:,.0f} rows/s = {r.dump_kept():.1%} kept (target >= 90 %)",
+        f"{median(r.small_during_upload):.2f} s (median of {len(r.small_during_upload)}), its "
+        f"upload {statistics.median(x.upload_seconds for x in r.small_during_upload):.2f} s of it",
+        f"  A's dump alone: {alone} rows/s; with B's jobs: {with_b} rows/s (in turns, alone "
+        f"first and last): medians {r.dump_kept():.1%} kept (target >= 90 %)",
     ]
     return "\n".join(lines)
 
@@ -182,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.key_share", description=__doc__)
     p.add_argument("--dump-rows", type=int, default=100_000)
     p.add_argument("--small-rows", type=int, default=1000)
-    p.add_argument("--quick", action="store_true", help="a 20,000-row dump")
+    p.add_argument("--quick", action="store_true", help="a 20,000-row dump, one round")
+    p.add_argument(
+        "--rounds", type=int, default=2, help="turns of A alone then A with B (then A alone)"
+    )
     p.add_argument("--model", default=None, help="default: the default installed model")
     a = p.parse_args(argv)
     cfg = Config.parse(["--models-dir", str(REPO_ROOT / "models")])
@@ -192,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg.model = model
     dump_rows = min(a.dump_rows, 20_000) if a.quick else a.dump_rows
     with tempfile.TemporaryDirectory(prefix="reviewscore-bench-keys-") as name:
-        result = measure(cfg, dump_rows, a.small_rows, Path(name))
+        result = measure(cfg, dump_rows, a.small_rows, Path(name), 1 if a.quick else a.rounds)
     text = report(result, model)
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -536,13 +536,23 @@ def test_a_read_only_database_is_a_json_503_and_writes_recover_at_once(
         30,
         "a job still uploading",
     )
+    api = api_stack.stack.children["api"].process
+    assert api.poll() is None, f"the API exited with {api.returncode} before the fault"
     if not _chattr("+i", files):
         streaming.close()
         pytest.skip("chattr +i is not permitted here (needs CAP_LINUX_IMMUTABLE)")
     try:
         with api_stack.http() as http:
             started = time.perf_counter()
-            readiness = http.get("/readyz")
+            try:
+                readiness = http.get("/readyz")
+            except httpx.ConnectError:
+                # Once seen in CI (the API gone, nothing in its log): say how it ended.
+                try:
+                    code: int | None = api.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    code = None  # alive, but not listening
+                raise AssertionError(f"the API does not answer: exit code {code}") from None
             ready_s = time.perf_counter() - started
             upload = http.post(
                 "/v1/jobs", content=path.read_bytes(), headers={"Content-Type": "text/csv"}
