@@ -40,6 +40,10 @@ ROWS = 4000
 # 100 reviews scores in well under a second, far below the lease.
 FAULT_ENV = {"REVIEWSCORE_CHUNK_LEASE_S": "15", "REVIEWSCORE_QUEUED_GRACE_S": "5"}
 POISON = "\u2620POISON\u2620"
+# Each chunk scored this much slower in the cases whose fault must land mid-job: a fast worker
+# could otherwise finish the 4,000 rows while they are still being uploaded (seen in CI: "the
+# job ended before the fault").
+SLOW_S = 0.25
 CRASH = "\u2620CRASH\u2620"
 
 
@@ -203,7 +207,7 @@ def test_worker_pool_process_killed_three_times(
 ) -> None:
     # One pool process, so the one killed is always the one scoring a chunk (with one per core,
     # the victim could be idle and the kill would test nothing).
-    stack = launch(REVIEWSCORE_WORKER_CONCURRENCY="1")
+    stack = launch(REVIEWSCORE_WORKER_CONCURRENCY="1", **worker_env(score_delay_s=SLOW_S))
     started = time.monotonic()
     job_id = upload(stack, reviews, tmp_path)
     killed: set[int] = set()
@@ -235,7 +239,7 @@ def test_redis_restarted_mid_job(
     tmp_path: Path,
     backend: str,
 ) -> None:
-    stack = launch()
+    stack = launch(**worker_env(score_delay_s=SLOW_S))
     started = time.monotonic()
     job_id = upload(stack, reviews, tmp_path)
     wait_progress(stack, job_id, int(ROWS * 0.3))
@@ -254,7 +258,7 @@ def test_redis_killed_mid_job(
 ) -> None:
     # SIGKILL: no AOF flush, so up to a second of queue writes may be lost; the sweeper re-sends
     # chunks whose message is gone.
-    stack = launch()
+    stack = launch(**worker_env(score_delay_s=SLOW_S))
     started = time.monotonic()
     job_id = upload(stack, reviews, tmp_path)
     wait_progress(stack, job_id, int(ROWS * 0.3))
