@@ -4,7 +4,9 @@ service's own processes (API, Celery worker, beat) started as `reviewscore run` 
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
+import os
 import random
 import socket
 import time
@@ -87,6 +89,21 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 def read_imdb(split: str = "test") -> list[dict[str, str]]:
     with gzip.open(IMDB_DIR / f"{split}.csv.gz", "rt", encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def fill_filesystem(ballast: Path) -> None:
+    """Takes every free byte of the filesystem `ballast` is on, as that file (delete it to free
+    them): a disk full, for the resilience suite and the chaos soak."""
+    with ballast.open("wb") as f:
+        size = 0
+        for step in (1 << 22, 1 << 16, 1 << 12):  # 4 MiB at a time, then the last pieces
+            try:
+                while True:
+                    os.posix_fallocate(f.fileno(), size, step)
+                    size += step
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
 
 
 IMDB_SLICE_ROWS = 400

@@ -35,6 +35,7 @@ from reviewscore.core.settings import REPO_ROOT
 from reviewscore.testing.faults import worker_env
 from tests.conftest import (
     RunningStack,
+    fill_filesystem,
     free_port,
     sample_reviews,
     sqlite_stack,
@@ -1300,21 +1301,6 @@ OK_5XX = {
 } | {(504, "single")}
 
 
-def _fill(folder: Path) -> Path:
-    """Takes every free byte of the filesystem `folder` is on; the file to delete to free it."""
-    ballast = folder / "ballast"
-    with ballast.open("wb") as f:
-        size = 0
-        for step in (1 << 22, 1 << 16, 1 << 12):  # 4 MiB at a time, then the last pieces
-            try:
-                while True:
-                    os.posix_fallocate(f.fileno(), size, step)
-                    size += step
-            except OSError:
-                pass
-    return ballast
-
-
 def _answers_while(
     stack: RunningStack, job_id: str, parts_id: str, body: bytes, seconds: float
 ) -> list[Any]:
@@ -1376,7 +1362,8 @@ def test_postgres_disk_full_is_a_json_503_never_a_500_and_nothing_accepted_is_lo
             body = write_csv(tmp_path / "h.csv", sample_reviews(400, seed=39), ["id", "text"])
             with stack.http() as http:
                 parts_id = http.post("/v1/jobs", params={"parts": "true"}).json()["id"]
-            ballast = _fill(disk)
+            ballast = disk / "ballast"
+            fill_filesystem(ballast)
             try:
                 seen = _answers_while(stack, job_id, parts_id, body.read_bytes(), 10)
             finally:

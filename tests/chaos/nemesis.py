@@ -12,7 +12,6 @@ ballast file, then freed)."""
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import signal
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import fill_filesystem
 from tests.multihost.conftest import Hosts
 from tests.multihost.harness import Host
 
@@ -174,16 +174,7 @@ def ballast(hosts: Hosts) -> Path:
 
 def fill_disk(hosts: Hosts) -> None:
     """Takes every free byte of PostgreSQL's filesystem."""
-    with ballast(hosts).open("wb") as f:
-        size = 0
-        for step in (1 << 22, 1 << 16, 1 << 12):  # 4 MiB at a time, then the last pieces
-            try:
-                while True:
-                    os.posix_fallocate(f.fileno(), size, step)
-                    size += step
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
+    fill_filesystem(ballast(hosts))
 
 
 def free_disk(hosts: Hosts) -> None:
