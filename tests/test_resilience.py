@@ -916,6 +916,9 @@ def _job_if_finished(client: Client, job_id: str) -> dict[str, Any] | None:
     return job if job["finished"] else None
 
 
+HOLD_MARKER = "hold-this-chunk-"
+
+
 @pytest.fixture(scope="module")
 def run_cmd(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[RunCommand]:
     root = tmp_path_factory.mktemp("make-run")
@@ -932,8 +935,10 @@ def run_cmd(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
         "REVIEWSCORE_QUEUED_GRACE_S": "10",
         # The lease stays at its default (300 s): recovery must not wait for it.
         # Each chunk takes 50 ms longer (a fault switch), so a worker killed mid-job is
-        # almost always holding a chunk, as a slower model's worker would.
-        **worker_env(score_delay_s=0.05),
+        # almost always holding a chunk, as a slower model's worker would; a chunk with a row
+        # holding HOLD_MARKER + "score" stops its first attempt for 30 s, so a case that must
+        # kill a worker mid-chunk always can.
+        **worker_env(score_delay_s=0.05, hold_marker=HOLD_MARKER),
     }
     run = RunCommand(
         var_dir, env, f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{flower_port}"
@@ -1134,10 +1139,14 @@ def test_a_crashed_worker_is_restarted_and_its_chunks_handed_back_at_once(
     ends long before their 300 s lease would have run out."""
     run_cmd.ensure_running()
     rows = tagged_rows(20_000, "worker")
+    # One chunk past the fifth that upload_and_wait_progress waits for stops its first attempt
+    # for 30 s while scoring: the kill lands while the node holds it (seen once in CI: the chunk
+    # seen running finished before the SIGKILL, and there was nothing to hand back).
+    rows[5_050]["text"] += f" {HOLD_MARKER}score"
     job_id = upload_and_wait_progress(run_cmd, rows, tmp_path / "w.csv")
     worker = run_cmd.child("worker")
     pool = worker.children()
-    wait_for(lambda: running_chunks(run_cmd, job_id), 30, "a chunk being scored", 0.01)
+    wait_for(lambda: "holds at score" in run_cmd.log("worker"), 60, "the held chunk", 0.05)
     killed = time.monotonic()
     worker.kill()
     wait_for(
