@@ -24,6 +24,7 @@ ROWS = (
     "resume",
     "coordination",
     "key-share",
+    "stacks",
 )
 KNOBS: tuple[dict[str, str], ...] = (
     {},

@@ -1,7 +1,8 @@
 """Measures reviewscore side by side in one run: the model's in-process limit, the seed's
 one-predict-per-review path, a naive task per review, bulk CSV jobs, singles under wrk, a big
 dump (memory, ingest, dedup, fairness), 1 vs 2 workers, and the coordination path on PostgreSQL
-(bench/coordination.py), and fair share between API keys (bench/key_share.py). Run with `make bench` (or
+(bench/coordination.py), fair share between API keys (bench/key_share.py) and singles on the stack
+`make run` starts beside this one (bench/stacks.py). Run with `make bench` (or
 `python -m bench --quick` for a check in minutes).
 
 Prints the tables and writes the same figures to bench/results/<date>-<host>.json.
@@ -78,6 +79,13 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+STACK = (
+    "bench/service.py: the processes `reviewscore run` starts (embedded Redis, API, one worker "
+    "node of one pool process per core, beat; SQLite) but Flower, singles timeout 120 s; each "
+    "row's stack is its own"
+)
+
+
 def run_main_stack(cfg: Config, model: str, texts: Texts, tmp: Path, results: Results) -> None:
     """Rows 3-6 and 8 share one stack, in an order that keeps caches honest."""
     want = {"naive", "bulk", "singles", "dedup", "fairness", "big"} - cfg.skip
@@ -132,6 +140,9 @@ def run(cfg: Config) -> Results:
             "big_rows": cfg.big_rows,
             "skipped": sorted(cfg.skip),
             "knobs": {"chunk_size": cfg.chunk_size, "score_batch_size": cfg.score_batch_size},
+            # Which stack the figures are from (issue 20, defect 10): `python -m bench.stacks`
+            # (last in this run) measures singles on `reviewscore run` beside it.
+            "stack": STACK,
         }
     )
     log(f"load average {load_average()}; loading reviews from {IMDB_DIR}")
@@ -190,4 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         key_share.main(
             (["--quick"] if cfg.quick else []) + (["--model", cfg.model] if cfg.model else [])
         )
+    if "stacks" not in cfg.skip:
+        # Singles on the stack users start (`reviewscore run`, Flower and every default
+        # included) beside the benchmark's stack, in turns (its own table and file).
+        from bench import stacks
+
+        log("stacks: singles on `reviewscore run` beside the benchmark's stack")
+        stacks.main(["--rounds", "1", "--seconds", "3"] if cfg.quick else [])
     return 0

@@ -453,6 +453,7 @@ TITLES = {
     "vm": "The main run (`make bench`)",
     "vm-resume": "Resumed uploads (`python -m bench` with the resume row only)",
     "vm-key-share": "Fair share between API keys (`python -m bench.key_share`)",
+    "vm-stacks": "Singles on `reviewscore run` beside the benchmark's stack (`python -m bench.stacks`)",
     "vm-coordination": "Coordination on PostgreSQL (`make bench-coordination`)",
     "storage": "Storage per row (`make bench-storage`)",
     "growth": "Growth: deletes of big jobs, and scrapes with many jobs kept",
