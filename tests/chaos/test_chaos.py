@@ -1,4 +1,4 @@
-"""The chaos soak: CHAOS_MINUTES (1.5 by default, the short form `make test` runs) of workload
+"""The chaos soak: CHAOS_MINUTES (3 by default, the short form `make test` runs) of workload
 under faults drawn from CHAOS_SEED (random when unset, printed either way), then the checker
 (tests/chaos/checker.py). The history stays in var/chaos/<seed>-<time>/ (its path printed): the
 same seed replays the same schedule of faults. Needs root and network namespaces, as the
@@ -28,7 +28,7 @@ from tests.tables import write_table
 
 SINGLES_TIMEOUT_S = 5.0
 KEYS = 3
-MINUTES = float(os.environ.get("CHAOS_MINUTES") or 1.5)
+MINUTES = float(os.environ.get("CHAOS_MINUTES") or 3)
 
 
 def chaos_env(files: Path) -> dict[str, str]:
@@ -76,17 +76,19 @@ def _alive(hosts: Hosts, host: str, proc: str) -> bool:
     return found is not None and found.alive()
 
 
-# The hosts' setup, the run, then the drain (at most FINAL_BOUND_S) and the check. Marked long:
-# 3-5.5 minutes in all, more than `make test`'s half hour has room for; `make chaos` runs it.
-@pytest.mark.long
+# The hosts' setup, the run, then the drain (at most FINAL_BOUND_S) and the check: `make test`
+# runs the 3-minute form (CHAOS_SEED fixed there, so a red run is a regression, not a new draw;
+# three multi-host cases whose faults the nemesis applies are left to `make multihost` to make
+# room), `make chaos` any seed and length.
 @pytest.mark.timeout(int(MINUTES * 60 + 900))
-def test_chaos_soak(hosts: Hosts) -> None:
+def test_chaos_soak(hosts: Hosts, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 100_000))
     minutes = MINUTES
     folder = REPO_ROOT / "var" / "chaos" / f"{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
     files = folder / "files"
     files.mkdir(parents=True)
-    print(f"\nchaos: seed {seed}, {minutes:g} minutes, history in {folder}")
+    with capsys.disabled():  # printed in `make test` too, where output is captured
+        print(f"\nchaos: seed {seed}, {minutes:g} minutes, history in {folder}", flush=True)
     clock = nemesis.FAKETIME_LIB.exists()
     planned = nemesis.schedule(seed, minutes * 60, clock)
     (folder / "schedule.json").write_text(
@@ -151,7 +153,8 @@ def test_chaos_soak(hosts: Hosts) -> None:
     print(
         f"history: {folder / 'history.jsonl'} (replay: make chaos SEED={seed} MINUTES={minutes:g})"
     )
-    print(report.last_line())
+    with capsys.disabled():
+        print(report.last_line(), flush=True)
     found = tracebacks(hosts)
     if found:
         (folder / "tracebacks.txt").write_text(found)
