@@ -109,3 +109,38 @@ def test_a_single_review_the_task_queue_does_not_take_is_a_503(
         "Redis (the task queue) is unavailable (cannot be reached: ConnectionError"
     )
     assert response.headers["retry-after"] == "5"
+
+
+def test_a_copy_the_server_refuses_answers_503_naming_the_database(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL refuses the COPY of an upload's rows (here a lock timeout; in the chaos soak a
+    full disk): the upload answers a JSON 503 naming the database, as for any other statement,
+    never a 500. The COPY runs on the driver's own cursor, whose errors SQLAlchemy does not see."""
+    if not database.startswith("postgresql"):
+        pytest.skip("COPY is PostgreSQL's (SQLite stores rows by INSERT)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _reset_cached_settings_and_engines
+
+    url = make_url(database).update_query_dict({"options": "-c lock_timeout=300"})
+    monkeypatch.setenv("REVIEWSCORE_DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("REVIEWSCORE_CHUNK_SIZE", "4")
+    monkeypatch.setattr(api_uploads, "enqueue_chunk", lambda job, seq: None)
+    _reset_cached_settings_and_engines()
+    # Another session holds a lock that lets readers through but not writers: only the COPY
+    # into input_rows waits, and gives up after lock_timeout.
+    locker = create_engine(database)
+    with locker.connect() as conn, conn.begin():
+        conn.execute(text("LOCK TABLE input_rows IN SHARE MODE"))
+        with TestClient(create_app()) as client:
+            response = client.post(
+                "/v1/jobs",
+                params={"id_column": "id"},
+                files={"file": ("r.csv", REVIEWS, "text/csv")},
+            )
+    locker.dispose()
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("the database became unavailable during the upload"), detail

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reviewscore.core.settings import Settings, get_settings
@@ -166,13 +167,20 @@ def copy_rows(
 ) -> None:
     """PostgreSQL's COPY FROM STDIN, in the session's transaction: one command for many rows,
     with far less work on the server than one INSERT per row (bench/coordination.py)."""
+    import psycopg
+
     driver: Any = session.connection().connection.dbapi_connection  # a psycopg 3 connection
-    with (
-        driver.cursor() as cursor,
-        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        # The driver's own cursor: SQLAlchemy does not see its errors. Raised as SQLAlchemy
+        # raises them (a full disk, a lock timeout or a lost server: OperationalError), so the
+        # API answers 503 naming the database and the worker retries, as for any statement
+        # (the chaos soak, seed 44677: uploads answered 500 while PostgreSQL's disk was full).
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
 @contextmanager
