@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from api import uploads
 from api.main import create_app
 from reviewscore.client import Client
 from reviewscore.core import keys
@@ -23,13 +22,6 @@ from worker.lease import LeaseKeeper
 
 pytestmark = pytest.mark.usefixtures("database")
 TEN_ROWS = ("id,text\n" + "".join(f"r{i},review number {i}\n" for i in range(10))).encode()
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    messages: list[tuple[str, int]] = []
-    monkeypatch.setattr(uploads, "enqueue_chunk", lambda job, seq: messages.append((job, seq)))
-    return messages
 
 
 @pytest.fixture

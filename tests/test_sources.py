@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api import uploads
 from api.main import create_app
 from reviewscore.core.settings import get_settings
 from tests import factories as f
@@ -22,13 +21,6 @@ from tests.webserver import WebServer, webserver
 __all__ = ["webserver"]  # a fixture, imported to be used here
 
 pytestmark = pytest.mark.usefixtures("database")
-
-
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    messages: list[tuple[str, int]] = []
-    monkeypatch.setattr(uploads, "enqueue_chunk", lambda job, seq: messages.append((job, seq)))
-    return messages
 
 
 @pytest.fixture
