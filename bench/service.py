@@ -111,6 +111,7 @@ def running_service(
     concurrency: int | None = None,
     env: dict[str, str] | None = None,
     singles_worker: bool = False,
+    flower: bool = False,
 ) -> Iterator[Service]:
     from reviewscore.core.migrate import upgrade
     from reviewscore.core.model_registry import publish_folder
@@ -134,6 +135,7 @@ def running_service(
         database_url=database_url,
         models_dir=cfg.models_dir,
         api_port=port,
+        flower_port=free_port(),
         redis_url="",
         default_model=model,
         worker_concurrency=concurrency,
@@ -143,7 +145,7 @@ def running_service(
         upgrade(database_url)
         publish_folder(cfg.models_dir, database_url)  # as `make run` does: workers load from it
         started = time.perf_counter()
-        stack.start(flower=False, beat=True, workers=workers, singles_worker=singles_worker)
+        stack.start(flower=flower, beat=True, workers=workers, singles_worker=singles_worker)
         stack.wait_ready(timeout=300)
         wait_models_loaded(stack, workers * concurrency + int(singles_worker), timeout=300)
         url = f"http://127.0.0.1:{port}"

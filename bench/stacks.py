@@ -76,7 +76,7 @@ class RunStack:
 
 
 @contextmanager
-def reviewscore_run(models_dir: Path) -> Iterator[RunStack]:
+def reviewscore_run(models_dir: Path, *args: str) -> Iterator[RunStack]:
     var_dir = Path(tempfile.mkdtemp(prefix="reviewscore-bench-run-"))
     port = free_port()
     env = {
@@ -89,7 +89,7 @@ def reviewscore_run(models_dir: Path) -> Iterator[RunStack]:
     command = str(Path(sys.executable).parent / "reviewscore")  # the installed command
     with (var_dir.parent / f"{var_dir.name}-output.txt").open("ab") as out:
         process = subprocess.Popen(
-            [command, "run"], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [command, "run", *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     try:
