@@ -61,3 +61,27 @@ def test_the_checker_passes_a_sound_run_and_names_each_kind_of_damage(database: 
     assert "not all final" in said
     assert "key 0 got 200 for POST /v1/jobs/x/cancel, a job of key 1" in said
     assert "export at 5.0s raised ValueError('bad json')" in said
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_a_delete_under_way_or_unanswered_is_neither_left_over_nor_lost(database: str) -> None:
+    """Seed 101's 30-minute run: a job deleted (204) whose API died mid-erase is marked deleted,
+    its rows left for the sweeper (after DELETE_GRACE_S); a DELETE that got no answer may have
+    happened, so its job may be gone. Neither is damage; a job gone with no DELETE sent is."""
+    erasing = factories.make_job(4, 4)
+    assert factories.score(erasing, 0)
+    db = Db(database)
+    db.sql("UPDATE jobs SET deleted_at = now(), status = 'cancelled' WHERE id = :j", j=erasing)
+    history: list[dict[str, Any]] = [
+        {"op": "upload", "status": 202, "job": erasing, "prefix": "id", "n": 4, "format": "csv",
+         "t0": 0.0, "t1": 0.5},
+        {"op": "delete", "status": 204, "job": erasing, "t0": 1.0, "t1": 1.2},
+        {"op": "upload", "status": 202, "job": "f" * 32, "prefix": "g", "n": 7, "format": "jsonl",
+         "t0": 2.0, "t1": 2.5},
+        {"op": "delete", "status": 0, "job": "f" * 32, "t0": 3.0, "t1": 3.1},
+    ]  # fmt: skip
+    report = check(db, 1, history, 5.0, 3.0)
+    assert report.violations == [], report.violations
+    assert report.lost == 0
+    unsent = check(db, 1, [e for e in history if e["status"] != 0], 5.0, 3.0)
+    assert unsent.violations == [f"job {'f' * 32} (jsonl) accepted, now missing"]
