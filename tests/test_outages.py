@@ -132,14 +132,12 @@ def test_a_copy_the_server_refuses_answers_503_naming_the_database(
     # Another session holds a lock that lets readers through but not writers: only the COPY
     # into input_rows waits, and gives up after lock_timeout.
     locker = create_engine(database)
-    with locker.connect() as conn, conn.begin():
+    # The lock goes (the contexts exit in reverse) before the app stops: nothing waits for it.
+    with TestClient(create_app()) as client, locker.connect() as conn, conn.begin():
         conn.execute(text("LOCK TABLE input_rows IN SHARE MODE"))
-        with TestClient(create_app()) as client:
-            response = client.post(
-                "/v1/jobs",
-                params={"id_column": "id"},
-                files={"file": ("r.csv", REVIEWS, "text/csv")},
-            )
+        response = client.post(
+            "/v1/jobs", params={"id_column": "id"}, files={"file": ("r.csv", REVIEWS, "text/csv")}
+        )
     locker.dispose()
     assert response.status_code == 503, response.text
     detail = response.json()["detail"]
