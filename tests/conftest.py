@@ -60,7 +60,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier is None:
             unlisted.add(module)
             continue
-        item.add_marker(getattr(pytest.mark, tier))
+        # A test marked with a tier of its own (a slow one in a fast module) keeps it.
+        if not any(item.get_closest_marker(name) for name in TIERS):
+            item.add_marker(getattr(pytest.mark, tier))
     if unlisted:
         raise pytest.UsageError(
             f"tests/conftest.py TIERS lists no tier for {', '.join(sorted(unlisted))}: add each "

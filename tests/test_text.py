@@ -95,6 +95,8 @@ def real_texts_with_nel() -> list[str]:
     return with_nel + texts[::10]
 
 
+# System tier (not `make test-fast`): a fresh Python process that imports TensorFlow, 6-8 s.
+@pytest.mark.system
 def test_vocabulary_adapted_on_real_data_round_trips_through_keras_file_in_fresh_process(
     tmp_path, real_texts_with_nel
 ):
@@ -118,6 +120,8 @@ def seed_standardize(text):
     return tf.strings.regex_replace(no_html, f"[{re.escape(string.punctuation)}]", "")
 
 
+# System tier (not `make test-fast`): a fresh Python process that imports TensorFlow, 6-8 s.
+@pytest.mark.system
 def test_seed_standardization_without_line_break_mapping_fails_to_reload(
     tmp_path, real_texts_with_nel
 ):

@@ -81,6 +81,8 @@ class OneLongCallScorer(f.StubScorer):
         return super().score(texts)
 
 
+# System tier (not `make test-fast`): it waits out several leases by design, about 8 s.
+@pytest.mark.system
 def test_a_chunk_scored_in_one_call_longer_than_its_lease_keeps_its_lease(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
