@@ -114,6 +114,14 @@ def test_with_no_worker_every_request_is_answered_within_the_timeout_even_one_th
             thread.join(timeout=60)
     assert answers == [504] * 4, answers
     assert max(took) < SINGLES_TIMEOUT_S + 0.5, took
+    # The worker is back: once the batches still out come back, a request is scored again (the
+    # next case must not find its request gathering behind them).
+    with stack.http() as http:
+        wait_for(
+            lambda: http.post("/v1/score", json={"reviews": ["Fine."]}).status_code == 200,
+            60,
+            "a request scored again",
+        )
 
 
 def test_a_hung_redis_is_a_json_503_and_other_routes_keep_answering(stack: RunningStack) -> None:
