@@ -171,6 +171,27 @@ Csv = Callable[[str, int], Path]
 Erase = Callable[[Client, Run], Run]
 
 
+def b_during_dump(
+    a: Client,
+    b: Client,
+    csv: Csv,
+    dump_rows: int,
+    small_rows: int,
+    send_b_once: Callable[[dict[str, Any]], bool],
+) -> tuple[Run, Run, bool]:
+    """A's dump in the background and B's job sent once A's newest job meets `send_b_once`:
+    the dump's run, B's run, and whether the dump was still running when B's job ended."""
+    dump_path, small_path = csv("dump", dump_rows), csv("small", small_rows)
+    done: list[Run] = []
+    dump = threading.Thread(target=lambda: done.append(timed(a, dump_path, dump_rows)), daemon=True)
+    dump.start()
+    wait_newest(a, send_b_once)
+    small = timed(b, small_path, small_rows)
+    still_running = any(not j["finished"] for j in a.jobs(limit=1)["jobs"])
+    dump.join()
+    return done[0], small, still_running
+
+
 def with_b(
     cfg: Config,
     a: Client,
@@ -183,23 +204,15 @@ def with_b(
 ) -> None:
     """A's dump, and one job of B's sent once A's upload is stored and its chunks queued (the
     issue's case: B's 1,000-row job during A's dump)."""
-    dump_path, small_path = csv("dump", dump_rows), csv("small", small_rows)
-    with_small: list[Run] = []
-    dump = threading.Thread(
-        target=lambda: with_small.append(timed(a, dump_path, dump_rows)), daemon=True
+    dump, small, still_running = b_during_dump(
+        a, b, csv, dump_rows, small_rows, lambda j: j["status"] != "uploading"
     )
-    dump.start()
-    wait_newest(a, lambda j: j["status"] != "uploading")
-    small = timed(b, small_path, small_rows)
-    still_running = any(not j["finished"] for j in a.jobs(limit=1)["jobs"])
-    dump.join()
     out.small_under_dump.append(erase(b, small))  # erased once A is done: not in A's time
-    out.dump_with_small.append(erase(a, with_small[0]))
+    out.dump_with_small.append(erase(a, dump))
     if not still_running:
         log("key-share: warning: the dump ended before B's job did")
     log(
-        f"key-share: B during the dump {out.small_under_dump[-1].seconds:.2f}s, "
-        f"A with B {with_small[0].rows_per_s:,.0f} rows/s"
+        f"key-share: B during the dump {small.seconds:.2f}s, A with B {dump.rows_per_s:,.0f} rows/s"
     )
 
 
@@ -215,15 +228,11 @@ def during_upload(
 ) -> None:
     """One more dump, and B's job sent while A's dump is still being uploaded: B's upload also
     waits for the database's writes then (SQLite: one writer). Not part of A's figure."""
-    dump_path, small_path = csv("dump", dump_rows), csv("small", small_rows)
-    done: list[Run] = []
-    dump = threading.Thread(target=lambda: done.append(timed(a, dump_path, dump_rows)), daemon=True)
-    dump.start()
-    wait_newest(a, lambda j: j["done"] >= 2 * cfg.chunk_size)
-    small = timed(b, small_path, small_rows)
-    dump.join()
+    dump, small, _ = b_during_dump(
+        a, b, csv, dump_rows, small_rows, lambda j: j["done"] >= 2 * cfg.chunk_size
+    )
     out.small_during_upload.append(erase(b, small))
-    erase(a, done[0])
+    erase(a, dump)
 
 
 def wait_newest(client: Client, condition: Callable[[dict[str, Any]], bool]) -> None:
