@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import zstandard
 
+from reviewscore.core.ingest import records
+
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LEVEL = 1
 
@@ -28,6 +30,8 @@ def pack_texts(texts: Sequence[str]) -> bytes:
 
 
 def unpack_texts(data: bytes) -> list[str]:
+    if records.is_records(data):  # a chunk stored as its records, not parsed yet
+        return [row.text for row in records.parse(data, 1)]
     if not data.startswith(ZSTD_MAGIC):  # the first format: a JSON array, zlib-compressed
         texts: list[str] = json.loads(zlib.decompress(data))
         return texts

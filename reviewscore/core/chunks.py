@@ -58,7 +58,7 @@ from reviewscore.core.db import (
     session_scope,
     single_statement,
 )
-from reviewscore.core.ingest import ParsedRow
+from reviewscore.core.ingest import ParsedRow, records
 from reviewscore.core.ingest.labels import NEGATIVE, POSITIVE
 from reviewscore.core.jobs import UNFINISHED, try_complete
 from reviewscore.core.schema import (
@@ -88,6 +88,9 @@ class ChunkWork:
     model_version: str
     attempt: int
     rows: list[ChunkRow]
+    # The chunk's rows as parsed from its stored records (core/ingest/records.py), whose input
+    # side complete_chunk stores; None when ingest stored them (add_chunk).
+    inputs: list[ParsedRow] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,39 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
     session.execute(
         insert(ChunkText).values(job_id=job_id, seq=seq, data=pack_texts([r.text for r in rows]))
     )
+    _store_inputs(session, job_id, rows)
+    _add_chunk_record(session, job_id, seq, rows[0].row_num, len(rows))
+
+
+def add_records(
+    session: Session, job_id: str, seq: int, first_row: int, row_count: int, blob: bytes
+) -> None:
+    """Stores one chunk as its records, unparsed (core/ingest/records.py): one blob and the chunk
+    record, no row of its own until the worker that scores it parses it (complete_chunk stores
+    its input rows with its results). The caller commits, then enqueues."""
+    session.execute(insert(ChunkText).values(job_id=job_id, seq=seq, data=blob))
+    _add_chunk_record(session, job_id, seq, first_row, row_count)
+
+
+def _add_chunk_record(
+    session: Session, job_id: str, seq: int, first_row: int, row_count: int
+) -> None:
+    session.execute(
+        insert(Chunk).values(
+            job_id=job_id,
+            seq=seq,
+            first_row=first_row,
+            row_count=row_count,
+            status=ChunkStatus.queued,
+            attempts=0,
+            scored_rows=0,
+            failed_rows=0,
+        )
+    )
+
+
+def _store_inputs(session: Session, job_id: str, rows: Sequence[ParsedRow]) -> None:
+    """The rows' input side (ids, errors, kept columns, labels); their texts are in the blob."""
     if dialect_name(session) == "postgresql":
         # COPY: measured 1.35x the rows/s of a multi-row INSERT for IMDB-sized reviews.
         copy_rows(
@@ -155,18 +191,6 @@ def add_chunk(session: Session, job_id: str, seq: int, rows: Sequence[ParsedRow]
                 for r in rows
             ],
         )
-    session.execute(
-        insert(Chunk).values(
-            job_id=job_id,
-            seq=seq,
-            first_row=rows[0].row_num,
-            row_count=len(rows),
-            status=ChunkStatus.queued,
-            attempts=0,
-            scored_rows=0,
-            failed_rows=0,
-        )
-    )
 
 
 def _still_open(job_id: str, seq: int) -> ColumnElement[bool]:
@@ -337,16 +361,20 @@ def _work(claimed: Claimed, max_attempts: int) -> ChunkWork | None:
         model_name, model_version = conn.execute(
             select(Job.model_name, Job.model_version).where(Job.id == job_id)
         ).one()
-        rows = _rows(conn, job_id, first_row, row_count, seq)
-    return ChunkWork(job_id, seq, model_name, model_version, attempt, rows)
+        rows, inputs = _rows(conn, job_id, first_row, row_count, seq)
+    return ChunkWork(job_id, seq, model_name, model_version, attempt, rows, inputs)
 
 
 def _rows(
     conn: Connection | Session, job_id: str, first_row: int, row_count: int, seq: int
-) -> list[ChunkRow]:
+) -> tuple[list[ChunkRow], list[ParsedRow] | None]:
+    """The chunk's rows to score, and its parsed rows when they came from its stored records."""
     packed = conn.execute(
         select(ChunkText.data).where(ChunkText.job_id == job_id, ChunkText.seq == seq)
     ).scalar_one_or_none()
+    if packed is not None and records.is_records(packed):
+        parsed = _parsed(packed, first_row, row_count)
+        return [ChunkRow(r.row_num, r.text, r.error) for r in parsed], parsed
     found = conn.execute(
         select(InputRow.row_num, InputRow.text, InputRow.error)
         .where(
@@ -357,18 +385,39 @@ def _rows(
         .order_by(InputRow.row_num)
     ).all()
     if packed is None:  # stored before chunk_texts existed, or already dropped
-        return [ChunkRow(row_num, text, error) for row_num, text, error in found]
+        return [ChunkRow(row_num, text, error) for row_num, text, error in found], None
     texts = unpack_texts(packed)
     return [
         ChunkRow(row_num, text, error)
         for (row_num, _, error), text in zip(found, texts, strict=True)
-    ]
+    ], None
 
 
-def _drop_texts(session: Session, job_id: str, seq: int) -> None:
+def _parsed(blob: bytes, first_row: int, row_count: int) -> list[ParsedRow]:
+    """The chunk's stored records as rows. The API read each of them as this parse does, so it
+    cannot fail but by a defect; if it does, its rows fail with the reason rather than the
+    chunk retrying until its attempts run out (and still failing)."""
+    try:
+        return records.parse(blob, first_row)
+    except Exception as exc:  # noqa: BLE001 - see above
+        error = f"the stored records could not be read: {type(exc).__name__}: {exc}"[:2000]
+        return [ParsedRow(first_row + i, None, "", error) for i in range(row_count)]
+
+
+def _drop_texts(
+    session: Session, job_id: str, seq: int, parsed: Sequence[ParsedRow] | None = None
+) -> None:
     """A done chunk's texts are never read again (its results are final): dropped unless the
-    job keeps them."""
+    job keeps them. A chunk parsed from its records first stores its rows' input side, and a
+    job that keeps texts keeps them packed (core/chunk_texts.py) rather than as records."""
     keeps = exists().where(Job.id == job_id, Job.keep_texts.is_(True))
+    if parsed is not None:
+        _store_inputs(session, job_id, parsed)
+        session.execute(
+            update(ChunkText)
+            .where(ChunkText.job_id == job_id, ChunkText.seq == seq, keeps)
+            .values(data=pack_texts([r.text for r in parsed]))
+        )
     session.execute(
         delete(ChunkText).where(ChunkText.job_id == job_id, ChunkText.seq == seq, ~keeps)
     )
@@ -406,7 +455,7 @@ def complete_chunk(session: Session, work: ChunkWork, results: Sequence[RowResul
     failed = sum(1 for r in results if r.error is not None)
     if _mark_done(session, work.job_id, work.seq, len(results) - failed, failed) is None:
         return False
-    _drop_texts(session, work.job_id, work.seq)
+    _drop_texts(session, work.job_id, work.seq, work.inputs)
     rows = [(work.job_id, r.row_num, r.p_positive, r.truncated, r.error) for r in results]
     if dialect_name(session) == "postgresql":
         # COPY, with no conflict clause: the fence above lets one transaction per chunk past,
@@ -430,10 +479,10 @@ def give_up(job_id: str, seq: int, reason: str) -> None:
         ).one_or_none()
         if job is None or span is None:
             return
-        rows = _rows(session, job_id, *span, seq)
+        rows, inputs = _rows(session, job_id, *span, seq)
         if _mark_done(session, job_id, seq, 0, len(rows)) is None:
             return
-        _drop_texts(session, job_id, seq)
+        _drop_texts(session, job_id, seq, inputs)
         insert_ignoring_conflicts(
             session,
             Result,

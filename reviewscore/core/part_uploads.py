@@ -29,7 +29,13 @@ from reviewscore.core.job_options import JobOptions
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.schema import Job
 from reviewscore.core.settings import Settings
-from reviewscore.core.uploads import ChunkWriter, ResultDestination, limits_from
+from reviewscore.core.uploads import (
+    ChunkWriter,
+    Record,
+    ResultDestination,
+    items_of,
+    limits_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,11 +247,12 @@ def _parse_and_store(
     try:
         _agree_on_reading(job_id, reviews)
         offset = parts.first_row(number)
+        items, spec = items_of(reviews, settings)
         writer = ChunkWriter(
-            job_id, settings.chunk_size, enqueue, first_seq=parts.first_seq(number)
+            job_id, settings.chunk_size, enqueue, first_seq=parts.first_seq(number), spec=spec
         )
-        for row in reviews:
-            writer.add(_moved(row, offset))
+        for item in items:
+            writer.add(_moved(item, offset))
         writer.flush()
     finally:
         reviews.close()
@@ -254,8 +261,10 @@ def _parse_and_store(
     return writer.stored
 
 
-def _moved(row: ParsedRow, offset: int) -> ParsedRow:
-    return dataclasses.replace(row, row_num=row.row_num + offset)
+def _moved(item: ParsedRow | Record, offset: int) -> ParsedRow | Record:
+    if isinstance(item, ParsedRow):
+        return dataclasses.replace(item, row_num=item.row_num + offset)
+    return item[0] + offset, item[1]
 
 
 def _heartbeat(job_id: str, number: int, token: str, stop: threading.Event) -> None:

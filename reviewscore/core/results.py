@@ -3,10 +3,13 @@ as a summary (counts per label, a histogram of p_positive, failed rows by reason
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import BigInteger, case, cast, func, null, select
@@ -16,8 +19,9 @@ from reviewscore.core import parts
 from reviewscore.core.db import session_scope
 from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.evaluation import LENGTH_BINS, SCORE_SCALE, Evaluation, evaluate_cells
+from reviewscore.core.ingest import records
 from reviewscore.core.ingest.labels import NEGATIVE, POSITIVE, UNREADABLE
-from reviewscore.core.schema import InputRow, Job, Result
+from reviewscore.core.schema import Chunk, ChunkStatus, ChunkText, InputRow, Job, Result
 
 
 class ExportInterruptedError(ReviewscoreError):
@@ -53,15 +57,20 @@ def _exists(session: Session, job_id: str) -> bool:
     return session.execute(found).first() is not None
 
 
+# A row as the export reads it: row_num, ext_id, its input error, p_positive, truncated, the
+# result's row_num (not null when it has a result), the result's error, its kept columns.
+_Line = tuple[int, str | None, str | None, float | None, bool | None, int | None, str | None, Any]
+
+
 def iter_results(
     job_id: str, page_size: int = 5000, with_extra: bool = False
 ) -> Iterator[ResultLine]:
     """Every input row with its result (keyset pagination, one short transaction per page),
     and its kept input columns if `with_extra`. Raises ExportInterruptedError if the job is
-    deleted meanwhile, so a cut-short stream never looks like a complete one."""
-    last = 0
-    # Without kept columns a constant NULL stands in, so the JSON column is not read at all.
-    extra_column: Any = InputRow.extra if with_extra else null()
+    deleted meanwhile, so a cut-short stream never looks like a complete one.
+
+    Rows of a chunk still held as its records (core/ingest/records.py: not scored yet, so no
+    input row is stored) are read from its blob, merged in input order."""
     with session_scope(readonly=True) as session:
         # A job in parts numbers its rows by part (core/parts.py): ids are their ordinals.
         offsets = parts.ordinal_offsets(session, job_id)
@@ -69,47 +78,113 @@ def iter_results(
         job_version = session.execute(
             select(Job.model_version).where(Job.id == job_id)
         ).scalar_one_or_none()
-    while True:
-        with session_scope(readonly=True) as session:
-            page = session.execute(
-                select(
-                    InputRow.row_num,
-                    InputRow.ext_id,
-                    InputRow.error,
-                    Result.p_positive,
-                    Result.truncated,
-                    # Not null for every result (a primary key column): "has a result".
-                    Result.row_num.label("result_row"),
-                    Result.error,
-                    extra_column,
-                )
-                .outerjoin(
-                    Result,
-                    (Result.job_id == InputRow.job_id) & (Result.row_num == InputRow.row_num),
-                )
-                .where(InputRow.job_id == job_id, InputRow.row_num > last)
-                .order_by(InputRow.row_num)
-                .limit(page_size)
-            ).all()
-            if len(page) < page_size and not _exists(session, job_id):
-                raise ExportInterruptedError(
-                    f"job {job_id} was deleted while its results were being sent; "
-                    "the download is incomplete"
-                )
-        for row_num, ext_id, in_error, p, truncated, result_row, error, extra in page:
-            has_result = result_row is not None
-            yield ResultLine(
-                id=ext_id if ext_id is not None else parts.default_id(row_num, offsets),
-                p_positive=p,
-                label=label_of(p),
-                model_version=job_version if has_result else None,
-                truncated=truncated if has_result else None,
-                error=error if has_result else (in_error or "not scored yet"),
-                extra=extra,
+        held = _held_as_records(session, job_id)
+    stored = _stored_lines(job_id, page_size, with_extra, held)
+    lines = heapq.merge(stored, _record_lines(job_id, held, with_extra), key=itemgetter(0))
+    for row_num, ext_id, in_error, p, truncated, result_row, error, extra in lines:
+        has_result = result_row is not None
+        yield ResultLine(
+            id=ext_id if ext_id is not None else parts.default_id(row_num, offsets),
+            p_positive=p,
+            label=label_of(p),
+            model_version=job_version if has_result else None,
+            truncated=truncated if has_result else None,
+            error=error if has_result else (in_error or "not scored yet"),
+            extra=extra,
+        )
+
+
+def _held_as_records(session: Session, job_id: str) -> list[tuple[int, int, int]]:
+    """(first_row, row_count, seq) of the job's chunks not done whose blob is their records."""
+    return [
+        (first_row, row_count, seq)
+        for first_row, row_count, seq in session.execute(
+            select(Chunk.first_row, Chunk.row_count, Chunk.seq)
+            .join(ChunkText, (ChunkText.job_id == Chunk.job_id) & (ChunkText.seq == Chunk.seq))
+            .where(
+                Chunk.job_id == job_id,
+                Chunk.status != ChunkStatus.done,
+                func.substr(ChunkText.data, 1, len(records.MAGIC)) == records.MAGIC,
             )
+            .order_by(Chunk.first_row)
+        )
+    ]
+
+
+def _stored_lines(
+    job_id: str, page_size: int, with_extra: bool, held: list[tuple[int, int, int]]
+) -> Iterator[_Line]:
+    """The rows stored as input rows, leaving out those of `held` chunks (which may turn done
+    while the export runs: _record_lines reads them then)."""
+    starts = [first for first, _, _ in held]
+    ends = [first + count for first, count, _ in held]
+
+    def is_held(row_num: int) -> bool:
+        i = bisect.bisect_right(starts, row_num) - 1
+        return i >= 0 and row_num < ends[i]
+
+    last = 0
+    while True:
+        page = _page(job_id, last, page_size, with_extra)
+        for line in page:
+            if not held or not is_held(line[0]):
+                yield line
         if len(page) < page_size:
             return
         last = page[-1][0]
+
+
+def _page(
+    job_id: str, after: int, limit: int, with_extra: bool, before: int | None = None
+) -> list[_Line]:
+    # Without kept columns a constant NULL stands in, so the JSON column is not read at all.
+    extra_column: Any = InputRow.extra if with_extra else null()
+    with session_scope(readonly=True) as session:
+        query = (
+            select(
+                InputRow.row_num,
+                InputRow.ext_id,
+                InputRow.error,
+                Result.p_positive,
+                Result.truncated,
+                # Not null for every result (a primary key column): "has a result".
+                Result.row_num.label("result_row"),
+                Result.error,
+                extra_column,
+            )
+            .outerjoin(
+                Result,
+                (Result.job_id == InputRow.job_id) & (Result.row_num == InputRow.row_num),
+            )
+            .where(InputRow.job_id == job_id, InputRow.row_num > after)
+            .order_by(InputRow.row_num)
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(InputRow.row_num < before)
+        page: list[_Line] = list(session.execute(query).tuples())
+        if len(page) < limit and not _exists(session, job_id):
+            raise ExportInterruptedError(
+                f"job {job_id} was deleted while its results were being sent; "
+                "the download is incomplete"
+            )
+    return page
+
+
+def _record_lines(
+    job_id: str, held: list[tuple[int, int, int]], with_extra: bool
+) -> Iterator[_Line]:
+    for first_row, row_count, seq in held:
+        with session_scope(readonly=True) as session:
+            blob = session.execute(
+                select(ChunkText.data).where(ChunkText.job_id == job_id, ChunkText.seq == seq)
+            ).scalar_one_or_none()
+        if blob is not None and records.is_records(blob):
+            for row in records.parse(blob, first_row):
+                extra = row.extra if with_extra else None
+                yield row.row_num, row.ext_id, row.error, None, None, None, None, extra
+        else:  # scored since the export began: its input rows are stored now
+            yield from _page(job_id, first_row - 1, row_count, with_extra, first_row + row_count)
 
 
 # --- the summary -----------------------------------------------------------------------------
@@ -168,7 +243,10 @@ def summarize(session: Session, job_id: str) -> Summary:
         .limit(1000)
     ):
         reasons[reason_of(error or "")] += n
-    rows = session.execute(select(func.count()).where(InputRow.job_id == job_id)).scalar_one()
+    # Received rows: a chunk held as its records has no input rows until it is scored.
+    rows = session.execute(
+        select(func.coalesce(func.sum(Chunk.row_count), 0)).where(Chunk.job_id == job_id)
+    ).scalar_one()
     scored, failed = sum(counts), sum(reasons.values())
     positive = sum(counts[HISTOGRAM_BINS // 2 :])
     top = dict(reasons.most_common(MAX_REASONS))

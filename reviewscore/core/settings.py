@@ -6,7 +6,7 @@ import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     flower_password: str = "reviewscore"
 
     chunk_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    # Who parses an upload's text rows (CSV, TSV, JSON Lines) into fields: "worker" (the API
+    # reads each record, stores each chunk's records as one blob, and the worker that scores the
+    # chunk parses it: ingest grows with worker cores) or "api" (the API parses and stores a SQL
+    # row per review, as before). Parquet and stateful legacy codecs are parsed by the API.
+    ingest_parse: Literal["worker", "api"] = "worker"
     score_batch_size: Annotated[int, Field(ge=1, le=8192)] = 256
     max_reviews_per_request: Annotated[int, Field(ge=1)] = 256
     max_upload_bytes: int = 2 * 1024**3

@@ -26,7 +26,15 @@ from reviewscore.core.errors import (
     ReviewscoreError,
     UploadInterruptedError,
 )
-from reviewscore.core.ingest import IngestLimits, ParsedRow, UploadOptions, open_reviews
+from reviewscore.core.ingest import (
+    IngestLimits,
+    ParsedRow,
+    RecordSpec,
+    Reviews,
+    UploadOptions,
+    open_reviews,
+    records,
+)
 from reviewscore.core.job_options import JobOptions
 from reviewscore.core.model_registry import ModelInfo
 from reviewscore.core.settings import Settings
@@ -112,9 +120,14 @@ def limits_from(settings: Settings) -> IngestLimits:
     )
 
 
+# A record stored unparsed (core/ingest/records.py): its row number and its bytes as read.
+Record = tuple[int, bytes]
+
+
 class ChunkWriter:
-    """Buffers parsed rows and stores them chunk by chunk: each chunk is committed, then queued,
-    so scoring starts while the upload still streams."""
+    """Buffers parsed rows (or, with a RecordSpec, records to store unparsed) and stores them
+    chunk by chunk: each chunk is committed, then queued, so scoring starts while the upload
+    still streams."""
 
     def __init__(
         self,
@@ -123,34 +136,64 @@ class ChunkWriter:
         enqueue: Callable[[str, int], None],
         *,
         first_seq: int = 0,
+        spec: RecordSpec | None = None,
     ) -> None:
         self.job_id = job_id
         self.chunk_size = chunk_size
         self.enqueue = enqueue
+        self.spec = spec
         # A part of an upload in parts numbers its chunks from its own range (core/parts.py).
         self.seq = first_seq
         self.stored = 0
         self.buffer: list[ParsedRow] = []
+        self.records: list[Record] = []
 
-    def add(self, row: ParsedRow) -> None:
-        self.buffer.append(row)
-        if len(self.buffer) >= self.chunk_size:
+    def add(self, item: ParsedRow | Record) -> None:
+        if isinstance(item, ParsedRow):
+            self.buffer.append(item)
+            full = len(self.buffer) >= self.chunk_size
+        else:
+            self.records.append(item)
+            full = len(self.records) >= self.chunk_size
+        if full:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer:
+        rows = len(self.buffer) + len(self.records)
+        if not rows:
             return
+        blob = None
+        if self.records:
+            assert self.spec is not None
+            blob = records.pack(
+                self.spec, [raw for _, raw in self.records]
+            )  # outside the transaction
         with session_scope() as session:
             if not jobs.accepts_rows(session, self.job_id):
                 raise UploadStoppedError(self.job_id)
-            chunks.add_chunk(session, self.job_id, self.seq, self.buffer)
+            if blob is None:
+                chunks.add_chunk(session, self.job_id, self.seq, self.buffer)
+            else:
+                chunks.add_records(session, self.job_id, self.seq, self.records[0][0], rows, blob)
         try:
             self.enqueue(self.job_id, self.seq)
         except Exception:  # noqa: BLE001 - the sweeper re-sends chunks whose message never left
             log.exception("could not queue chunk %s/%s; the sweeper will", self.job_id, self.seq)
         self.seq += 1
-        self.stored += len(self.buffer)
+        self.stored += rows
         self.buffer = []
+        self.records = []
+
+
+def items_of(
+    reviews: Reviews, settings: Settings
+) -> tuple[Iterator[ParsedRow | Record], RecordSpec | None]:
+    """What the upload's chunks are made of: its records, stored unparsed for the workers to
+    parse (settings.ingest_parse "worker", for a format that can be), else its parsed rows."""
+    spec = reviews.record_spec() if settings.ingest_parse == "worker" else None
+    if spec is None:
+        return iter(reviews), None
+    return reviews.records(), spec
 
 
 class UploadStoppedError(JobStateError):
@@ -220,7 +263,7 @@ def store_upload(
     reviews = open_reviews(arriving, limits_from(settings), options)  # type: ignore[arg-type]
     beat: _UploadBeat | None = None
     try:
-        rows = iter(reviews)
+        rows, spec = items_of(reviews, settings)
         first = next(rows, None)
         if first is None:
             raise BadUploadError("the file has a header but no data rows")
@@ -245,7 +288,7 @@ def store_upload(
                 positive_from=options.positive_from if reviews.label_column else None,
             )
         beat = _UploadBeat(job_id, arriving, min(5.0, settings.upload_stall_s / 3))
-        _store_rows(job_id, first, rows, settings, enqueue)
+        _store_rows(job_id, first, rows, settings, enqueue, spec)
     finally:
         if beat is not None:
             beat.stop()
@@ -298,12 +341,13 @@ class _UploadBeat:
 
 def _store_rows(
     job_id: str,
-    first: ParsedRow,
-    rows: Iterator[ParsedRow],
+    first: ParsedRow | Record,
+    rows: Iterator[ParsedRow | Record],
     settings: Settings,
     enqueue: Callable[[str, int], None],
+    spec: RecordSpec | None,
 ) -> None:
-    writer = ChunkWriter(job_id, settings.chunk_size, enqueue)
+    writer = ChunkWriter(job_id, settings.chunk_size, enqueue, spec=spec)
     try:
         writer.add(first)
         for row in rows:

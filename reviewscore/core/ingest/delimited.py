@@ -4,15 +4,24 @@ and line breaks as the csv module reads them, one record at a time from capped l
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from reviewscore.core.errors import BadUploadError
 from reviewscore.core.ingest.columns import choose
 from reviewscore.core.ingest.detect import delimiter_option, detect_delimiter
 from reviewscore.core.ingest.labels import parse_label
-from reviewscore.core.ingest.rows import IngestLimits, ParsedRow, Reviews, RowChecks, UploadOptions
-from reviewscore.core.ingest.text import TextLines
+from reviewscore.core.ingest.rows import (
+    IngestLimits,
+    ParsedRow,
+    RecordSpec,
+    Reviews,
+    RowChecks,
+    UploadOptions,
+)
+from reviewscore.core.ingest.text import TextLines, split_lines
 
 # The only codecs whose strict decoding can still yield lone surrogates, which neither the
 # model nor PostgreSQL accept: rows from them are checked one by one.
@@ -83,24 +92,91 @@ class DelimitedReviews(Reviews):
                 return [cell.strip() for cell in record]
         raise BadUploadError("the file is empty")
 
+    def layout(self) -> DelimitedLayout:
+        return DelimitedLayout(
+            delimiter=self.delimiter or ",",
+            width=len(self.columns),
+            text_idx=self._text_idx,
+            id_idx=self._id_idx,
+            keep=tuple(zip(self.keep_columns, self._keep_idx, strict=True)),
+            label_idx=self._label_idx,
+            positive_from=self._positive_from,
+        )
+
     def __iter__(self) -> Iterator[ParsedRow]:
-        width = len(self.columns)
-        checks, text_idx, id_idx = self._checks, self._text_idx, self._id_idx
-        keep = list(zip(self.keep_columns, self._keep_idx, strict=True))
-        label_idx, positive_from = self._label_idx, self._positive_from
+        layout, checks = self.layout(), self._checks
         while (record := self._next_record()) is not None:
-            if not record:
-                continue  # a blank line between records
-            row_num = checks.next_row_num()
-            fields = len(record)
-            ext_id = record[id_idx] if id_idx is not None and id_idx < fields else None
-            extra = {name: record[i] if i < fields else None for name, i in keep} or None
-            if text_idx >= fields:
-                yield checks.row(
-                    row_num, "", ext_id, extra, f"row has {fields} fields, the header has {width}"
-                )
-                continue
-            label = None
-            if label_idx is not None and label_idx < fields:
-                label = parse_label(record[label_idx], positive_from)
-            yield checks.row(row_num, record[text_idx], ext_id, extra, label=label)
+            if record:  # else a blank line between records
+                yield layout.row(checks, record)
+
+    def records(self) -> Iterator[tuple[int, bytes]]:
+        """Each data record's bytes as read (its lines, quoted line breaks and all), numbered:
+        every check that ends an upload runs (the csv module's, the record caps, decoding), the
+        checks of each row's fields are left to whoever parses the record (Layout.row)."""
+        captured: list[bytes] = []
+        self._text.captured = captured
+        while (record := self._next_record()) is not None:
+            raw = b"".join(captured)
+            captured.clear()
+            if record:
+                yield self._checks.next_row_num(), raw
+
+    def record_spec(self) -> RecordSpec | None:
+        codec = self._text.record_codec
+        if codec is None:
+            return None
+        return RecordSpec(
+            format=self.format,
+            codec=codec[0],
+            errors=codec[1],
+            check_unicode=self._checks.check_unicode,
+            max_text_bytes=self._checks.limits.max_text_bytes,
+            id_column=self.id_column,
+            layout=dataclasses.asdict(self.layout()),
+        )
+
+
+@dataclass(frozen=True)
+class DelimitedLayout:
+    """Where a CSV record's fields go, resolved against the header: what a worker needs to turn
+    the records an API process stored (unparsed) into rows exactly as the API would have."""
+
+    delimiter: str
+    width: int
+    text_idx: int
+    id_idx: int | None
+    keep: tuple[tuple[str, int], ...]
+    label_idx: int | None
+    positive_from: float | None
+
+    @classmethod
+    def of(cls, spec: RecordSpec) -> DelimitedLayout:
+        fields = dict(spec.layout)
+        fields["keep"] = tuple((name, index) for name, index in fields["keep"])
+        return cls(**fields)
+
+    def row(self, checks: RowChecks, record: list[str]) -> ParsedRow:
+        row_num = checks.next_row_num()
+        fields = len(record)
+        id_idx, text_idx, label_idx = self.id_idx, self.text_idx, self.label_idx
+        ext_id = record[id_idx] if id_idx is not None and id_idx < fields else None
+        extra = {name: record[i] if i < fields else None for name, i in self.keep} or None
+        if text_idx >= fields:
+            return checks.row(
+                row_num, "", ext_id, extra, f"row has {fields} fields, the header has {self.width}"
+            )
+        label = None
+        if label_idx is not None and label_idx < fields:
+            label = parse_label(record[label_idx], self.positive_from)
+        return checks.row(row_num, record[text_idx], ext_id, extra, label=label)
+
+
+def parse_records(spec: RecordSpec, records: Iterable[str], checks: RowChecks) -> list[ParsedRow]:
+    """The rows of records stored unparsed (DelimitedReviews.records), as the upload's reader
+    would have yielded them."""
+    layout = DelimitedLayout.of(spec)
+    # Each record's lines exactly as the reader was given them: split after each line break.
+    lines = (line for record in records for line in split_lines(record))
+    csv.field_size_limit(max(csv.field_size_limit(), 4 * spec.max_text_bytes, 1024 * 1024))
+    reader = csv.reader(lines, delimiter=layout.delimiter, strict=True)
+    return [layout.row(checks, record) for record in reader if record]

@@ -4,16 +4,25 @@ exact characters they were written with."""
 
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import io
 import json
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reviewscore.core.errors import BadUploadError
 from reviewscore.core.ingest.columns import TEXT_COLUMN_DEFAULTS, choose, find
 from reviewscore.core.ingest.labels import parse_label
-from reviewscore.core.ingest.rows import IngestLimits, ParsedRow, Reviews, RowChecks, UploadOptions
+from reviewscore.core.ingest.rows import (
+    IngestLimits,
+    ParsedRow,
+    RecordSpec,
+    Reviews,
+    RowChecks,
+    UploadOptions,
+)
 from reviewscore.core.ingest.text import TextLines
 
 # Nested objects are offered as dotted paths down to this depth, and at most this many paths.
@@ -92,7 +101,11 @@ class JsonLinesReviews(Reviews):
         self.encoding = self._text.encoding
         self._lines = self._records(self._text.lines())
         self._checks = RowChecks(limits, None)
+        captured: list[bytes] = []
+        self._text.captured = captured
         self._first = self._read_first()
+        self._first_raw = captured[-1]
+        self._text.captured = None
         self._first_read = True
         fields = flatten(self._first)
         names = [name for name, _ in fields]
@@ -170,51 +183,117 @@ class JsonLinesReviews(Reviews):
             return value
         raise BadUploadError("the file is empty")
 
-    def __iter__(self) -> Iterator[ParsedRow]:
-        yield self._row(self._first)
-        for line in self._lines:
-            if not line.strip():
-                continue
-            try:
-                value = _loads(line)
-            except (ValueError, RecursionError) as exc:
-                row_num = self._checks.next_row_num()
-                yield self._checks.row(
-                    row_num, "", None, None, f"line is not valid JSON: {str(exc)[:200]}"
-                )
-                continue
-            if not isinstance(value, dict):
-                row_num = self._checks.next_row_num()
-                yield self._checks.row(
-                    row_num, "", None, None, f"line is {_kind(value)}, not a JSON object"
-                )
-                continue
-            yield self._row(value)
+    def layout(self) -> JsonLayout:
+        return JsonLayout(
+            text_column=self.text_column,
+            text_path=self._text_path,
+            id_column=self.id_column,
+            id_path=self._id_path,
+            keep_paths=tuple(self._keep_paths),
+            label_path=self._label_path,
+            positive_from=self._positive_from,
+        )
 
-    def _row(self, obj: dict[str, Any]) -> ParsedRow:
-        row_num = self._checks.next_row_num()
+    def __iter__(self) -> Iterator[ParsedRow]:
+        layout, checks = self.layout(), self._checks
+        yield layout.row(checks, self._first)
+        for line in self._lines:
+            if line.strip():
+                yield layout.line(checks, line)
+
+    def records(self) -> Iterator[tuple[int, bytes]]:
+        """Each data line's bytes, numbered; each is read (as JSON) by whoever parses it."""
+        first = self._first_raw
+        if self._text.codec == "utf-8-sig":
+            first = first.removeprefix(codecs.BOM_UTF8)
+        yield self._checks.next_row_num(), first
+        captured: list[bytes] = []
+        self._text.captured = captured
+        for line in self._lines:
+            raw = captured[-1]
+            captured.clear()
+            if line.strip():
+                yield self._checks.next_row_num(), raw
+
+    def record_spec(self) -> RecordSpec | None:
+        codec = self._text.record_codec
+        if codec is None:
+            return None
+        return RecordSpec(
+            format=self.format,
+            codec=codec[0],
+            errors=codec[1],
+            check_unicode=self._checks.check_unicode,
+            max_text_bytes=self._checks.limits.max_text_bytes,
+            id_column=self.id_column,
+            layout=dataclasses.asdict(self.layout()),
+        )
+
+
+@dataclass(frozen=True)
+class JsonLayout:
+    """Where a JSON line's text, id, kept values and label are, resolved against the upload's
+    first object: what a worker needs to read lines an API process stored unparsed."""
+
+    text_column: str
+    text_path: tuple[str, ...]
+    id_column: str | None
+    id_path: tuple[str, ...] | None
+    keep_paths: tuple[tuple[str, tuple[str, ...]], ...]
+    label_path: tuple[str, ...] | None
+    positive_from: float | None
+
+    @classmethod
+    def of(cls, spec: RecordSpec) -> JsonLayout:
+        fields = dict(spec.layout)
+        for name in ("text_path", "id_path", "label_path"):
+            if fields[name] is not None:
+                fields[name] = tuple(fields[name])
+        fields["keep_paths"] = tuple((name, tuple(path)) for name, path in fields["keep_paths"])
+        return cls(**fields)
+
+    def line(self, checks: RowChecks, line: str) -> ParsedRow:
+        try:
+            value = _loads(line)
+        except (ValueError, RecursionError) as exc:
+            row_num = checks.next_row_num()
+            return checks.row(row_num, "", None, None, f"line is not valid JSON: {str(exc)[:200]}")
+        if not isinstance(value, dict):
+            row_num = checks.next_row_num()
+            return checks.row(row_num, "", None, None, f"line is {_kind(value)}, not a JSON object")
+        return self.row(checks, value)
+
+    def row(self, checks: RowChecks, obj: dict[str, Any]) -> ParsedRow:
+        row_num = checks.next_row_num()
         ext_id, id_error = self._id(obj)
-        extra = {name: _plain(_get(obj, path)) for name, path in self._keep_paths} or None
-        text = _get(obj, self._text_path)
+        extra = {name: _plain(_get(obj, path)) for name, path in self.keep_paths} or None
+        text = _get(obj, self.text_path)
         label = None
-        if self._label_path is not None:
+        if self.label_path is not None:
             # A JSON number is a JsonNumber (its digits as a str): it reads as a number.
-            label = parse_label(_get(obj, self._label_path), self._positive_from)
+            label = parse_label(_get(obj, self.label_path), self.positive_from)
         if id_error:
-            return self._checks.row(row_num, "", None, extra, id_error)
+            return checks.row(row_num, "", None, extra, id_error)
         if text is None:
-            return self._checks.row(row_num, "", ext_id, extra, f"no {self.text_column!r} field")
+            return checks.row(row_num, "", ext_id, extra, f"no {self.text_column!r} field")
         if not isinstance(text, str) or isinstance(text, JsonNumber):
             error = f"{self.text_column!r} is {_kind(text)}, not a string"
-            return self._checks.row(row_num, "", ext_id, extra, error)
-        return self._checks.row(row_num, str(text), ext_id, extra, label=label)
+            return checks.row(row_num, "", ext_id, extra, error)
+        return checks.row(row_num, str(text), ext_id, extra, label=label)
 
     def _id(self, obj: dict[str, Any]) -> tuple[str | None, str | None]:
-        if self._id_path is None:
+        if self.id_path is None:
             return None, None
-        value = _get(obj, self._id_path)
+        value = _get(obj, self.id_path)
         if value is None:
             return None, None  # an empty id: a row error, as in every format
         if isinstance(value, str):  # a JsonNumber too: its characters as written
             return str(value), None
         return None, f"{self.id_column!r} is {_kind(value)}, not a string or number"
+
+
+def parse_records(spec: RecordSpec, records: Iterable[str], checks: RowChecks) -> list[ParsedRow]:
+    """The rows of lines stored unparsed (JsonLinesReviews.records), as the reader would have
+    yielded them."""
+    layout = JsonLayout.of(spec)
+    return [layout.line(checks, line) for line in records]

@@ -180,6 +180,21 @@ class RowChecks:
         return None
 
 
+@dataclass(frozen=True)
+class RecordSpec:
+    """How the records of an upload stored unparsed (core/ingest/records.py) are read back
+    into rows: their format, how their bytes decode, the row checks' settings, and where each
+    field goes (the format's layout, resolved against the upload's header or first object)."""
+
+    format: str
+    codec: str
+    errors: str
+    check_unicode: bool
+    max_text_bytes: int
+    id_column: str | None
+    layout: dict[str, Any]
+
+
 class Reviews:
     """A readable upload: its header is read and checked on construction; iterating yields its
     rows. Each format is a subclass (delimited, jsonl, parquet)."""
@@ -195,6 +210,15 @@ class Reviews:
 
     def __iter__(self) -> Iterator[ParsedRow]:  # pragma: no cover - every subclass has one
         raise NotImplementedError
+
+    def records(self) -> Iterator[tuple[int, bytes]]:
+        """The data records' bytes as read, each with its row number, for a reader whose
+        record_spec() is not None."""
+        raise NotImplementedError
+
+    def record_spec(self) -> RecordSpec | None:
+        """How records() read back into rows; None: this upload is parsed row by row only."""
+        return None
 
     def close(self) -> None:
         """Frees what the reader holds (a spooled file); safe to call twice."""

@@ -26,6 +26,16 @@ from reviewscore.core.ingest.streams import (
     buffered,
 )
 
+# Multi-byte codecs whose decoding of a line does not depend on the lines before it.
+STATELESS_CODECS = frozenset({"utf-8", "utf-8-sig", "ascii"})
+
+
+def _single_byte(codec: str) -> bool:
+    try:
+        return len(bytes(range(256)).decode(codec, "replace")) == 256
+    except LookupError:
+        return False
+
 
 class TextLines:
     """The decoded lines of an upload. `where()` is asked, when something fails, which row is
@@ -60,6 +70,22 @@ class TextLines:
         )
         self._max_record_bytes = limits.max_row_bytes
         self._lines: CappedLines | None = None
+        # The raw bytes of each line read, while a reader collects records to store unparsed
+        # (Reviews.records); None: not kept.
+        self.captured: list[bytes] | None = None
+
+    @property
+    def record_codec(self) -> tuple[str, str] | None:
+        """How the captured bytes decode again (codec, errors), line by line or a record at a
+        time alike; None for a codec that carries state from line to line (ISO-2022, UTF-7):
+        its records cannot be read apart from the file."""
+        if self._line_codec == "utf-8" and not self.exact_rows:  # transcoded from UTF-16, ...
+            return "utf-8", "surrogatepass"
+        if self._line_codec == "utf-8-sig":  # the BOM is the file's, before its first line
+            return "utf-8", "strict"
+        if self._line_codec in STATELESS_CODECS or _single_byte(self._line_codec):
+            return self._line_codec, "strict"
+        return None
 
     def lines(self, separator: str = "") -> Iterator[str]:
         """The lines, with their line breaks; a record is counted from one `new_record()` to the
@@ -84,6 +110,8 @@ class TextLines:
             try:
                 line = lines.read()
                 text = decode(line, not line)
+                if self.captured is not None:
+                    self.captured.append(line)
             except RecordTooLongError as exc:
                 raise BadUploadError(
                     f"{self.where()} {exc.reason}, over the limit for one record: check the "
@@ -116,3 +144,14 @@ class TextLines:
             except BadUploadError:
                 pass
         return "cp1252" if self.codec != "cp1252" else "utf-8"
+
+
+def split_lines(text: str) -> Iterator[str]:
+    """The lines of `text` as a reader got them: each ends after a "\n" (the last may not).
+    Not str.splitlines, which also breaks at U+0085, U+2028 and the like."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start : end + 1]
+        start = end + 1
+    if start < len(text):
+        yield text[start:]
