@@ -60,6 +60,7 @@ class Config:
     chunk_size: int
     write_chunks: int
     passes: int
+    ingest_only: bool = False
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> Config:
@@ -70,11 +71,16 @@ class Config:
         p.add_argument("--write-chunks", type=int, default=30, help="chunks per write variant")
         p.add_argument("--passes", type=int, default=3, help="jobs per worker count (best kept)")
         p.add_argument("--quick", action="store_true", help="10,000 rows, 1 and 2 processes, once")
+        p.add_argument(
+            "--ingest-only",
+            action="store_true",
+            help="only the ingest rows (bench/ingest.py), written to <date>-<host>-ingest.json",
+        )
         a = p.parse_args(argv)
         if a.quick:
             a.rows, a.workers, a.passes = min(a.rows, 10_000), "1,2", 1
         workers = tuple(int(n) for n in a.workers.split(","))
-        return cls(a.rows, workers, a.chunk_size, a.write_chunks, a.passes)
+        return cls(a.rows, workers, a.chunk_size, a.write_chunks, a.passes, a.ingest_only)
 
 
 # --- servers ----------------------------------------------------------------------------------
@@ -228,11 +234,25 @@ class Bench:
         args[args.index("--port") + 1] = str(port)
         second = self.stack.spawn("api2", args)
         url2 = f"http://127.0.0.1:{port}"
+        # Today's path, beside it: an API process that parses every row itself.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            parsing_port = int(s.getsockname()[1])
+        args = self.stack.api_args()
+        args[args.index("--port") + 1] = str(parsing_port)
+        self.stack.extra_env["REVIEWSCORE_INGEST_PARSE"] = "api"
         try:
-            wait("the second API", lambda: httpx.get(url2 + "/healthz", timeout=2).is_success, 120)
+            parsing = self.stack.spawn("api-parse", args)
+        finally:
+            del self.stack.extra_env["REVIEWSCORE_INGEST_PARSE"]
+        url3 = f"http://127.0.0.1:{parsing_port}"
+        try:
+            for name, url in (("the second API", url2), ("the parsing API", url3)):
+                wait(name, lambda url=url: httpx.get(url + "/healthz", timeout=2).is_success, 120)
             body = csv_bytes(self.texts, self.cfg.rows, "ingest")
             first_pid = self.stack.children["api"].process.pid
             return ingest.measure(
+                (url3, parsing.process.pid),
                 self.url,
                 first_pid,
                 (url2, second.process.pid),
@@ -242,6 +262,7 @@ class Bench:
             )
         finally:
             self.stack.stop_child("api2")
+            self.stack.stop_child("api-parse")
 
     def celery(self) -> Any:
         from reviewscore.core.celery_app import make_celery
@@ -529,19 +550,18 @@ def main(argv: list[str] | None = None) -> None:
             bench = Bench(cfg, tmp, url, postmaster)
             try:
                 bench.start()
-                writes = result_writes(cfg, url, postmaster)
+                writes = {} if cfg.ingest_only else result_writes(cfg, url, postmaster)
                 ingest_runs = bench.ingest()
-                runs = [bench.run(n) for n in cfg.workers]
+                runs = [] if cfg.ingest_only else [bench.run(n) for n in cfg.workers]
             finally:
                 bench.stop()
-    text = (
-        report(cfg, runs, writes)
-        + "\n"
-        + "\n".join(ingest.table(ingest_runs, MODEL_REVIEWS_PER_CORE_S))
-    )
+    text = "\n".join(ingest.table(ingest_runs, MODEL_REVIEWS_PER_CORE_S))
+    if not cfg.ingest_only:
+        text = report(cfg, runs, writes) + "\n" + text
     print(text)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"{dt.date.today()}-{platform.node() or 'host'}-coordination.json"
+    name = "ingest" if cfg.ingest_only else "coordination"
+    out = RESULTS_DIR / f"{dt.date.today()}-{platform.node() or 'host'}-{name}.json"
     out.write_text(
         json.dumps(
             {

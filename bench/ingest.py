@@ -20,6 +20,7 @@ import psutil
 from bench.cpu import tree_cpu_seconds
 
 PARTS = 4
+SINGLE = "single stream"
 
 
 def split_csv(body: bytes, parts: int) -> list[bytes]:
@@ -74,7 +75,7 @@ def _one(
 ) -> dict[str, Any]:
     api_before, pg_before = _cpu(pids, postmaster)
     started = time.perf_counter()
-    job_id = send(urls, body) if name != "single stream" else _single(urls[0], body)
+    job_id = send(urls, body) if send is not None else _single(urls[0], body)
     wall = time.perf_counter() - started
     api_after, pg_after = _cpu(pids, postmaster)
     received = httpx.get(f"{urls[0]}/v1/jobs/{job_id}", timeout=30).json()["received"]
@@ -91,17 +92,53 @@ def _one(
 
 
 def measure(
-    url: str, api_pid: int, second: tuple[str, int] | None, postmaster: int, body: bytes, rows: int
+    parsing: tuple[str, int],
+    url: str,
+    api_pid: int,
+    second: tuple[str, int] | None,
+    postmaster: int,
+    body: bytes,
+    rows: int,
 ) -> list[dict[str, Any]]:
-    """The three ways, in one run, each on the same rows (new ids each time, same texts)."""
+    """Each way in one run, on the same rows (new ids each time, same texts): first today's
+    single stream through an API process that parses (`parsing`: REVIEWSCORE_INGEST_PARSE=api),
+    the baseline; then through API processes that store records for the workers to parse
+    (the default), as one stream, 4 parts to one API, 4 parts over two."""
+    p_url, p_pid = parsing
     runs = [
-        _one("single stream", None, [url], [api_pid], postmaster, body, rows),
+        _one(SINGLE + ", API parses", None, [p_url], [p_pid], postmaster, body, rows),
+        _one(f"{PARTS} parts, API parses", _in_parts, [p_url], [p_pid], postmaster, body, rows),
+        _one(SINGLE, None, [url], [api_pid], postmaster, body, rows),
         _one(f"{PARTS} parts, 1 API", _in_parts, [url], [api_pid], postmaster, body, rows),
     ]
     if second is not None:
         urls, pids = [url, second[0]], [api_pid, second[1]]
         runs.append(_one(f"{PARTS} parts, 2 APIs", _in_parts, urls, pids, postmaster, body, rows))
+    runs[0]["worker_parse_us_per_row"] = 0.0
+    for run in runs[1:]:
+        run["worker_parse_us_per_row"] = 0.0 if "API parses" in run["how"] else parse_cost(body)
     return runs
+
+
+def parse_cost(body: bytes, chunk_rows: int = 1000) -> float:
+    """CPU us a row a worker spends parsing the stored records (core/ingest/records.py), on one
+    core of this machine: what design (b) moves from the API to the workers (their storing of
+    the input rows at completion comes on top, in the drain's figures)."""
+    from reviewscore.core.ingest import IngestLimits, UploadOptions, open_reviews, records
+
+    limits = IngestLimits(1 << 40, 100_000, 1 << 40, 200)
+    reviews = open_reviews(io.BytesIO(body), limits, UploadOptions(id_column="id"))
+    spec = reviews.record_spec()
+    assert spec is not None
+    stored = list(reviews.records())
+    blobs = [
+        (stored[i][0], records.pack(spec, [raw for _, raw in stored[i : i + chunk_rows]]))
+        for i in range(0, len(stored), chunk_rows)
+    ]
+    started = time.process_time()
+    for first_row, blob in blobs:
+        records.parse(blob, first_row)
+    return 1e6 * (time.process_time() - started) / len(stored)
 
 
 def feeds(run: dict[str, Any], reviews_per_core_s: float) -> tuple[float, float]:
@@ -112,23 +149,30 @@ def feeds(run: dict[str, Any], reviews_per_core_s: float) -> tuple[float, float]
     return run["rows_per_s"] / reviews_per_core_s, (1e6 / reviews_per_core_s) / cost
 
 
+def cpu(run: dict[str, Any]) -> float:
+    return float(run["api_cpu_us_per_row"] + run["postgres_cpu_us_per_row"])
+
+
 def table(runs: list[dict[str, Any]], reviews_per_core_s: float) -> list[str]:
     base = runs[0]
     lines = [
         f"ingest of one dump on PostgreSQL ({base['rows']:,} rows, nothing scoring meanwhile):",
         f"  {'how':<18} {'rows/s':>9} {'x single':>9} {'API CPU us/row':>15} "
-        f"{'pg CPU us/row':>14} {'feeds':>6} {'per core':>9}",
+        f"{'pg CPU us/row':>14} {'x CPU':>6} {'feeds':>6} {'per core':>9} {'worker parse':>13}",
     ]
     for r in runs:
         at_rate, per_core = feeds(r, reviews_per_core_s)
         lines.append(
             f"  {r['how']:<18} {r['rows_per_s']:>9,.0f} {r['rows_per_s'] / base['rows_per_s']:>9.2f}"
             f" {r['api_cpu_us_per_row']:>15.1f} {r['postgres_cpu_us_per_row']:>14.1f}"
-            f" {at_rate:>6.1f} {per_core:>9.2f}"
+            f" {cpu(r) / cpu(base):>6.2f} {at_rate:>6.1f} {per_core:>9.2f}"
+            f" {r.get('worker_parse_us_per_row', 0.0):>10.1f} us"
         )
     lines.append(
         f"  (feeds: worker cores at {reviews_per_core_s:,.0f} reviews/s each that the measured "
-        "rate keeps busy; per core: worker cores fed per core of API + PostgreSQL CPU; "
+        "rate keeps busy; per core: worker cores fed per core of API + PostgreSQL CPU; x CPU: "
+        "API + PostgreSQL CPU a row against the first row's; worker parse: CPU a row the "
+        "workers spend parsing the stored records instead; "
         f"{psutil.cpu_count()} cores on this machine, shared by every process above)"
     )
     return lines

@@ -40,10 +40,11 @@ pytest_plugins = ["tests.inprocess"]
 #   browser, Prometheus against a running API, or several hosts.
 # A new module must be listed: collection fails otherwise, saying so.
 TIERS = {
-    "unit": """batcher chunk_texts compose exports formats ingest labels log_files redis_keys
+    "unit": """batcher chunk_texts compose exports formats ingest labels log_files records redis_keys
         singles_message splitting text urls worker_models bench blend fault_plugin""",
     "integration": """api_process cache chunks deletes evaluation fair_share fetch job_options
         metrics_scrape model_registry outages quotas routes schema sources sweeper webhooks
+        worker_parse
         worker""",
     "system": """auth bad_input browser cli client delivery deploy docs faults formats_service
         metrics parts registry_stack resilience resume schemathesis service singles training

@@ -21,7 +21,7 @@ from reviewscore.core.errors import ReviewscoreError
 from reviewscore.core.evaluation import LENGTH_BINS, SCORE_SCALE, Evaluation, evaluate_cells
 from reviewscore.core.ingest import records
 from reviewscore.core.ingest.labels import NEGATIVE, POSITIVE, UNREADABLE
-from reviewscore.core.schema import Chunk, ChunkStatus, ChunkText, InputRow, Job, Result
+from reviewscore.core.schema import Chunk, ChunkText, InputRow, Job, Result
 
 
 class ExportInterruptedError(ReviewscoreError):
@@ -69,8 +69,8 @@ def iter_results(
     and its kept input columns if `with_extra`. Raises ExportInterruptedError if the job is
     deleted meanwhile, so a cut-short stream never looks like a complete one.
 
-    Rows of a chunk still held as its records (core/ingest/records.py: not scored yet, so no
-    input row is stored) are read from its blob, merged in input order."""
+    Rows of a chunk still held as its records (core/ingest/records.py: not scored, so no input
+    row is stored) are read from its blob, merged in input order."""
     with session_scope(readonly=True) as session:
         # A job in parts numbers its rows by part (core/parts.py): ids are their ordinals.
         offsets = parts.ordinal_offsets(session, job_id)
@@ -95,7 +95,9 @@ def iter_results(
 
 
 def _held_as_records(session: Session, job_id: str) -> list[tuple[int, int, int]]:
-    """(first_row, row_count, seq) of the job's chunks not done whose blob is their records."""
+    """(first_row, row_count, seq) of the job's chunks whose blob is their records: not scored
+    (still to be, or never: closed by a cancel or a deadline), so no input row is stored yet
+    (complete_chunk and give_up store them, and pack or drop the blob, in one transaction)."""
     return [
         (first_row, row_count, seq)
         for first_row, row_count, seq in session.execute(
@@ -103,7 +105,6 @@ def _held_as_records(session: Session, job_id: str) -> list[tuple[int, int, int]
             .join(ChunkText, (ChunkText.job_id == Chunk.job_id) & (ChunkText.seq == Chunk.seq))
             .where(
                 Chunk.job_id == job_id,
-                Chunk.status != ChunkStatus.done,
                 func.substr(ChunkText.data, 1, len(records.MAGIC)) == records.MAGIC,
             )
             .order_by(Chunk.first_row)
