@@ -23,9 +23,7 @@ LIMITS = IngestLimits(
 CASES: dict[str, tuple[bytes, dict[str, Any]]] = {
     "quoted line breaks, blank lines, U+0085, errors, labels": (
         b'id,text,label\n1,"hello, ""world""\nsecond line",pos\n\n2,,neg\n'
-        b"3,x\xc2\x85y,1\n4\n5,a,0,extra\n6,"
-        + b"long " * 20
-        + b",1\n7,last without a line break",
+        b"3,x\xc2\x85y,1\n4\n5,a,0,extra\n6," + b"long " * 20 + b",1\n7,last without a line break",
         {"id_column": "id", "keep_columns": ("label",)},
     ),
     "semicolons, a BOM and CRLF": ("\ufeffid;text\r\n1;héllo\r\n2;bye\r\n".encode(), {}),
