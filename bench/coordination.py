@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,10 @@ def phase_ms(records: list[dict[str, Any]]) -> dict[str, float]:
     return {p: 1000 * statistics.fmean(r[f"{p}_s"] for r in records) for p in PHASES}
 
 
+def healthy(url: str) -> bool:
+    return httpx.get(url + "/healthz", timeout=2).is_success
+
+
 def wait(what: str, condition: Callable[[], Any], timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -248,7 +253,7 @@ class Bench:
         url3 = f"http://127.0.0.1:{parsing_port}"
         try:
             for name, url in (("the second API", url2), ("the parsing API", url3)):
-                wait(name, lambda url=url: httpx.get(url + "/healthz", timeout=2).is_success, 120)
+                wait(name, partial(healthy, url), 120)
             body = csv_bytes(self.texts, self.cfg.rows, "ingest")
             first_pid = self.stack.children["api"].process.pid
             return ingest.measure(
