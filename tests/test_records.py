@@ -26,6 +26,12 @@ CASES: dict[str, tuple[bytes, dict[str, Any]]] = {
         b"3,x\xc2\x85y,1\n4\n5,a,0,extra\n6," + b"long " * 20 + b",1\n7,last without a line break",
         {"id_column": "id", "keep_columns": ("label",)},
     ),
+    "a quote inside an unquoted field, a record of 20 lines, an escaped quote at a line end": (
+        b'id,text\n1,a"b\n2,"x""\n'
+        + b"more\n" * 19
+        + b'end"\n3,"ends with ""quote"""\n4,"\n"\n',
+        {},
+    ),
     "semicolons, a BOM and CRLF": ("\ufeffid;text\r\n1;héllo\r\n2;bye\r\n".encode(), {}),
     "UTF-16 tabs": ("id\ttext\n1\thi\n2\tthere\n".encode("utf-16"), {}),
     "cp1252": ("id,text\n1,caf\xe9\n2,na\xefve".encode("cp1252"), {"encoding": "cp1252"}),
@@ -63,6 +69,31 @@ def test_records_read_back_as_the_rows_the_upload_reader_yields(case: str, chunk
     expected = parsed_by_the_api(body, options)
     assert len(expected) >= 2
     assert stored_then_parsed(body, options, chunk_rows) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'id,text\n1,ok\n2,"a"b\n3,never\n', "malformed CSV at data row 2 (line 3)"),
+        (b'id,text\n1,ok\n2,"open\nquote\n', "malformed CSV at data row 2 (line 4)"),
+        (b"id,text\n1,ok\n2,caf\xe9\n", "the file is not valid UTF-8 at data row 2"),
+    ],
+)
+def test_a_record_that_ends_the_upload_ends_it_at_the_same_row_whoever_parses(
+    body: bytes, message: str
+) -> None:
+    """Storing records runs every check that ends an upload, with the same words and row."""
+    from reviewscore.core.errors import BadUploadError
+
+    with pytest.raises(BadUploadError) as parsed:
+        parsed_by_the_api(body, UploadOptions(encoding="utf-8"))
+    reviews = open_reviews(io.BytesIO(body), LIMITS, UploadOptions(encoding="utf-8"))
+    kept = []
+    with pytest.raises(BadUploadError) as stored:
+        kept.extend(reviews.records())
+    assert message in parsed.value.message
+    assert stored.value.message == parsed.value.message
+    assert kept == [(1, b"1,ok\n")]
 
 
 def test_real_reviews_read_back_exactly_and_their_texts_unpack_from_the_blob() -> None:
