@@ -27,9 +27,7 @@ CASES: dict[str, tuple[bytes, dict[str, Any]]] = {
         {"id_column": "id", "keep_columns": ("label",)},
     ),
     "a quote inside an unquoted field, a record of 20 lines, an escaped quote at a line end": (
-        b'id,text\n1,a"b\n2,"x""\n'
-        + b"more\n" * 19
-        + b'end"\n3,"ends with ""quote"""\n4,"\n"\n',
+        b'id,text\n1,a"b\n2,"x""\n' + b"more\n" * 19 + b'end"\n3,"ends with ""quote"""\n4,"\n"\n',
         {},
     ),
     "semicolons, a BOM and CRLF": ("\ufeffid;text\r\n1;héllo\r\n2;bye\r\n".encode(), {}),
