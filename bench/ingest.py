@@ -144,35 +144,44 @@ def parse_cost(body: bytes, chunk_rows: int = 1000) -> float:
 def feeds(run: dict[str, Any], reviews_per_core_s: float) -> tuple[float, float]:
     """Worker cores the dump keeps busy: at the rate measured here (bound by this 2-core
     machine), and per core given to ingest (a worker core spends 1e6 / reviews_per_core_s us
-    a row; the API and PostgreSQL spend their CPU per row), which is what scales with hosts."""
-    cost = run["api_cpu_us_per_row"] + run["postgres_cpu_us_per_row"]
-    return run["rows_per_s"] / reviews_per_core_s, (1e6 / reviews_per_core_s) / cost
+    a row scoring, plus the parse where it parses; the API and PostgreSQL spend their CPU per
+    row), which is what scales with hosts."""
+    worker = 1e6 / reviews_per_core_s + run.get("worker_parse_us_per_row", 0.0)
+    return run["rows_per_s"] / reviews_per_core_s, worker / cpu(run)
 
 
 def cpu(run: dict[str, Any]) -> float:
     return float(run["api_cpu_us_per_row"] + run["postgres_cpu_us_per_row"])
 
 
+def all_cpu(run: dict[str, Any]) -> float:
+    """Every ingest CPU a row, wherever it runs: the API, PostgreSQL and the workers' parse."""
+    return cpu(run) + float(run.get("worker_parse_us_per_row", 0.0))
+
+
 def table(runs: list[dict[str, Any]], reviews_per_core_s: float) -> list[str]:
     base = runs[0]
     lines = [
         f"ingest of one dump on PostgreSQL ({base['rows']:,} rows, nothing scoring meanwhile):",
-        f"  {'how':<18} {'rows/s':>9} {'x single':>9} {'API CPU us/row':>15} "
-        f"{'pg CPU us/row':>14} {'x CPU':>6} {'feeds':>6} {'per core':>9} {'worker parse':>13}",
+        f"  {'how':<26} {'rows/s':>9} {'x single':>9} {'API CPU us/row':>15} "
+        f"{'pg CPU us/row':>14} {'x CPU':>6} {'feeds':>6} {'per core':>9} {'worker parse':>13}"
+        f" {'x all':>6}",
     ]
     for r in runs:
         at_rate, per_core = feeds(r, reviews_per_core_s)
         lines.append(
-            f"  {r['how']:<18} {r['rows_per_s']:>9,.0f} {r['rows_per_s'] / base['rows_per_s']:>9.2f}"
+            f"  {r['how']:<26} {r['rows_per_s']:>9,.0f} {r['rows_per_s'] / base['rows_per_s']:>9.2f}"
             f" {r['api_cpu_us_per_row']:>15.1f} {r['postgres_cpu_us_per_row']:>14.1f}"
             f" {cpu(r) / cpu(base):>6.2f} {at_rate:>6.1f} {per_core:>9.2f}"
             f" {r.get('worker_parse_us_per_row', 0.0):>10.1f} us"
+            f" {all_cpu(r) / all_cpu(base):>6.2f}"
         )
     lines.append(
         f"  (feeds: worker cores at {reviews_per_core_s:,.0f} reviews/s each that the measured "
-        "rate keeps busy; per core: worker cores fed per core of API + PostgreSQL CPU; x CPU: "
-        "API + PostgreSQL CPU a row against the first row's; worker parse: CPU a row the "
-        "workers spend parsing the stored records instead; "
+        "rate keeps busy; per core: worker cores (scoring, and parsing where they parse) fed per "
+        "core of API + PostgreSQL CPU; x CPU: API + PostgreSQL CPU a row against the first "
+        "row's; worker parse: CPU a row the workers spend parsing the stored records instead; "
+        "x all: API + PostgreSQL + worker parse CPU a row against the first row's; "
         f"{psutil.cpu_count()} cores on this machine, shared by every process above)"
     )
     return lines

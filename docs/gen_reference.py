@@ -451,10 +451,12 @@ def _target_rows(targets: list[dict[str, Any]]) -> list[str]:
 
 TITLES = {
     "vm": "The main run (`make bench`)",
+    "vm-bulk": "Bulk end to end (`python -m bench` with the limit and bulk rows only)",
     "vm-resume": "Resumed uploads (`python -m bench` with the resume row only)",
     "vm-key-share": "Fair share between API keys (`python -m bench.key_share`)",
     "vm-stacks": "Singles on `reviewscore run` beside the benchmark's stack (`python -m bench.stacks`)",
     "vm-coordination": "Coordination on PostgreSQL (`make bench-coordination`)",
+    "vm-ingest": "One dump's ingest on PostgreSQL (`python -m bench.coordination --ingest-only`)",
     "storage": "Storage per row (`make bench-storage`)",
     "growth": "Growth: deletes of big jobs, and scrapes with many jobs kept",
 }
@@ -476,7 +478,9 @@ def _variant(path: Path, data: dict[str, Any]) -> tuple[str, str]:
 
 def _variant_title(kind: str, config: dict[str, Any] | None) -> str:
     title = TITLES.get(kind, kind)
-    if config and "rows" in config and "workers" in config:
+    if config and config.get("ingest_only"):
+        title += f": {config['rows']:,} rows per run"
+    elif config and "rows" in config and "workers" in config:
         workers = "/".join(str(w) for w in config["workers"])
         title += f": {config['rows']:,} rows per run, worker processes {workers}"
     return title
