@@ -4,7 +4,6 @@ and line breaks as the csv module reads them, one record at a time from capped l
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import io
 import re
@@ -146,17 +145,7 @@ class DelimitedReviews(Reviews):
 
     def record_spec(self) -> RecordSpec | None:
         codec = self._text.record_codec
-        if codec is None:
-            return None
-        return RecordSpec(
-            format=self.format,
-            codec=codec[0],
-            errors=codec[1],
-            check_unicode=self._checks.check_unicode,
-            max_text_bytes=self._checks.limits.max_text_bytes,
-            id_column=self.id_column,
-            layout=dataclasses.asdict(self.layout()),
-        )
+        return None if codec is None else RecordSpec.of(self, codec, self._checks, self.layout())
 
 
 # A record's lines are checked by the fast path only up to this many (a longer one goes to the

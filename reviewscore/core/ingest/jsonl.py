@@ -5,7 +5,6 @@ exact characters they were written with."""
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import io
 import json
 from collections.abc import Iterable, Iterator
@@ -217,17 +216,7 @@ class JsonLinesReviews(Reviews):
 
     def record_spec(self) -> RecordSpec | None:
         codec = self._text.record_codec
-        if codec is None:
-            return None
-        return RecordSpec(
-            format=self.format,
-            codec=codec[0],
-            errors=codec[1],
-            check_unicode=self._checks.check_unicode,
-            max_text_bytes=self._checks.limits.max_text_bytes,
-            id_column=self.id_column,
-            layout=dataclasses.asdict(self.layout()),
-        )
+        return None if codec is None else RecordSpec.of(self, codec, self._checks, self.layout())
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ and the checks each row goes through whatever its file format."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -193,6 +194,22 @@ class RecordSpec:
     max_text_bytes: int
     id_column: str | None
     layout: dict[str, Any]
+
+    @classmethod
+    def of(
+        cls, reviews: Reviews, codec: tuple[str, str], checks: RowChecks, layout: Any
+    ) -> RecordSpec:
+        """The spec of an upload being read: `codec` (name, errors) as its records' bytes
+        decode, `layout` the format's resolved field positions (a dataclass)."""
+        return cls(
+            format=reviews.format,
+            codec=codec[0],
+            errors=codec[1],
+            check_unicode=checks.check_unicode,
+            max_text_bytes=checks.limits.max_text_bytes,
+            id_column=reviews.id_column,
+            layout=dataclasses.asdict(layout),
+        )
 
 
 class Reviews:
