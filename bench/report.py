@@ -82,6 +82,14 @@ def rows_table(r: Results) -> Table:
             f"{b.rows:,} rows in {b.seconds:.1f}s (upload {b.upload_seconds:.1f}s); "
             f"{passes_text(bulk)}; {phase_text(b)}",
         )
+    if bulk := rows.bulk_api_parse:
+        b = bulk.best
+        t.add_row(
+            "4 bulk, the API parsing",
+            fmt(bulk.reviews_per_s, 0),
+            f"REVIEWSCORE_INGEST_PARSE=api, its own stack; {b.rows:,} rows in {b.seconds:.1f}s "
+            f"(upload {b.upload_seconds:.1f}s); {passes_text(bulk)}; {phase_text(b)}",
+        )
     for s in rows.singles:
         t.add_row(
             f"5 singles: {s.connections} connection(s)",

@@ -257,6 +257,9 @@ class Rows:
     seed: CallsRow | None = None
     naive: CallsRow | None = None
     bulk: BestOf | None = None
+    # The same bulk jobs on a stack whose API parses every row (REVIEWSCORE_INGEST_PARSE=api,
+    # the path before ingest design (b)), beside the default in the same run.
+    bulk_api_parse: BestOf | None = None
     singles: list[LoadRun] = field(default_factory=list)
     dedup: DedupRow | None = None
     big: BigRow | None = None

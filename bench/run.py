@@ -124,6 +124,18 @@ def run_main_stack(cfg: Config, model: str, texts: Texts, tmp: Path, results: Re
             )
 
 
+def run_bulk_api_parse(cfg: Config, model: str, texts: Texts, tmp: Path, results: Results) -> None:
+    """Row 4 again on a stack whose API parses every row (the path before ingest design (b)),
+    so the default's bulk figure has the older path's beside it, measured in the same run."""
+    with running_service(
+        cfg, model, "bulk-api", env={"REVIEWSCORE_INGEST_PARSE": "api"}
+    ) as service:
+        results.rows.bulk_api_parse = bulk.measure_bulk(
+            service, bulk_files(texts, tmp / "api", cfg.bulk_passes)
+        )
+    log(f"bulk, the API parsing: {results.rows.bulk_api_parse.reviews_per_s:.0f} reviews/s")
+
+
 def run(cfg: Config) -> Results:
     default = local_model(cfg.models_dir, cfg.model)
     results = Results(
@@ -158,6 +170,9 @@ def run(cfg: Config) -> Results:
     with tempfile.TemporaryDirectory(prefix="reviewscore-bench-data-") as tmp_name:
         tmp = Path(tmp_name)
         run_main_stack(cfg, default.name, texts, tmp, results)
+        if "bulk" not in cfg.skip:
+            (tmp / "api").mkdir()
+            run_bulk_api_parse(cfg, default.name, texts, tmp, results)
         files = bulk_files(texts, tmp, cfg.compare_passes)
         if "scale" not in cfg.skip:
             rows.scale = scale.measure_scale(cfg, default.name, files)
