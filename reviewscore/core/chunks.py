@@ -413,11 +413,15 @@ def _drop_texts(
     keeps = exists().where(Job.id == job_id, Job.keep_texts.is_(True))
     if parsed is not None:
         _store_inputs(session, job_id, parsed)
-        session.execute(
-            update(ChunkText)
-            .where(ChunkText.job_id == job_id, ChunkText.seq == seq, keeps)
-            .values(data=pack_texts([r.text for r in parsed]))
-        )
+        # Asked first: packing a chunk's texts is zstd over all of them, wasted on the jobs
+        # (nearly all) whose texts are dropped.
+        if session.scalar(select(keeps)):
+            session.execute(
+                update(ChunkText)
+                .where(ChunkText.job_id == job_id, ChunkText.seq == seq)
+                .values(data=pack_texts([r.text for r in parsed]))
+            )
+            return
     session.execute(
         delete(ChunkText).where(ChunkText.job_id == job_id, ChunkText.seq == seq, ~keeps)
     )
