@@ -52,6 +52,37 @@ def make_job(
     return job_id
 
 
+def make_records_job(n_rows: int, chunk_size: int) -> str:
+    """A job stored as the API stores a CSV upload by default (ingest design (b)): each chunk's
+    records unparsed in one blob, no input rows until a worker scores the chunk."""
+    import io
+
+    from reviewscore.core.ingest import UploadOptions, open_reviews
+    from reviewscore.core.ingest import records as stored
+    from reviewscore.core.settings import get_settings
+    from reviewscore.core.uploads import limits_from
+
+    body = "id,text\n" + "".join(f"id-{i},review number {i}\n" for i in range(1, n_rows + 1))
+    reviews = open_reviews(
+        io.BytesIO(body.encode()), limits_from(get_settings()), UploadOptions(id_column="id")
+    )
+    spec = reviews.record_spec()
+    assert spec is not None
+    read = list(reviews.records())
+    with session_scope() as s:
+        job_id = jobs.create_job(
+            s, model_name="stub", model_version="stub-1", filename="reviews.csv",
+            text_column="text", id_column="id",
+        )  # fmt: skip
+    for seq, start in enumerate(range(0, n_rows, chunk_size)):
+        part = read[start : start + chunk_size]
+        blob = stored.pack(spec, [raw for _, raw in part])
+        with session_scope() as s:
+            chunks.add_records(s, job_id, seq, part[0][0], len(part), blob)
+    close(job_id)
+    return job_id
+
+
 def close(job_id: str, error: str | None = None) -> None:
     with session_scope() as s:
         jobs.finish_upload(s, job_id, error)

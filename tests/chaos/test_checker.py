@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from reviewscore.core import jobs
+from reviewscore.core.db import session_scope
 from tests import factories
 from tests.chaos.checker import check
 
@@ -85,3 +87,31 @@ def test_a_delete_under_way_or_unanswered_is_neither_left_over_nor_lost(database
     assert report.lost == 0
     unsent = check(db, 1, [e for e in history if e["status"] != 0], 5.0, 3.0)
     assert unsent.violations == [f"job {'f' * 32} (jsonl) accepted, now missing"]
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+def test_a_job_cancelled_before_its_chunks_were_scored_keeps_its_rows_in_their_blobs(
+    database: str,
+) -> None:
+    """Seed 101 in stop 27's first run: a CSV upload is stored as records blobs (ingest design
+    (b)), and its job cancelled before a worker parsed them has no input rows; its rows are
+    still stored (the export lists them), so the checker finds every id sent. Only a blob gone
+    too is a loss."""
+    job_id = factories.make_records_job(10, 4)
+    with session_scope() as s:
+        jobs.cancel_job(s, job_id)
+    db = Db(database)
+    history: list[dict[str, Any]] = [
+        {"op": "upload", "status": 202, "job": job_id, "prefix": "id", "n": 10, "format": "csv",
+         "t0": 0.0, "t1": 0.5},
+    ]  # fmt: skip
+    report = check(db, 1, history, 5.0, 3.0)
+    assert report.violations == [], report.violations
+    assert (report.rows, report.lost) == (10, 0)
+
+    db.sql("DELETE FROM chunk_texts WHERE job_id = :j AND seq = 1", j=job_id)
+    report = check(db, 1, history, 5.0, 3.0)
+    assert report.lost == 4
+    assert f"job {job_id} (csv): sent 10 rows, 202, stored 6 (6 with the ids sent)" in "\n".join(
+        report.violations
+    )
