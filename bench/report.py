@@ -74,22 +74,22 @@ def rows_table(r: Results) -> Table:
         t.add_row("2 seed: predict per review", fmt(seed.reviews_per_s), f"{seed.calls} reviews")
     if naive := rows.naive:
         t.add_row("3 naive: task per review", fmt(naive.reviews_per_s), f"{naive.calls} tasks")
-    if bulk := rows.bulk:
-        b = bulk.best
-        t.add_row(
-            "4 bulk: CSV -> SQL",
-            fmt(bulk.reviews_per_s, 0),
-            f"{b.rows:,} rows in {b.seconds:.1f}s (upload {b.upload_seconds:.1f}s); "
-            f"{passes_text(bulk)}; {phase_text(b)}",
-        )
-    if bulk := rows.bulk_api_parse:
-        b = bulk.best
-        t.add_row(
+    for name, bulk, how in (
+        ("4 bulk: CSV -> SQL", rows.bulk, ""),
+        (
             "4 bulk, the API parsing",
-            fmt(bulk.reviews_per_s, 0),
-            f"REVIEWSCORE_INGEST_PARSE=api, its own stack; {b.rows:,} rows in {b.seconds:.1f}s "
-            f"(upload {b.upload_seconds:.1f}s); {passes_text(bulk)}; {phase_text(b)}",
-        )
+            rows.bulk_api_parse,
+            "REVIEWSCORE_INGEST_PARSE=api, its own stack; ",
+        ),
+    ):
+        if bulk is not None:
+            b = bulk.best
+            t.add_row(
+                name,
+                fmt(bulk.reviews_per_s, 0),
+                f"{how}{b.rows:,} rows in {b.seconds:.1f}s (upload {b.upload_seconds:.1f}s); "
+                f"{passes_text(bulk)}; {phase_text(b)}",
+            )
     for s in rows.singles:
         t.add_row(
             f"5 singles: {s.connections} connection(s)",
