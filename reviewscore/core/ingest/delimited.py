@@ -151,7 +151,8 @@ class DelimitedReviews(Reviews):
 # A record's lines are checked by the fast path only up to this many (a longer one goes to the
 # csv module: the pattern is matched again on each line added).
 FAST_LINES = 16
-BLANK = ("\n", "\r\n")
+# A lone "\r" is the last line of a file ending in one: the csv module reads it as blank too.
+BLANK = ("\n", "\r\n", "\r")
 
 
 class _LineFeed:
