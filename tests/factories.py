@@ -53,32 +53,31 @@ def make_job(
 
 
 def make_records_job(n_rows: int, chunk_size: int) -> str:
-    """A job stored as the API stores a CSV upload by default (ingest design (b)): each chunk's
-    records unparsed in one blob, no input rows until a worker scores the chunk."""
+    """A job stored as the API stores a CSV upload by default (ingest design (b)), through the
+    upload's own ChunkWriter: each chunk's records unparsed in one blob, no input rows until a
+    worker scores the chunk."""
     import io
 
     from reviewscore.core.ingest import UploadOptions, open_reviews
-    from reviewscore.core.ingest import records as stored
     from reviewscore.core.settings import get_settings
-    from reviewscore.core.uploads import limits_from
+    from reviewscore.core.uploads import ChunkWriter, items_of, limits_from
 
     body = "id,text\n" + "".join(f"id-{i},review number {i}\n" for i in range(1, n_rows + 1))
+    settings = get_settings()
     reviews = open_reviews(
-        io.BytesIO(body.encode()), limits_from(get_settings()), UploadOptions(id_column="id")
+        io.BytesIO(body.encode()), limits_from(settings), UploadOptions(id_column="id")
     )
-    spec = reviews.record_spec()
+    items, spec = items_of(reviews, settings.model_copy(update={"ingest_parse": "worker"}))
     assert spec is not None
-    read = list(reviews.records())
     with session_scope() as s:
         job_id = jobs.create_job(
             s, model_name="stub", model_version="stub-1", filename="reviews.csv",
             text_column="text", id_column="id",
         )  # fmt: skip
-    for seq, start in enumerate(range(0, n_rows, chunk_size)):
-        part = read[start : start + chunk_size]
-        blob = stored.pack(spec, [raw for _, raw in part])
-        with session_scope() as s:
-            chunks.add_records(s, job_id, seq, part[0][0], len(part), blob)
+    writer = ChunkWriter(job_id, chunk_size, lambda job, seq: None, spec=spec)
+    for item in items:
+        writer.add(item)
+    writer.flush()
     close(job_id)
     return job_id
 

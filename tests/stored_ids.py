@@ -11,6 +11,16 @@ from typing import Any
 from reviewscore.core.ingest import records
 
 
+def held_rows(job: str) -> str:
+    """SQL for the number of rows of the job `job` (an SQL expression) in chunks still held as
+    records; the query binds `:magic` to records.MAGIC."""
+    return (
+        "(SELECT coalesce(sum(c.row_count), 0) FROM chunks c JOIN chunk_texts t "
+        f"ON t.job_id = c.job_id AND t.seq = c.seq WHERE c.job_id = {job} "
+        "AND substr(t.data, 1, 4) = :magic)"
+    )
+
+
 def stored_ids(sql: Callable[..., list[Any]], job_id: str) -> list[str | None]:
     """The ids of `job_id`'s stored rows in input order; `sql(query, **params)` runs a query.
     One statement, so one snapshot: a chunk a worker completes meanwhile (its blob dropped, its

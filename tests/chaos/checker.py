@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from reviewscore.core.ingest import records
 from tests.chaos.nemesis import API_AWAY
-from tests.stored_ids import stored_ids
+from tests.stored_ids import held_rows, stored_ids
 from tests.tables import render
 
 
@@ -69,12 +69,9 @@ class Report:
 
 
 # Rows: the input rows, and those of chunks still held as records (tests/stored_ids.py).
-JOB_COUNTS = """
+JOB_COUNTS = f"""
 SELECT j.id, j.status,
-  (SELECT count(*) FROM input_rows i WHERE i.job_id = j.id)
-  + (SELECT coalesce(sum(c.row_count), 0) FROM chunks c JOIN chunk_texts t
-       ON t.job_id = c.job_id AND t.seq = c.seq
-     WHERE c.job_id = j.id AND substr(t.data, 1, 4) = :magic),
+  (SELECT count(*) FROM input_rows i WHERE i.job_id = j.id) + {held_rows("j.id")},
   (SELECT count(*) FROM results r WHERE r.job_id = j.id),
   (SELECT coalesce(sum(scored_rows), 0) FROM chunks c WHERE c.job_id = j.id),
   (SELECT coalesce(sum(failed_rows), 0) FROM chunks c WHERE c.job_id = j.id),

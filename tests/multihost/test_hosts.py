@@ -37,7 +37,7 @@ from tests.multihost.conftest import (
     host_of,
 )
 from tests.multihost.harness import Host, wait_until
-from tests.stored_ids import stored_ids
+from tests.stored_ids import held_rows, stored_ids
 from tests.tables import table_fixture
 
 ROWS = 4000
@@ -213,12 +213,9 @@ def count_sql(hosts: Hosts, job_id: str) -> dict[str, int]:
     # Accepted: the input rows, and the rows of chunks no worker has parsed yet, still held as
     # their records blob (ingest design (b); tests/stored_ids.py).
     [row] = hosts.sql(
-        """
+        f"""
         SELECT
-          (SELECT count(*) FROM input_rows WHERE job_id = :j)
-          + (SELECT coalesce(sum(c.row_count), 0) FROM chunks c JOIN chunk_texts t
-               ON t.job_id = c.job_id AND t.seq = c.seq
-             WHERE c.job_id = :j AND substr(t.data, 1, 4) = :magic),
+          (SELECT count(*) FROM input_rows WHERE job_id = :j) + {held_rows(":j")},
           (SELECT count(*) FROM results WHERE job_id = :j),
           (SELECT count(*) FROM results WHERE job_id = :j AND error IS NOT NULL),
           (SELECT count(*) FROM results WHERE job_id = :j AND error IS NOT NULL
